@@ -1,0 +1,272 @@
+/**
+ * Predicts a training step's peak device memory from the network, the input shape and the strategy's
+ * plan, before anything runs: it replays the executor's schedule on shapes alone (every allocation,
+ * alias, save, recompute, swap-out and prefetched swap-in, and every free) with the same reference
+ * counting, and adds the kernels' transient buffers that layers declare. Parameters, Adam's two moments
+ * and the parameter gradients count too: they are device memory like any other.
+ *
+ * What it cannot see: a swap's device copy that outlives its last use while the transfer is still on the
+ * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
+ */
+import { NETWORK_INPUT, inferShapes, type Network, type Shape } from './graph.js';
+import type { StepPlan } from './executor.js';
+
+const BYTES = 4;
+const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+
+export interface Estimate {
+  /** Predicted high-water mark of device bytes during a training step (after the first). */
+  peak: number;
+  /** Where the peak happens, e.g. 'backward / enc1.ctx2.conv'. */
+  at: string;
+  /** Bytes of parameters, optimizer state, and the step's input and targets. */
+  fixed: number;
+  /** Bytes moved to host memory in one step (swapping). */
+  hostBytes: number;
+}
+
+export interface EstimateOptions {
+  /** Optimizer state tensors per parameter (Adam: 2). */
+  optimizerSlots?: number;
+  /** Output channels of the targets (defaults to the network's). */
+  targetChannels?: number;
+}
+
+/**
+ * Loss transients as multiples of the logits' size: tf.valueAndGrad of soft Dice + cross-entropy keeps
+ * the probabilities, products and log terms of the tape until its gradient is done. Measured on the cpu
+ * backend with the loss in core/loss.ts (test/estimator.test.ts checks the total against the meter).
+ */
+const LOSS_WORKSPACE_LOGITS = 12;
+
+interface VBuffer {
+  bytes: number;
+  refs: number;
+}
+
+export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, opts: EstimateOptions = {}): Estimate {
+  const shapes = inferShapes(net, inputShape);
+  const paramBytes = net.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
+  const slots = opts.optimizerSlots ?? 2;
+  const K = opts.targetChannels ?? net.outChannels;
+  const logitsShape = shapes.get(net.output)!;
+  const targetBytes = count([...logitsShape.slice(0, 4), K]) * BYTES;
+  const inputBytes = count(inputShape) * BYTES;
+
+  let live = 0;
+  let peak = 0;
+  let at = 'start';
+  let phase = 'forward';
+  let where = '';
+  const grow = (b: number): void => {
+    live += b;
+    if (live > peak) {
+      peak = live;
+      at = `${phase} / ${where}`;
+    }
+  };
+  const alloc = (bytes: number, refs = 1): VBuffer => {
+    grow(bytes);
+    return { bytes, refs };
+  };
+  const release = (b: VBuffer, n = 1): void => {
+    b.refs -= n;
+    if (b.refs <= 0) live -= b.bytes;
+  };
+  const transient = (bytes: number): void => {
+    grow(bytes);
+    live -= bytes;
+  };
+
+  // Parameters and optimizer state exist before the step; the step's input and targets for its duration.
+  const fixed = paramBytes * (1 + slots) + inputBytes + targetBytes;
+  grow(fixed);
+
+  const index = new Map(net.nodes.map((n, i) => [n.name, i]));
+  const consumers = new Map<string, number>([[NETWORK_INPUT, 0]]);
+  for (const n of net.nodes) {
+    consumers.set(n.name, 0);
+    for (const i of n.inputs) consumers.set(i, consumers.get(i)! + 1);
+  }
+  const requiresGrad = new Map<string, boolean>([[NETWORK_INPUT, false]]);
+  for (const n of net.nodes) requiresGrad.set(n.name, n.layer.params.length > 0 || n.inputs.some((i) => requiresGrad.get(i)));
+
+  const segments = (plan.recompute ?? []).map((names) => {
+    const inside = new Set(names);
+    const external = new Set<string>();
+    for (const n of names) for (const i of net.nodes[index.get(n)!]!.inputs) if (!inside.has(i)) external.add(i);
+    return { nodes: names, external: [...external] };
+  });
+  const segmentOf = new Map<string, number>();
+  segments.forEach((s, k) => s.nodes.forEach((n) => segmentOf.set(n, k)));
+  const holds = new Map<string, number>();
+  for (const s of segments) for (const e of s.external) holds.set(e, (holds.get(e) ?? 0) + 1);
+
+  const hooks = plan.hooks;
+  const backwardPos = new Map([...net.nodes].reverse().map((n, i) => [n.name, i]));
+  let hostBytes = 0;
+
+  // Activation buffers by node (the network input is part of `fixed` and never freed here).
+  const acts = new Map<string, VBuffer>([[NETWORK_INPUT, { bytes: 0, refs: Infinity }]]);
+  /** What each node keeps for backward: device buffers it holds a reference on, packed byte counts. */
+  const saved = new Map<string, { device: VBuffer[]; packed: number[] }>();
+
+  const forwardNode = (name: string, keep: boolean, inputs: VBuffer[], onDevice: boolean): VBuffer => {
+    const node = net.nodes[index.get(name)!]!;
+    const inShapes = node.inputs.map((i) => shapes.get(i)!);
+    const outBytes = count(shapes.get(name)!) * BYTES;
+    const ws = node.layer.workspace?.(inShapes);
+    where = name;
+    const out = alloc(outBytes, 0);
+    if (ws?.forward) transient(ws.forward * BYTES);
+    const spec = node.layer.saves(inShapes);
+    const entry = { device: [] as VBuffer[], packed: [] as number[] };
+    let saveIndex = 0;
+    const site = () => ({
+      node: name,
+      layerType: node.layer.type,
+      nodeIndex: index.get(name)!,
+      saveIndex: saveIndex++,
+      backwardPosition: backwardPos.get(name)!,
+    });
+    const keepTracked = (b: VBuffer, bytes: number): void => {
+      if (!keep) return;
+      if (onDevice && hooks?.willPack?.(site(), bytes)) {
+        entry.packed.push(bytes);
+        hostBytes += bytes;
+      } else {
+        b.refs++;
+        entry.device.push(b);
+      }
+    };
+    for (const i of spec.inputs) keepTracked(inputs[i]!, inputs[i]!.bytes);
+    if (spec.output) keepTracked(out, outBytes);
+    for (const n of spec.extra) {
+      const bytes = n * BYTES;
+      if (!keep) {
+        transient(bytes);
+        continue;
+      }
+      if (onDevice && hooks?.willPack?.(site(), bytes)) {
+        transient(bytes);
+        entry.packed.push(bytes);
+        hostBytes += bytes;
+      } else entry.device.push(alloc(bytes));
+    }
+    if (keep) saved.set(name, entry);
+    return out;
+  };
+
+  // ---- forward
+  for (const node of net.nodes) {
+    const inputs = node.inputs.map((i) => acts.get(i)!);
+    const out = forwardNode(node.name, !segmentOf.has(node.name), inputs, true);
+    out.refs += consumers.get(node.name)! + (holds.get(node.name) ?? 0) + (node.name === net.output ? 1 : 0);
+    acts.set(node.name, out);
+    for (const i of inputs) release(i);
+    if (out.refs === 0) live -= out.bytes;
+  }
+
+  // ---- loss
+  phase = 'loss';
+  where = 'loss';
+  const logitsBytes = count(logitsShape) * BYTES;
+  transient(LOSS_WORKSPACE_LOGITS * logitsBytes);
+  const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes)]]);
+  release(acts.get(net.output)!);
+
+  // ---- backward
+  phase = 'backward';
+  const order = [...net.nodes].reverse();
+  const lookahead = plan.prefetchDistance ?? 0;
+  const unpacked = new Map<string, VBuffer[]>();
+  const prefetch = (pos: number): void => {
+    const node = order[pos];
+    if (!node) return;
+    const e = saved.get(node.name);
+    if (e?.packed.length && !unpacked.has(node.name)) {
+      where = `prefetch ${node.name}`;
+      unpacked.set(node.name, e.packed.map((b) => alloc(b)));
+    }
+  };
+  if (hooks) for (let p = 0; p <= lookahead; p++) prefetch(p);
+  const recomputed = new Set<number>();
+  let paramGradBytes = 0;
+  for (let pos = 0; pos < order.length; pos++) {
+    const node = order[pos]!;
+    if (hooks) prefetch(pos + lookahead + 1);
+    const seg = segmentOf.get(node.name);
+    if (seg !== undefined && !recomputed.has(seg)) {
+      recomputed.add(seg);
+      phase = 'recompute';
+      const s = segments[seg]!;
+      const inside = new Set(s.nodes);
+      const pending = new Map<string, number>();
+      for (const n of s.nodes) for (const i of net.nodes[index.get(n)!]!.inputs) if (inside.has(i)) pending.set(i, (pending.get(i) ?? 0) + 1);
+      const local = new Map<string, VBuffer>();
+      for (const n of s.nodes) {
+        const nd = net.nodes[index.get(n)!]!;
+        const inputs = nd.inputs.map((i) => (inside.has(i) ? local.get(i)! : acts.get(i)!));
+        const out = forwardNode(n, true, inputs, false);
+        out.refs += 1; // the segment's own reference while it reads it
+        local.set(n, out);
+        for (const i of nd.inputs) {
+          if (!inside.has(i)) continue;
+          const left = pending.get(i)! - 1;
+          pending.set(i, left);
+          if (left === 0) release(local.get(i)!);
+        }
+        if (!pending.get(n)) release(out);
+      }
+      phase = 'backward';
+    }
+    where = node.name;
+    const dy = grads.get(node.name);
+    grads.delete(node.name);
+    const entry = saved.get(node.name) ?? { device: [], packed: [] };
+    saved.delete(node.name);
+    if (dy && requiresGrad.get(node.name)) {
+      const fromHost = unpacked.get(node.name) ?? entry.packed.map((b) => alloc(b));
+      unpacked.delete(node.name);
+      const inShapes = node.inputs.map((i) => shapes.get(i)!);
+      const ws = node.layer.workspace?.(inShapes);
+      // dParams, then dInputs (as Conv3d computes them), all alive together before dy is freed.
+      const pBytes = node.layer.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
+      grow(pBytes);
+      paramGradBytes += pBytes;
+      const dInputs: (VBuffer | null)[] = node.inputs.map((i) => {
+        if (!requiresGrad.get(i)) return null;
+        if (node.layer.passesGradient) {
+          dy.refs++;
+          return dy;
+        }
+        return alloc(count(shapes.get(i)!) * BYTES);
+      });
+      if (ws?.backward) transient(ws.backward * BYTES);
+      release(dy);
+      for (const b of fromHost) release(b);
+      node.inputs.forEach((i, k) => {
+        const g = dInputs[k];
+        if (!g) return;
+        const prev = grads.get(i);
+        if (prev) {
+          const sum = alloc(count(shapes.get(i)!) * BYTES);
+          release(prev);
+          release(g);
+          grads.set(i, sum);
+        } else grads.set(i, g);
+      });
+    } else if (dy) release(dy);
+    for (const b of entry.device) release(b);
+    if (seg !== undefined && segments[seg]!.nodes[0] === node.name) for (const e of segments[seg]!.external) release(acts.get(e)!);
+  }
+  for (const g of grads.values()) release(g);
+
+  // ---- optimizer: Adam replaces each parameter and both moments, one parameter at a time.
+  phase = 'optimizer';
+  where = 'adam';
+  const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
+  transient(largest * 4);
+  void paramGradBytes;
+  return { peak, at, fixed, hostBytes };
+}

@@ -1,0 +1,429 @@
+/**
+ * Runs a Network: inference forward, and a training step that owns its backward pass.
+ *
+ * The training step frees every activation as soon as its last forward consumer ran, every saved tensor
+ * as soon as the layer that saved it finished backward, and every gradient as soon as it was passed on,
+ * so the measured peak is what the model needs (tf.grads holds all of them until the whole backward
+ * ends). A memory strategy shapes the step through a StepPlan:
+ * - `hooks` (like PyTorch's saved_tensors_hooks): decide, for each tensor a layer saves, whether it stays
+ *   on the device or is packed elsewhere (host memory) and unpacked in backward, with prefetch
+ *   `prefetchDistance` layers ahead of use (TFLMS's `lb`);
+ * - `recompute`: checkpoint segments (Chen et al. 2016): forward keeps only the segments' external
+ *   inputs, and backward re-runs each segment's forward, saving, just before its backward.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor } from '@tensorflow/tfjs-core';
+import { NETWORK_INPUT, type GraphNode, type Network, type Shape } from './graph.js';
+
+/** A saved tensor that a hook moved off the device. */
+export interface PackedTensor {
+  readonly location: 'host';
+  readonly bytes: number;
+}
+
+export interface SaveSite {
+  node: string;
+  layerType: string;
+  /** Position of the node in forward order. */
+  nodeIndex: number;
+  /** Index of this tensor among the node's saves. */
+  saveIndex: number;
+  /** How many backward steps from the end of forward until this tensor is used (0 = first). */
+  backwardPosition: number;
+}
+
+export interface SavedTensorHooks {
+  /**
+   * A layer saved `t` in forward. Return 'device' to keep it, or a handle once the hook has taken what it
+   * needs (the executor still owns `t` and frees it when forward is done with it; a hook that must keep
+   * the device buffer alive until a transfer finishes holds a clone).
+   */
+  pack(t: Tensor, site: SaveSite): 'device' | PackedTensor;
+  /**
+   * For the memory estimator, before anything runs: would `pack` move a saved tensor of `bytes` at `site`
+   * off the device? Must agree with `pack`.
+   */
+  willPack?(site: SaveSite, bytes: number): boolean;
+  /** Backward needs the tensor now: a device tensor that the executor disposes after use. */
+  unpack(p: PackedTensor): Promise<Tensor>;
+  /** Backward will need `p` soon: start bringing it back. */
+  prefetch?(p: PackedTensor): void;
+  /** The executor will not unpack `p` again. */
+  release?(p: PackedTensor): void;
+  /** Called between layers so that finished transfers can be completed (and device copies freed). */
+  poll?(): void | Promise<void>;
+}
+
+export interface StepPlan {
+  /**
+   * 'owned' (default): this executor's backward, freeing as it goes. 'tape': plain `tf.grads`, which
+   * keeps every saved tensor and gradient until the whole backward ends (the baseline).
+   */
+  backward?: 'owned' | 'tape';
+  hooks?: SavedTensorHooks;
+  /** Checkpoint segments: each a contiguous run of node names whose forward is re-run in backward. */
+  recompute?: string[][];
+  /** Prefetch packed tensors this many layers before backward uses them (TFLMS `lb`). */
+  prefetchDistance?: number;
+}
+
+export type Phase = 'forward' | 'loss' | 'backward' | 'recompute' | 'inference';
+
+/** Told before and after each layer; the memory meter names the operation in out-of-memory errors. */
+export interface StepObserver {
+  beforeOp?(phase: Phase, node: string): void;
+  afterOp?(phase: Phase, node: string): void;
+}
+
+export interface StepStats {
+  forwardSeconds: number;
+  backwardSeconds: number;
+  recomputeSeconds: number;
+  /** Time backward waited for packed tensors to come back (a swap stall). */
+  unpackWaitSeconds: number;
+  savedOnDevice: number;
+  packed: number;
+}
+
+export interface StepResult {
+  loss: number;
+  /** Gradient per qualified parameter name; the caller disposes them. */
+  grads: Map<string, Tensor>;
+  stats: StepStats;
+}
+
+/** The loss's value and gradient at the logits; `tapeLoss` is the scalar for the tape baseline. */
+export interface LossFunction {
+  (logits: Tensor): { loss: number; dLogits: Tensor };
+  tapeLoss?: (logits: Tensor) => tf.Scalar;
+}
+
+type SavedEntry = { tensor: Tensor } | { packed: PackedTensor };
+
+const now = (): number => performance.now() / 1000;
+
+export class Executor {
+  private readonly index = new Map<string, number>();
+  /** For each node name, how many forward inputs read it (counting repeats). */
+  private readonly consumerCount = new Map<string, number>();
+  /** Whether a node's output depends on a parameter (else backward can skip it). */
+  private readonly requiresGrad = new Map<string, boolean>();
+
+  constructor(readonly net: Network) {
+    net.nodes.forEach((n, i) => this.index.set(n.name, i));
+    this.consumerCount.set(NETWORK_INPUT, 0);
+    this.requiresGrad.set(NETWORK_INPUT, false);
+    for (const node of net.nodes) {
+      this.consumerCount.set(node.name, 0);
+      for (const i of node.inputs) this.consumerCount.set(i, this.consumerCount.get(i)! + 1);
+      this.requiresGrad.set(node.name, node.layer.params.length > 0 || node.inputs.some((i) => this.requiresGrad.get(i)));
+    }
+  }
+
+  private paramsOf(node: GraphNode, params: Map<string, Tensor>): Tensor[] {
+    return node.layer.params.map((p) => {
+      const t = params.get(`${node.name}.${p.name}`);
+      if (!t) throw new Error(`missing parameter ${node.name}.${p.name}`);
+      return t;
+    });
+  }
+
+  /** Inference: no saves; each activation freed after its last consumer. Returns the logits. */
+  forward(x: Tensor, params: Map<string, Tensor>, observer?: StepObserver): Tensor {
+    const pending = new Map(this.consumerCount);
+    pending.set(this.net.output, (pending.get(this.net.output) ?? 0) + 1);
+    const acts = new Map<string, Tensor>([[NETWORK_INPUT, x]]);
+    for (const node of this.net.nodes) {
+      observer?.beforeOp?.('inference', node.name);
+      const inputs = node.inputs.map((i) => acts.get(i)!);
+      const extras: Tensor[] = [];
+      const out = node.layer.forward({ inputs, params: this.paramsOf(node, params), save: (t) => extras.push(t) });
+      for (const t of extras) if (t !== out && !inputs.includes(t)) t.dispose();
+      acts.set(node.name, out);
+      for (const i of node.inputs) {
+        const left = pending.get(i)! - 1;
+        pending.set(i, left);
+        if (left === 0 && i !== NETWORK_INPUT) acts.get(i)!.dispose();
+      }
+      observer?.afterOp?.('inference', node.name);
+    }
+    return acts.get(this.net.output)!;
+  }
+
+  /** One training step: forward with saves, loss, and the owned backward pass. */
+  async trainStep(
+    x: Tensor,
+    params: Map<string, Tensor>,
+    lossFn: LossFunction,
+    plan: StepPlan = {},
+    observer?: StepObserver,
+  ): Promise<StepResult> {
+    if (plan.backward === 'tape') {
+      if (plan.hooks || plan.recompute?.length) throw new Error("a 'tape' step cannot use hooks or recompute segments");
+      return this.tapeStep(x, params, lossFn, observer);
+    }
+    const { nodes } = this.net;
+    const hooks = plan.hooks;
+    const stats: StepStats = {
+      forwardSeconds: 0,
+      backwardSeconds: 0,
+      recomputeSeconds: 0,
+      unpackWaitSeconds: 0,
+      savedOnDevice: 0,
+      packed: 0,
+    };
+
+    // Reference counts per tensor object: pending forward reads + saves + checkpoint holds.
+    const refs = new Map<Tensor, number>();
+    const inc = (t: Tensor, n = 1): void => void refs.set(t, (refs.get(t) ?? 0) + n);
+    const dec = (t: Tensor): void => {
+      const left = (refs.get(t) ?? 0) - 1;
+      if (left > 0) return void refs.set(t, left);
+      refs.delete(t);
+      if (t !== x) t.dispose();
+    };
+
+    const segments = this.checkSegments(plan.recompute ?? []);
+    const segmentOf = new Map<string, number>();
+    segments.forEach((s, k) => s.nodes.forEach((n) => segmentOf.set(n, k)));
+    // Checkpoint holds: every segment keeps its external inputs until its backward is done.
+    const holds = new Map<string, number>();
+    for (const s of segments) for (const e of s.external) holds.set(e, (holds.get(e) ?? 0) + 1);
+
+    const acts = new Map<string, Tensor>();
+    const register = (name: string, t: Tensor, extra = 0): void => {
+      acts.set(name, t);
+      inc(t, (this.consumerCount.get(name) ?? 0) + (holds.get(name) ?? 0) + extra);
+    };
+    register(NETWORK_INPUT, x);
+
+    const saved = new Map<string, SavedEntry[]>();
+    const inputShapes = new Map<string, Shape[]>();
+    const backwardOrder = [...nodes].reverse();
+    const backwardPos = new Map(backwardOrder.map((n, i) => [n.name, i]));
+
+    const runForward = (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean): Tensor => {
+      observer?.beforeOp?.(phase, node.name);
+      const toSave: Tensor[] = [];
+      const out = node.layer.forward({ inputs, params: this.paramsOf(node, params), save: (t) => void toSave.push(t) });
+      inputShapes.set(node.name, inputs.map((t) => t.shape));
+      const entries: SavedEntry[] = [];
+      toSave.forEach((t, saveIndex) => {
+        const tracked = refs.has(t) || t === out || inputs.includes(t);
+        if (!keepSaves) {
+          if (!tracked) t.dispose();
+          return;
+        }
+        const where =
+          hooks && phase === 'forward'
+            ? hooks.pack(t, {
+                node: node.name,
+                layerType: node.layer.type,
+                nodeIndex: i,
+                saveIndex,
+                backwardPosition: backwardPos.get(node.name)!,
+              })
+            : 'device';
+        if (where === 'device') {
+          entries.push({ tensor: t });
+          stats.savedOnDevice++;
+          // An untracked tensor (x̂, …) is owned from here on; a tracked one gets one more reference.
+          if (tracked) inc(t);
+          else refs.set(t, 1);
+        } else {
+          entries.push({ packed: where });
+          stats.packed++;
+          if (!tracked) t.dispose();
+        }
+      });
+      if (keepSaves) saved.set(node.name, entries);
+      observer?.afterOp?.(phase, node.name);
+      return out;
+    };
+
+    // ---- forward
+    let t0 = now();
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i]!;
+      const inputs = node.inputs.map((n) => acts.get(n)!);
+      const out = runForward(node, i, 'forward', inputs, !segmentOf.has(node.name));
+      register(node.name, out, node.name === this.net.output ? 1 : 0);
+      for (const n of node.inputs) dec(acts.get(n)!);
+      await hooks?.poll?.();
+    }
+    stats.forwardSeconds = now() - t0;
+
+    // ---- loss
+    const logits = acts.get(this.net.output)!;
+    observer?.beforeOp?.('loss', 'loss');
+    const { loss, dLogits } = lossFn(logits);
+    observer?.afterOp?.('loss', 'loss');
+    dec(logits);
+
+    // ---- backward
+    t0 = now();
+    const grads = new Map<string, Tensor>([[this.net.output, dLogits]]);
+    const paramGrads = new Map<string, Tensor>();
+    const recomputed = new Set<number>();
+    const lookahead = plan.prefetchDistance ?? 0;
+    const prefetch = (pos: number): void => {
+      const node = backwardOrder[pos];
+      if (!node || !hooks?.prefetch) return;
+      for (const e of saved.get(node.name) ?? []) if ('packed' in e) hooks.prefetch(e.packed);
+    };
+    for (let p = 0; p <= lookahead; p++) prefetch(p);
+
+    for (let pos = 0; pos < backwardOrder.length; pos++) {
+      const node = backwardOrder[pos]!;
+      prefetch(pos + lookahead + 1);
+      const seg = segmentOf.get(node.name);
+      if (seg !== undefined && !recomputed.has(seg)) {
+        recomputed.add(seg);
+        const r0 = now();
+        this.recomputeSegment(segments[seg]!, acts, runForward, (t) => refs.has(t));
+        stats.recomputeSeconds += now() - r0;
+      }
+      const dy = grads.get(node.name);
+      grads.delete(node.name);
+      const entries = saved.get(node.name) ?? [];
+      saved.delete(node.name);
+
+      if (dy && this.requiresGrad.get(node.name)) {
+        const w0 = now();
+        const savedTensors = await Promise.all(entries.map((e) => ('tensor' in e ? e.tensor : hooks!.unpack(e.packed))));
+        stats.unpackWaitSeconds += now() - w0;
+        observer?.beforeOp?.('backward', node.name);
+        const { dInputs, dParams } = node.layer.backward({
+          dy,
+          saved: savedTensors,
+          params: this.paramsOf(node, params),
+          inputShapes: inputShapes.get(node.name)!,
+          needInputGrad: node.inputs.map((n) => this.requiresGrad.get(n)!),
+        });
+        dy.dispose();
+        savedTensors.forEach((t, k) => {
+          if ('packed' in entries[k]!) t.dispose();
+        });
+        node.inputs.forEach((n, k) => {
+          const g = dInputs[k];
+          if (!g) return;
+          const prev = grads.get(n);
+          if (prev) {
+            grads.set(n, tf.add(prev, g));
+            prev.dispose();
+            g.dispose();
+          } else grads.set(n, g);
+        });
+        node.layer.params.forEach((p, k) => {
+          const name = `${node.name}.${p.name}`;
+          const g = dParams[k]!;
+          const prev = paramGrads.get(name);
+          if (prev) {
+            paramGrads.set(name, tf.add(prev, g));
+            prev.dispose();
+            g.dispose();
+          } else paramGrads.set(name, g);
+        });
+        observer?.afterOp?.('backward', node.name);
+      } else {
+        dy?.dispose();
+      }
+      for (const e of entries) {
+        if ('tensor' in e) dec(e.tensor);
+        else hooks!.release?.(e.packed);
+      }
+      // A segment's external inputs are released once its first node (in forward order) is done.
+      if (seg !== undefined && segments[seg]!.nodes[0] === node.name)
+        for (const e of segments[seg]!.external) dec(acts.get(e)!);
+      await hooks?.poll?.();
+    }
+    for (const g of grads.values()) g.dispose();
+    stats.backwardSeconds = now() - t0 - stats.recomputeSeconds;
+    return { loss, grads: paramGrads, stats };
+  }
+
+  /** The baseline: forward under tfjs's tape and `tf.grads` for the parameters. */
+  private tapeStep(x: Tensor, params: Map<string, Tensor>, lossFn: LossFunction, observer?: StepObserver): StepResult {
+    const names = [...params.keys()];
+    const t0 = now();
+    let loss = NaN;
+    let forwardSeconds = 0;
+    const grads = tf.grads((...ps: Tensor[]) => {
+      const logits = this.forward(x, new Map(names.map((n, i) => [n, ps[i]!])), {
+        beforeOp: (_phase, node) => observer?.beforeOp?.('forward', node),
+        afterOp: (_phase, node) => observer?.afterOp?.('forward', node),
+      });
+      forwardSeconds = now() - t0;
+      observer?.beforeOp?.('loss', 'loss');
+      // The loss on the tape: lossFn's gradient is not needed here, only its value.
+      const value = lossFn.tapeLoss!(logits);
+      loss = value.dataSync()[0]!;
+      observer?.afterOp?.('loss', 'loss');
+      observer?.beforeOp?.('backward', 'tf.grads');
+      return value;
+    })(names.map((n) => params.get(n)!));
+    observer?.afterOp?.('backward', 'tf.grads');
+    const result = new Map(names.map((n, i) => [n, grads[i]!]));
+    const stats: StepStats = {
+      forwardSeconds,
+      backwardSeconds: now() - t0 - forwardSeconds,
+      recomputeSeconds: 0,
+      unpackWaitSeconds: 0,
+      savedOnDevice: 0,
+      packed: 0,
+    };
+    return { loss, grads: result, stats };
+  }
+
+  /**
+   * Re-runs a checkpoint segment's forward from its held external inputs, saving as in a plain step.
+   * A recomputed activation is dropped as soon as the segment no longer reads it, unless a save holds it.
+   */
+  private recomputeSegment(
+    segment: { nodes: string[]; external: string[] },
+    acts: Map<string, Tensor>,
+    runForward: (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean) => Tensor,
+    isHeld: (t: Tensor) => boolean,
+  ): void {
+    const inside = new Set(segment.nodes);
+    const local = new Map<string, Tensor>();
+    const pending = new Map<string, number>();
+    for (const name of segment.nodes)
+      for (const i of this.net.nodes[this.index.get(name)!]!.inputs)
+        if (inside.has(i)) pending.set(i, (pending.get(i) ?? 0) + 1);
+    const drop = (t: Tensor): void => {
+      if (!isHeld(t)) t.dispose();
+    };
+    for (const name of segment.nodes) {
+      const i = this.index.get(name)!;
+      const node = this.net.nodes[i]!;
+      const inputs = node.inputs.map((n) => (inside.has(n) ? local.get(n)! : acts.get(n)!));
+      const out = runForward(node, i, 'recompute', inputs, true);
+      local.set(name, out);
+      for (const n of node.inputs) {
+        if (!inside.has(n)) continue;
+        const left = pending.get(n)! - 1;
+        pending.set(n, left);
+        if (left === 0) drop(local.get(n)!);
+      }
+      if (!pending.get(name)) drop(out);
+    }
+  }
+
+  private checkSegments(recompute: string[][]): { nodes: string[]; external: string[] }[] {
+    return recompute.map((names) => {
+      const idx = names.map((n) => {
+        const i = this.index.get(n);
+        if (i === undefined) throw new Error(`checkpoint segment names unknown node "${n}"`);
+        return i;
+      });
+      for (let k = 1; k < idx.length; k++)
+        if (idx[k] !== idx[k - 1]! + 1)
+          throw new Error(`checkpoint segment [${names.join(', ')}] is not a contiguous run of nodes`);
+      const inside = new Set(names);
+      const external = new Set<string>();
+      for (const n of names) for (const i of this.net.nodes[this.index.get(n)!]!.inputs) if (!inside.has(i)) external.add(i);
+      return { nodes: names, external: [...external] };
+    });
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * A network is a small graph of layers, each with its own forward and backward. Owning the backward
+ * pass (rather than recording a tape with `tf.grads`) is what lets a memory strategy decide where each
+ * tensor that backward needs lives — on the device, in host memory, or nowhere (recomputed) — and lets
+ * the step free every saved tensor and gradient as soon as backward is done with it.
+ */
+import type { Tensor } from '@tensorflow/tfjs-core';
+
+export type Shape = number[];
+
+export interface ParamSpec {
+  /** Local name within the layer, e.g. 'filter'. */
+  name: string;
+  shape: Shape;
+  /** 'he': He-normal with fan-in `fanIn`; 'zeros'; 'ones'. */
+  init: 'he' | 'zeros' | 'ones';
+  fanIn?: number;
+}
+
+export interface ForwardArgs {
+  inputs: Tensor[];
+  params: Tensor[];
+  /**
+   * Keep `t` for backward. The executor owns saved tensors from then on (a layer never disposes what it
+   * saved). A layer saves each tensor at most once; the order of saves is the order `saved` has in backward.
+   */
+  save(t: Tensor): void;
+}
+
+export interface BackwardArgs {
+  /** Gradient of the loss with respect to this layer's output (owned by the executor). */
+  dy: Tensor;
+  /** What forward saved, in order (owned by the executor). */
+  saved: Tensor[];
+  params: Tensor[];
+  inputShapes: Shape[];
+  /** False where the input's gradient is not needed (the network input): return null there. */
+  needInputGrad: boolean[];
+}
+
+export interface BackwardResult {
+  /** New tensors (never `dy` or a saved tensor itself: use tf.clone for a pass-through). */
+  dInputs: (Tensor | null)[];
+  dParams: Tensor[];
+}
+
+/** What forward saves, for the memory estimator: indices of inputs, the output, and other shapes. */
+export interface SavedSpec {
+  inputs: number[];
+  output: boolean;
+  /** Tensors created by forward and saved (e.g. x̂ of a normalisation), with their element counts. */
+  extra: number[];
+}
+
+export interface Layer {
+  /** The layer's type, e.g. 'conv3d'; shown in profiles and out-of-memory messages. */
+  readonly type: string;
+  readonly params: ParamSpec[];
+  outputShape(inputShapes: Shape[]): Shape;
+  forward(args: ForwardArgs): Tensor;
+  backward(args: BackwardArgs): BackwardResult;
+  saves(inputShapes: Shape[]): SavedSpec;
+  /**
+   * Largest transient device buffers (element counts) a layer's kernels allocate beyond its output,
+   * for forward and backward; the estimator adds them at the layer's step.
+   */
+  workspace?(inputShapes: Shape[]): { forward: number; backward: number };
+  /** True where backward hands `dy` itself (an alias, no new buffer) to every input (element-wise sum). */
+  readonly passesGradient?: boolean;
+  /** Multiply–add count ×2 of forward (for the benchmark's GFLOP/s). */
+  flops?(inputShapes: Shape[]): number;
+}
+
+export const NETWORK_INPUT = 'input';
+
+export interface GraphNode {
+  /** Unique, readable name, e.g. 'enc2.context.conv1'. */
+  name: string;
+  layer: Layer;
+  /** Names of the producing nodes, or NETWORK_INPUT. */
+  inputs: string[];
+}
+
+export interface QualifiedParam extends ParamSpec {
+  /** `${node}.${param}` */
+  qualifiedName: string;
+  node: string;
+}
+
+export interface Network {
+  /** The architecture name and a short description of its configuration. */
+  name: string;
+  description: string;
+  inChannels: number;
+  outChannels: number;
+  activation: 'sigmoid' | 'softmax';
+  /** Nodes in a topological order (every node after its inputs). */
+  nodes: GraphNode[];
+  /** The node whose output is the logits. */
+  output: string;
+  /** Every spatial input size must be a multiple of this (2^(levels-1) for a U-Net). */
+  divisor: number;
+  params: QualifiedParam[];
+  /** Natural checkpoint segments (e.g. one per U-Net level): contiguous runs of node names. */
+  segments: string[][];
+}
+
+export function parameterCount(net: Network): number {
+  return net.params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** Builds a Network node by node; catches duplicate names and dangling inputs at build time. */
+export class GraphBuilder {
+  private readonly nodes: GraphNode[] = [];
+  private readonly names = new Set<string>([NETWORK_INPUT]);
+  private readonly segmentList: string[][] = [];
+  private openSegment: string[] | null = null;
+
+  add(name: string, layer: Layer, inputs: string[]): string {
+    if (this.names.has(name)) throw new Error(`GraphBuilder: duplicate node name "${name}"`);
+    for (const i of inputs) if (!this.names.has(i)) throw new Error(`GraphBuilder: node "${name}" reads unknown node "${i}"`);
+    this.names.add(name);
+    this.nodes.push({ name, layer, inputs });
+    this.openSegment?.push(name);
+    return name;
+  }
+
+  /** Nodes added inside `body` form one checkpoint segment. */
+  segment<T>(body: () => T): T {
+    if (this.openSegment) throw new Error('GraphBuilder: segments cannot nest');
+    this.openSegment = [];
+    try {
+      return body();
+    } finally {
+      if (this.openSegment.length) this.segmentList.push(this.openSegment);
+      this.openSegment = null;
+    }
+  }
+
+  build(meta: Omit<Network, 'nodes' | 'params' | 'segments'>): Network {
+    if (!this.names.has(meta.output)) throw new Error(`GraphBuilder: output node "${meta.output}" does not exist`);
+    const params: QualifiedParam[] = [];
+    for (const node of this.nodes)
+      for (const p of node.layer.params) params.push({ ...p, qualifiedName: `${node.name}.${p.name}`, node: node.name });
+    return { ...meta, nodes: [...this.nodes], params, segments: this.segmentList.map((s) => [...s]) };
+  }
+}
+
+/** Shapes of every node's output for an input shape [N, D, H, W, C]. */
+export function inferShapes(net: Network, inputShape: Shape): Map<string, Shape> {
+  const shapes = new Map<string, Shape>([[NETWORK_INPUT, inputShape]]);
+  for (const node of net.nodes) {
+    const inShapes = node.inputs.map((i) => shapes.get(i)!);
+    shapes.set(node.name, node.layer.outputShape(inShapes));
+  }
+  return shapes;
+}

@@ -1,0 +1,320 @@
+/**
+ * The layers 3D segmentation networks here are built from, each with a hand-written backward pass
+ * (tfjs has no gradient for Conv3DBackpropInputV2, and `tf.batchNorm`'s gradient fails on 5-D tensors).
+ * Every layer's forward is made of differentiable tfjs kernels too, so plain `tf.grads` can run the same
+ * network as a baseline.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, Shape } from './graph.js';
+import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from './kernels.js';
+
+const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+
+function convOut(n: number, k: number, stride: number, padding: 'same' | 'valid'): number {
+  return padding === 'same' ? Math.ceil(n / stride) : Math.floor((n - k) / stride) + 1;
+}
+
+export interface Conv3dOptions {
+  inChannels: number;
+  outChannels: number;
+  /** Cube kernel edge (3 for 3×3×3) or [kd, kh, kw] (e.g. [1,3,3] for a factorised convolution). */
+  kernel: number | [number, number, number];
+  stride?: number;
+  bias?: boolean;
+  padding?: 'same' | 'valid';
+}
+
+/** 3-D convolution, NDHWC, filter [kd, kh, kw, in, out]. Saves its input. */
+export class Conv3d implements Layer {
+  readonly type = 'conv3d';
+  readonly params: ParamSpec[];
+  private readonly k: [number, number, number];
+  private readonly stride: number;
+  private readonly padding: 'same' | 'valid';
+  constructor(readonly opts: Conv3dOptions) {
+    this.k = typeof opts.kernel === 'number' ? [opts.kernel, opts.kernel, opts.kernel] : opts.kernel;
+    this.stride = opts.stride ?? 1;
+    this.padding = opts.padding ?? 'same';
+    const fanIn = this.k[0] * this.k[1] * this.k[2] * opts.inChannels;
+    this.params = [{ name: 'filter', shape: [...this.k, opts.inChannels, opts.outChannels], init: 'he', fanIn }];
+    if (opts.bias) this.params.push({ name: 'bias', shape: [opts.outChannels], init: 'zeros' });
+  }
+  private get strides(): [number, number, number] {
+    return [this.stride, this.stride, this.stride];
+  }
+  outputShape([x]: Shape[]): Shape {
+    if (x![4] !== this.opts.inChannels)
+      throw new Error(`conv3d expects ${this.opts.inChannels} input channels, got shape [${x}]`);
+    return [
+      x![0]!,
+      convOut(x![1]!, this.k[0], this.stride, this.padding),
+      convOut(x![2]!, this.k[1], this.stride, this.padding),
+      convOut(x![3]!, this.k[2], this.stride, this.padding),
+      this.opts.outChannels,
+    ];
+  }
+  forward({ inputs: [x], params: [filter, bias], save }: ForwardArgs): tf.Tensor {
+    save(x!);
+    const y = tf.conv3d(x as tf.Tensor5D, filter as tf.Tensor5D, this.strides, this.padding);
+    if (!bias) return y;
+    const out = tf.add(y, bias);
+    y.dispose();
+    return out;
+  }
+  backward({ dy, saved: [x], params: [filter, bias], inputShapes: [xShape], needInputGrad }: BackwardArgs): BackwardResult {
+    const dFilter = tf.engine().runKernel(
+      'Conv3DBackpropFilterV2',
+      { x: x!, dy },
+      { strides: this.strides, pad: this.padding, filterShape: filter!.shape },
+    ) as tf.Tensor;
+    const dParams = [dFilter];
+    if (bias) dParams.push(tf.sum(dy, [0, 1, 2, 3]));
+    const dx = needInputGrad[0]
+      ? (tf.engine().runKernel(
+          'Conv3DBackpropInputV2',
+          { dy, filter: filter! },
+          { inputShape: xShape!, strides: this.strides, pad: this.padding },
+        ) as tf.Tensor)
+      : null;
+    return { dInputs: [dx], dParams };
+  }
+  saves(): SavedSpec {
+    return { inputs: [0], output: false, extra: [] };
+  }
+  workspace(inputShapes: Shape[]): { forward: number; backward: number } {
+    // With a bias, forward holds the conv output and the biased copy at once.
+    return { forward: this.opts.bias ? size(this.outputShape(inputShapes)) : 0, backward: 0 };
+  }
+  flops([x]: Shape[]): number {
+    const out = this.outputShape([x!]);
+    return 2 * size(out) * this.k[0] * this.k[1] * this.k[2] * this.opts.inChannels;
+  }
+}
+
+export interface NormActOptions {
+  channels: number;
+  /** Leaky ReLU slope (1 = no activation). */
+  alpha?: number;
+  epsilon?: number;
+  /**
+   * In-place activated normalisation (Rota Bulò et al. 2018, InPlace-ABN): save only the output and
+   * recover x̂ from it in backward, one stored tensor instead of two. Needs gamma ≠ 0 and alpha > 0.
+   */
+  inPlace?: boolean;
+}
+
+/** Instance normalisation (affine) fused with leaky ReLU. Saves x̂ (or, in place, the output). */
+export class InstanceNormAct implements Layer {
+  readonly type: string;
+  readonly params: ParamSpec[];
+  readonly alpha: number;
+  readonly epsilon: number;
+  constructor(readonly opts: NormActOptions) {
+    this.alpha = opts.alpha ?? 0.01;
+    this.epsilon = opts.epsilon ?? 1e-5;
+    this.type = opts.inPlace ? 'instancenorm-act-inplace' : 'instancenorm-act';
+    this.params = [
+      { name: 'gamma', shape: [opts.channels], init: 'ones' },
+      { name: 'beta', shape: [opts.channels], init: 'zeros' },
+    ];
+  }
+  outputShape([x]: Shape[]): Shape {
+    return [...x!];
+  }
+  forward({ inputs: [x], params: [gamma, beta], save }: ForwardArgs): tf.Tensor {
+    const [y, xhat, invStd] = instanceNormAct(x!, gamma!, beta!, this.epsilon, this.alpha);
+    if (this.opts.inPlace) {
+      xhat!.dispose();
+      save(y!);
+    } else {
+      save(xhat!);
+    }
+    save(invStd!);
+    return y!;
+  }
+  backward({ dy, saved, params: [gamma, beta] }: BackwardArgs): BackwardResult {
+    let xhat: tf.Tensor;
+    if (this.opts.inPlace) {
+      // y = lrelu(z), z = γ·x̂ + β  =>  z = y ≥ 0 ? y : y/α,  x̂ = (z − β)/γ
+      xhat = tf.tidy(() => {
+        const y = saved[0]!;
+        const z = tf.where(tf.greaterEqual(y, 0), y, tf.div(y, this.alpha));
+        return tf.div(tf.sub(z, beta!), gamma!);
+      });
+    } else {
+      xhat = saved[0]!;
+    }
+    const invStd = saved[1]!;
+    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, invStd, gamma!, beta!, this.alpha);
+    if (this.opts.inPlace) xhat.dispose();
+    return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
+  }
+  saves([x]: Shape[]): SavedSpec {
+    // x̂ (or y) plus invStd [N, C]
+    return { inputs: [], output: !!this.opts.inPlace, extra: this.opts.inPlace ? [x![0]! * x![4]!] : [size(x!), x![0]! * x![4]!] };
+  }
+  workspace([x]: Shape[]): { forward: number; backward: number } {
+    // forward makes y, x̂ and invStd together; in place x̂ is dropped at once. Backward reconstructs x̂ in place.
+    return { forward: this.opts.inPlace ? size(x!) : 0, backward: this.opts.inPlace ? 2 * size(x!) : 0 };
+  }
+}
+
+/** Element-wise sum of two tensors of the same shape (residual connections). Saves nothing. */
+export class Add implements Layer {
+  readonly type = 'add';
+  readonly passesGradient = true;
+  readonly params: ParamSpec[] = [];
+  outputShape([a, b]: Shape[]): Shape {
+    if (a!.join() !== b!.join()) throw new Error(`add: shapes differ [${a}] vs [${b}]`);
+    return [...a!];
+  }
+  forward({ inputs: [a, b] }: ForwardArgs): tf.Tensor {
+    return tf.add(a!, b!);
+  }
+  backward({ dy, needInputGrad }: BackwardArgs): BackwardResult {
+    return { dInputs: needInputGrad.map((need) => (need ? tf.clone(dy) : null)), dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [], output: false, extra: [] };
+  }
+}
+
+/** Concatenation along channels (U-Net skip connections). Saves nothing. */
+export class ConcatChannels implements Layer {
+  readonly type = 'concat';
+  readonly params: ParamSpec[] = [];
+  outputShape(shapes: Shape[]): Shape {
+    const [first] = shapes;
+    for (const s of shapes)
+      if (s.slice(0, 4).join() !== first!.slice(0, 4).join())
+        throw new Error(`concat: spatial shapes differ [${shapes.map((x) => `[${x}]`).join(', ')}]`);
+    return [...first!.slice(0, 4), shapes.reduce((c, s) => c + s[4]!, 0)];
+  }
+  forward({ inputs }: ForwardArgs): tf.Tensor {
+    return tf.concat(inputs, 4);
+  }
+  backward({ dy, inputShapes, needInputGrad }: BackwardArgs): BackwardResult {
+    let offset = 0;
+    const dInputs = inputShapes.map((s, i) => {
+      const c = s[4]!;
+      const begin = offset;
+      offset += c;
+      return needInputGrad[i] ? tf.slice(dy, [0, 0, 0, 0, begin], [-1, -1, -1, -1, c]) : null;
+    });
+    return { dInputs, dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [], output: false, extra: [] };
+  }
+}
+
+/** Nearest-neighbour upsampling by an integer factor. Saves nothing. */
+export class UpsampleNearest implements Layer {
+  readonly type = 'upsample-nearest';
+  readonly params: ParamSpec[] = [];
+  constructor(readonly factor = 2) {}
+  outputShape([x]: Shape[]): Shape {
+    return [x![0]!, x![1]! * this.factor, x![2]! * this.factor, x![3]! * this.factor, x![4]!];
+  }
+  forward({ inputs: [x] }: ForwardArgs): tf.Tensor {
+    return upsampleNearest3d(x!, this.factor);
+  }
+  backward({ dy }: BackwardArgs): BackwardResult {
+    return { dInputs: [upsampleNearest3dGrad(dy, this.factor)], dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [], output: false, extra: [] };
+  }
+}
+
+/** Max pooling, kernel = stride = `size`. Saves its input and output (MaxPool3DGrad needs both). */
+export class MaxPool3d implements Layer {
+  readonly type = 'maxpool3d';
+  readonly params: ParamSpec[] = [];
+  constructor(readonly poolSize = 2) {}
+  outputShape([x]: Shape[]): Shape {
+    const p = this.poolSize;
+    return [x![0]!, Math.floor(x![1]! / p), Math.floor(x![2]! / p), Math.floor(x![3]! / p), x![4]!];
+  }
+  forward({ inputs: [x], save }: ForwardArgs): tf.Tensor {
+    const p = this.poolSize;
+    const y = tf.maxPool3d(x as tf.Tensor5D, [p, p, p], [p, p, p], 'valid');
+    save(x!);
+    save(y);
+    return y;
+  }
+  backward({ dy, saved: [x, y] }: BackwardArgs): BackwardResult {
+    const p = this.poolSize;
+    const dx = tf.engine().runKernel(
+      'MaxPool3DGrad',
+      { dy, input: x!, output: y! },
+      { filterSize: [p, p, p], strides: [p, p, p], pad: 'valid' },
+    ) as tf.Tensor;
+    return { dInputs: [dx], dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [0], output: true, extra: [] };
+  }
+}
+
+/** Average pooling, kernel = stride = `size` (downsampling an input or a target). Saves nothing. */
+export class AvgPool3d implements Layer {
+  readonly type = 'avgpool3d';
+  readonly params: ParamSpec[] = [];
+  constructor(readonly poolSize = 2) {}
+  outputShape([x]: Shape[]): Shape {
+    const p = this.poolSize;
+    return [x![0]!, Math.floor(x![1]! / p), Math.floor(x![2]! / p), Math.floor(x![3]! / p), x![4]!];
+  }
+  forward({ inputs: [x] }: ForwardArgs): tf.Tensor {
+    const p = this.poolSize;
+    return tf.avgPool3d(x as tf.Tensor5D, [p, p, p], [p, p, p], 'valid');
+  }
+  backward({ dy, inputShapes: [xShape], needInputGrad }: BackwardArgs): BackwardResult {
+    if (!needInputGrad[0]) return { dInputs: [null], dParams: [] };
+    const p = this.poolSize;
+    const dx = tf.engine().runKernel(
+      'AvgPool3DGrad',
+      { dy, input: tf.zeros(xShape!) },
+      { filterSize: [p, p, p], strides: [p, p, p], pad: 'valid' },
+    ) as tf.Tensor;
+    return { dInputs: [dx], dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [], output: false, extra: [] };
+  }
+}
+
+/** Crops the centre [d, h, w] region of the spatial axes (cascades: the local patch inside a context). */
+export class CenterCrop implements Layer {
+  readonly type = 'center-crop';
+  readonly params: ParamSpec[] = [];
+  constructor(readonly margin: [number, number, number]) {}
+  outputShape([x]: Shape[]): Shape {
+    const [md, mh, mw] = this.margin;
+    const out = [x![0]!, x![1]! - 2 * md, x![2]! - 2 * mh, x![3]! - 2 * mw, x![4]!];
+    if (out.some((v) => v <= 0)) throw new Error(`center-crop: margin [${this.margin}] too large for [${x}]`);
+    return out;
+  }
+  forward({ inputs: [x] }: ForwardArgs): tf.Tensor {
+    const [md, mh, mw] = this.margin;
+    const out = this.outputShape([x!.shape]);
+    return tf.slice(x!, [0, md, mh, mw, 0], out);
+  }
+  backward({ dy, inputShapes: [xShape], needInputGrad }: BackwardArgs): BackwardResult {
+    if (!needInputGrad[0]) return { dInputs: [null], dParams: [] };
+    const [md, mh, mw] = this.margin;
+    const s = xShape!;
+    const dx = tf.pad(dy, [
+      [0, 0],
+      [md, s[1]! - dy.shape[1]! - md],
+      [mh, s[2]! - dy.shape[2]! - mh],
+      [mw, s[3]! - dy.shape[3]! - mw],
+      [0, 0],
+    ]);
+    return { dInputs: [dx], dParams: [] };
+  }
+  saves(): SavedSpec {
+    return { inputs: [], output: false, extra: [] };
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The contracts of the framework. Data flows one way:
+ *   Dataset -> MemoryStrategy (what a step sees, how it keeps what backward needs, how inference runs)
+ *   -> Architecture (a Network: a graph of layers) -> runner -> results.
+ *
+ * Conventions used everywhere:
+ * - A volume's spatial shape is [D, H, W] = [nz, ny, nx] of the NIfTI file: the NIfTI voxel order
+ *   (x fastest) is exactly row-major [z][y][x], so no transpose is ever needed on read or write.
+ * - Images are channels-last (NDHWC without the batch axis): index ((z*H + y)*W + x)*C + c.
+ * - Tensors given to networks are 5-D [N, D, H, W, C], float32.
+ */
+import type { Tensor } from '@tensorflow/tfjs-core';
+import type { SettingsSchema, Settings } from './settings.js';
+import type { Network } from './graph.js';
+import type { MemoryStrategy } from './strategy.js';
+
+export type Shape3 = [number, number, number];
+
+/** The geometry of a NIfTI image, kept so a label map can be written aligned with its image. */
+export interface NiftiGeometry {
+  /** dims[1..3] of the source file (x, y, z). */
+  dims: [number, number, number];
+  /** pixdim[1..3] (mm). */
+  pixDims: [number, number, number];
+  qformCode: number;
+  sformCode: number;
+  quaternB: number;
+  quaternC: number;
+  quaternD: number;
+  qoffsetX: number;
+  qoffsetY: number;
+  qoffsetZ: number;
+  /** pixdim[0]: the qfac (+1 or -1). */
+  qfac: number;
+  /** srow_x, srow_y, srow_z: the sform's three rows of four. */
+  srow: [number[], number[], number[]];
+  /** xyzt_units byte. */
+  xyztUnits: number;
+  /** Path of the file this geometry came from (for messages). */
+  source?: string;
+}
+
+/** One case, in memory, after the dataset's own preprocessing (label remapping). */
+export interface Volume {
+  id: string;
+  /** channels-last float32, length D*H*W*channels. */
+  image: Float32Array;
+  /** [D, H, W]. */
+  shape: Shape3;
+  channels: number;
+  /** Label values (after remapping) per voxel, length D*H*W; absent for unlabelled cases. */
+  label?: Uint8Array;
+  /** Voxel spacing in mm along [D, H, W]. */
+  spacing: Shape3;
+  /** Geometry of the source image, to write predictions aligned with it. */
+  geometry?: NiftiGeometry;
+}
+
+/**
+ * What is segmented. `regions`: overlapping regions, one sigmoid output each (BraTS WT/TC/ET);
+ * `labels`: mutually exclusive labels, softmax over background + labels (MSD).
+ */
+export type SegmentationTask =
+  | {
+      kind: 'regions';
+      /** `paint`: the label written where the region is predicted; regions paint in order, later wins. */
+      regions: { name: string; labels: number[]; paint: number }[];
+    }
+  | { kind: 'labels'; labels: { name: string; value: number }[] };
+
+export interface Dataset {
+  readonly name: string;
+  readonly task: SegmentationTask;
+  /** Modality (channel) names, in channel order. */
+  readonly channels: string[];
+  /** Ids of every case, in a stable order. */
+  caseIds(): string[];
+  /** Ids of the cases that have a label map (training/validation use only these). */
+  labelledCaseIds(): string[];
+  load(id: string): Promise<Volume>;
+  /** Cases that were found but cannot be used, with the reason (e.g. an image without a label). */
+  readonly skipped?: { id: string; reason: string }[];
+}
+
+/** A training example as host arrays: the strategy decides its extent (a crop, the whole volume, ...). */
+export interface TrainingSample {
+  /** channels-last image, [D, H, W, C]. */
+  image: Float32Array;
+  /** channels-last one-hot / region targets, [D, H, W, K] where K = network output channels. */
+  target: Float32Array;
+  shape: Shape3;
+}
+
+/** Where a tensor that backward needs is kept, decided by a strategy's hooks. */
+export type SavedLocation = 'device' | 'host' | 'recompute';
+
+/** Deterministic random source handed to plugins; never use Math.random in training code. */
+export interface Rng {
+  /** Uniform in [0, 1). */
+  next(): number;
+  /** Integer in [lo, hi). */
+  int(lo: number, hi: number): number;
+  normal(): number;
+}
+
+export interface Plugin<T> {
+  readonly kind: PluginKind;
+  readonly name: string;
+  /** One line for `--list` and error messages. */
+  readonly description: string;
+  /** Citation of the paper or system the plugin implements. */
+  readonly reference?: string;
+  readonly settings: SettingsSchema;
+  create(settings: Settings, deps: PluginDeps): T;
+}
+
+export type PluginKind = 'dataset' | 'architecture' | 'strategy' | 'backend';
+
+/** What a plugin may use when it is created. */
+export interface PluginDeps {
+  /** Folder of the experiment file or the working directory; relative data paths resolve against it. */
+  baseDir: string;
+}
+
+export type DatasetPlugin = Plugin<Dataset>;
+export type ArchitecturePlugin = Plugin<Architecture>;
+export type StrategyPlugin = Plugin<MemoryStrategy>;
+
+export interface NetworkSpec {
+  inChannels: number;
+  outChannels: number;
+  /** sigmoid for overlapping regions, softmax for exclusive labels. */
+  activation: 'sigmoid' | 'softmax';
+}
+
+export interface Architecture {
+  readonly name: string;
+  build(spec: NetworkSpec): Network;
+}
+
+export type { Network };
+export type { MemoryStrategy };
+export type { Tensor };

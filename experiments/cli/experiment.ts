@@ -1,0 +1,92 @@
+/**
+ * `npm run experiment -- <name>`: runs experiments/<name>.yaml and writes results/<name>/trials.csv,
+ * cases.csv and summary.md. `--list` lists experiments; `--dry-run` prints every trial with its estimated
+ * peak memory and runs nothing.
+ */
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadExperiment, listExperiments, ExperimentError } from '../../core/config.js';
+import { ExperimentRunner } from '../../core/runner.js';
+import { estimatePeak } from '../../core/estimator.js';
+import { formatBytes, SettingsError } from '../../core/settings.js';
+import { outputChannels } from '../../core/metrics.js';
+import { parameterCount } from '../../core/graph.js';
+import type { Architecture, Dataset } from '../../core/types.js';
+import type { MemoryStrategy } from '../../core/strategy.js';
+import { buildContainer } from './plugins.js';
+import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const FLAGS: FlagSpec = {
+  list: { takesValue: false, description: 'list the experiments in experiments/' },
+  profile: { takesValue: true, description: "apply a profile of the experiment file (e.g. 'paper')" },
+  set: { takesValue: true, repeatable: true, description: 'override a field: --set training.epochs=2 (repeatable)' },
+  backend: { takesValue: true, description: 'cpu | tensorflow | tensorflow-gpu | webgpu | auto (overrides VOLSEG_BACKEND and the file)' },
+  'dry-run': { takesValue: false, description: 'print the trials and their estimated peak memory; run nothing' },
+  results: { takesValue: true, description: 'results folder (default results/<experiment>)' },
+  help: { takesValue: false, description: 'this help' },
+};
+
+async function main(): Promise<number> {
+  const args = parseArgs(process.argv.slice(2), FLAGS);
+  const expDir = join(ROOT, 'experiments');
+  if (args.flags.has('help')) {
+    console.log(usage('npm run experiment --', '<name> [options]', FLAGS));
+    return 0;
+  }
+  if (args.flags.has('list') || args.positional.length === 0) {
+    const list = listExperiments(expDir);
+    console.log('experiments (npm run experiment -- <name>):');
+    for (const e of list) console.log(`  ${e.name.padEnd(24)} ${e.trials !== undefined ? `${e.trials} trials  ` : ''}${e.description}`);
+    if (!args.flags.has('list')) console.log(`\n${usage('npm run experiment --', '<name> [options]', FLAGS)}`);
+    return args.flags.has('list') ? 0 : 2;
+  }
+  const name = args.positional[0]!;
+  const file = name.endsWith('.yaml') ? resolve(name) : join(expDir, `${name}.yaml`);
+  const { catalog } = buildContainer();
+  const exp = loadExperiment(file, catalog, { profile: args.flags.get('profile')?.[0], overrides: args.flags.get('set') ?? [] });
+  console.log(`${exp.name}${exp.profile ? ` (profile ${exp.profile})` : ''}: ${exp.trials.length} trial(s) — ${exp.description}`);
+
+  if (args.flags.has('dry-run')) {
+    for (const t of exp.trials) {
+      try {
+        const ds = catalog.get<Dataset>('dataset', t.dataset.name).create(t.dataset.settings, { baseDir: expDir });
+        const ids = ds.labelledCaseIds();
+        const v = await ds.load(ids[0]!);
+        const K = outputChannels(ds.task);
+        const net = catalog
+          .get<Architecture>('architecture', t.architecture.name)
+          .create(t.architecture.settings, { baseDir: expDir })
+          .build({ inChannels: ds.channels.length, outChannels: K, activation: ds.task.kind === 'regions' ? 'sigmoid' : 'softmax' });
+        const strategy = catalog.get<MemoryStrategy>('strategy', t.strategy.name).create(t.strategy.settings, { baseDir: expDir });
+        const shape = strategy.trainingShape(v.shape, net);
+        const inputShape = [t.training.batchSize as number, ...shape, ds.channels.length];
+        const est = estimatePeak(net, inputShape, strategy.plan(net, inputShape));
+        const budget = t.training.deviceMemory as number | undefined;
+        const fit = budget === undefined ? '' : est.peak <= budget ? `fits ${formatBytes(budget)}` : `exceeds ${formatBytes(budget)}`;
+        console.log(
+          `  trial ${t.trial}: ${t.label}\n     input ${shape.join('x')}, ${parameterCount(net)} params, estimated peak ${formatBytes(est.peak)} (at ${est.at})${fit ? `, ${fit}` : ''}`,
+        );
+        await strategy.dispose?.();
+      } catch (e) {
+        console.log(`  trial ${t.trial}: ${t.label}\n     cannot estimate: ${(e as Error).message}`);
+      }
+    }
+    return 0;
+  }
+  const resultsDir = resolve(args.flags.get('results')?.[0] ?? join(ROOT, 'results', exp.name));
+  const runner = new ExperimentRunner(catalog);
+  const rows = await runner.run(exp, { resultsDir, backend: args.flags.get('backend')?.[0] });
+  const failed = rows.filter((r) => String(r.status).startsWith('failed')).length;
+  console.log(`\nwrote ${join(resultsDir, 'trials.csv')} and ${join(resultsDir, 'summary.md')}${failed ? ` (${failed} trial(s) failed)` : ''}`);
+  return failed === rows.length && rows.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    if (e instanceof ExperimentError || e instanceof UsageError || e instanceof SettingsError) console.error(`error: ${(e as Error).message}`);
+    else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
+    process.exit(2);
+  },
+);

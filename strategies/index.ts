@@ -1,0 +1,6 @@
+/** The registered memory strategies: one line per plugin file. */
+import type { StrategyPlugin } from '../core/types.js';
+import fullVolume from './full-volume.js';
+import patch from './patch.js';
+
+export const strategies: StrategyPlugin[] = [fullVolume, patch];
