@@ -9,7 +9,7 @@
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
 import { NETWORK_INPUT, inferShapes, type Network, type Shape } from './graph.js';
-import type { StepPlan } from './executor.js';
+import { mergeSegments, type StepPlan } from './executor.js';
 
 const BYTES = 4;
 const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
@@ -30,14 +30,19 @@ export interface EstimateOptions {
   optimizerSlots?: number;
   /** Output channels of the targets (defaults to the network's). */
   targetChannels?: number;
+  /** The loss (its transients scale with the logits); default dice+ce. */
+  loss?: 'dice' | 'dice+ce';
 }
 
 /**
- * Loss transients as multiples of the logits' size: tf.valueAndGrad of soft Dice + cross-entropy keeps
- * the probabilities, products and log terms of the tape until its gradient is done. Measured on the cpu
- * backend with the loss in core/loss.ts (test/estimator.test.ts checks the total against the meter).
+ * Loss transients as multiples of the logits' size: tf.valueAndGrad of the loss keeps the probabilities,
+ * products and log terms of its tape until its gradient is done. Measured with the meter on the cpu
+ * backend for the loss in core/loss.ts (test/estimator.test.ts checks whole steps against the meter).
  */
-const LOSS_WORKSPACE_LOGITS = 12;
+export function lossWorkspace(kind: 'dice' | 'dice+ce', activation: 'sigmoid' | 'softmax'): number {
+  if (kind === 'dice') return activation === 'sigmoid' ? 10 : 11;
+  return activation === 'sigmoid' ? 24 : 20;
+}
 
 interface VBuffer {
   bytes: number;
@@ -81,6 +86,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   // Parameters and optimizer state exist before the step; the step's input and targets for its duration.
   const fixed = paramBytes * (1 + slots) + inputBytes + targetBytes;
   grow(fixed);
+  if (plan.backward === 'tape') return tapeEstimate(net, shapes, fixed, paramBytes, opts);
 
   const index = new Map(net.nodes.map((n, i) => [n.name, i]));
   const consumers = new Map<string, number>([[NETWORK_INPUT, 0]]);
@@ -91,7 +97,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   const requiresGrad = new Map<string, boolean>([[NETWORK_INPUT, false]]);
   for (const n of net.nodes) requiresGrad.set(n.name, n.layer.params.length > 0 || n.inputs.some((i) => requiresGrad.get(i)));
 
-  const segments = (plan.recompute ?? []).map((names) => {
+  const segments = mergeSegments(net.recompute ?? [], plan.recompute ?? []).map((names) => {
     const inside = new Set(names);
     const external = new Set<string>();
     for (const n of names) for (const i of net.nodes[index.get(n)!]!.inputs) if (!inside.has(i)) external.add(i);
@@ -158,10 +164,12 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   };
 
   // ---- forward
+  const auxNames = (net.auxOutputs ?? []).map((a) => a.node);
+  const held = new Set([net.output, ...auxNames]);
   for (const node of net.nodes) {
     const inputs = node.inputs.map((i) => acts.get(i)!);
     const out = forwardNode(node.name, !segmentOf.has(node.name), inputs, true);
-    out.refs += consumers.get(node.name)! + (holds.get(node.name) ?? 0) + (node.name === net.output ? 1 : 0);
+    out.refs += consumers.get(node.name)! + (holds.get(node.name) ?? 0) + (held.has(node.name) ? 1 : 0);
     acts.set(node.name, out);
     for (const i of inputs) release(i);
     if (out.refs === 0) live -= out.bytes;
@@ -171,9 +179,12 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   phase = 'loss';
   where = 'loss';
   const logitsBytes = count(logitsShape) * BYTES;
-  transient(LOSS_WORKSPACE_LOGITS * logitsBytes);
+  const auxBytes = auxNames.map((n) => count(shapes.get(n)!) * BYTES);
+  transient(lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * (logitsBytes + auxBytes.reduce((a, b) => a + b, 0)));
   const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes)]]);
+  auxNames.forEach((n, k) => grads.set(n, alloc(auxBytes[k]!)));
   release(acts.get(net.output)!);
+  for (const n of auxNames) release(acts.get(n)!);
 
   // ---- backward
   phase = 'backward';
@@ -269,4 +280,28 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   transient(largest * 4);
   void paramGradBytes;
   return { peak, at, fixed, hostBytes };
+}
+
+/**
+ * The tape baseline (`tf.grads`): every tensor a kernel saved and every gradient stays until the whole
+ * backward pass ends, so the peak is at its end: all saved activations, every node's output gradient,
+ * the parameter gradients, and the loss's tape.
+ */
+function tapeEstimate(net: Network, shapes: Map<string, Shape>, fixed: number, paramBytes: number, opts: EstimateOptions): Estimate {
+  let savedBytes = 0;
+  let gradBytes = 0;
+  const savedActs = new Set<string>();
+  for (const node of net.nodes) {
+    const inShapes = node.inputs.map((i) => shapes.get(i)!);
+    const spec = node.layer.saves(inShapes);
+    for (const i of spec.inputs) if (node.inputs[i] !== NETWORK_INPUT) savedActs.add(node.inputs[i]!);
+    if (spec.output) savedActs.add(node.name);
+    savedBytes += spec.extra.reduce((a, b) => a + b, 0) * BYTES;
+    gradBytes += (count(shapes.get(node.name)!) + (node.layer.tapeExtra?.(inShapes) ?? 0)) * BYTES;
+  }
+  for (const n of savedActs) savedBytes += count(shapes.get(n)!) * BYTES;
+  const auxNames = (net.auxOutputs ?? []).map((a) => a.node);
+  const outBytes = [net.output, ...auxNames].reduce((n, o) => n + count(shapes.get(o)!) * BYTES, 0);
+  const loss = lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * outBytes;
+  return { peak: fixed + savedBytes + gradBytes + paramBytes + loss, at: 'backward / end of tf.grads', fixed, hostBytes: 0 };
 }

@@ -50,6 +50,11 @@ export interface SavedTensorHooks {
   prefetch?(p: PackedTensor): void;
   /** The executor will not unpack `p` again. */
   release?(p: PackedTensor): void;
+  /**
+   * Forward branch swapping (TFLMS `swap_branches`): an activation whose next forward reader is
+   * `distance` layers away may be parked off the device until then. Return a handle to park it, or null.
+   */
+  park?(t: Tensor, site: { node: string; distance: number }): PackedTensor | null;
   /** Called between layers so that finished transfers can be completed (and device copies freed). */
   poll?(): void | Promise<void>;
 }
@@ -92,10 +97,13 @@ export interface StepResult {
   stats: StepStats;
 }
 
-/** The loss's value and gradient at the logits; `tapeLoss` is the scalar for the tape baseline. */
+/**
+ * The loss's value and its gradients at the logits and at the network's auxiliary outputs (in
+ * `net.auxOutputs` order); `tapeLoss` is the scalar for the tape baseline.
+ */
 export interface LossFunction {
-  (logits: Tensor): { loss: number; dLogits: Tensor };
-  tapeLoss?: (logits: Tensor) => tf.Scalar;
+  (logits: Tensor, aux: Tensor[]): { loss: number; dLogits: Tensor; dAux: Tensor[] };
+  tapeLoss?: (logits: Tensor, aux: Tensor[]) => tf.Scalar;
 }
 
 type SavedEntry = { tensor: Tensor } | { packed: PackedTensor };
@@ -108,14 +116,21 @@ export class Executor {
   private readonly consumerCount = new Map<string, number>();
   /** Whether a node's output depends on a parameter (else backward can skip it). */
   private readonly requiresGrad = new Map<string, boolean>();
+  /** For each node name, the indices of the nodes that read it, ascending. */
+  private readonly readers = new Map<string, number[]>();
 
   constructor(readonly net: Network) {
     net.nodes.forEach((n, i) => this.index.set(n.name, i));
     this.consumerCount.set(NETWORK_INPUT, 0);
     this.requiresGrad.set(NETWORK_INPUT, false);
-    for (const node of net.nodes) {
+    this.readers.set(NETWORK_INPUT, []);
+    for (const [k, node] of net.nodes.entries()) {
       this.consumerCount.set(node.name, 0);
-      for (const i of node.inputs) this.consumerCount.set(i, this.consumerCount.get(i)! + 1);
+      this.readers.set(node.name, []);
+      for (const i of node.inputs) {
+        this.consumerCount.set(i, this.consumerCount.get(i)! + 1);
+        this.readers.get(i)!.push(k);
+      }
       this.requiresGrad.set(node.name, node.layer.params.length > 0 || node.inputs.some((i) => this.requiresGrad.get(i)));
     }
   }
@@ -130,11 +145,17 @@ export class Executor {
 
   /** Inference: no saves; each activation freed after its last consumer. Returns the logits. */
   forward(x: Tensor, params: Map<string, Tensor>, observer?: StepObserver): Tensor {
+    return this.forwardOutputs(x, params, [this.net.output], observer)[0]!;
+  }
+
+  /** Forward without saves, returning the named nodes' outputs (the caller disposes them). */
+  forwardOutputs(x: Tensor, params: Map<string, Tensor>, outputs: string[], observer?: StepObserver, phase: Phase = 'inference'): Tensor[] {
     const pending = new Map(this.consumerCount);
-    pending.set(this.net.output, (pending.get(this.net.output) ?? 0) + 1);
+    for (const o of outputs) pending.set(o, (pending.get(o) ?? 0) + 1);
     const acts = new Map<string, Tensor>([[NETWORK_INPUT, x]]);
     for (const node of this.net.nodes) {
-      observer?.beforeOp?.('inference', node.name);
+      if (!pending.get(node.name)) continue; // feeds nothing that was asked for (e.g. an auxiliary head)
+      observer?.beforeOp?.(phase, node.name);
       const inputs = node.inputs.map((i) => acts.get(i)!);
       const extras: Tensor[] = [];
       const out = node.layer.forward({ inputs, params: this.paramsOf(node, params), save: (t) => extras.push(t) });
@@ -145,9 +166,9 @@ export class Executor {
         pending.set(i, left);
         if (left === 0 && i !== NETWORK_INPUT) acts.get(i)!.dispose();
       }
-      observer?.afterOp?.('inference', node.name);
+      observer?.afterOp?.(phase, node.name);
     }
-    return acts.get(this.net.output)!;
+    return outputs.map((o) => acts.get(o)!);
   }
 
   /** One training step: forward with saves, loss, and the owned backward pass. */
@@ -183,7 +204,7 @@ export class Executor {
       if (t !== x) t.dispose();
     };
 
-    const segments = this.checkSegments(plan.recompute ?? []);
+    const segments = this.checkSegments(mergeSegments(this.net.recompute ?? [], plan.recompute ?? []));
     const segmentOf = new Map<string, number>();
     segments.forEach((s, k) => s.nodes.forEach((n) => segmentOf.set(n, k)));
     // Checkpoint holds: every segment keeps its external inputs until its backward is done.
@@ -242,27 +263,80 @@ export class Executor {
     };
 
     // ---- forward
+    const auxNames = (this.net.auxOutputs ?? []).map((a) => a.node);
+    const outputHold = new Set([this.net.output, ...auxNames]);
+    const pendingReads = new Map(this.consumerCount);
+    const readers = this.readers;
+    // Branch swapping: activations parked off the device until their next forward reader.
+    const parked = new Map<string, { packed: PackedTensor; prefetched: boolean }>();
+    const lookaheadFwd = plan.prefetchDistance ?? 0;
     let t0 = now();
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i]!;
+      if (parked.size && hooks?.prefetch)
+        for (let j = i; j <= Math.min(nodes.length - 1, i + lookaheadFwd); j++)
+          for (const n of nodes[j]!.inputs) {
+            const p = parked.get(n);
+            if (p && !p.prefetched) {
+              p.prefetched = true;
+              hooks.prefetch(p.packed);
+            }
+          }
+      for (const n of new Set(node.inputs)) {
+        const p = parked.get(n);
+        if (!p) continue;
+        parked.delete(n);
+        const w0 = now();
+        const t = await hooks!.unpack(p.packed);
+        stats.unpackWaitSeconds += now() - w0;
+        hooks!.release?.(p.packed);
+        acts.set(n, t);
+        inc(t, pendingReads.get(n)!);
+      }
       const inputs = node.inputs.map((n) => acts.get(n)!);
       const out = runForward(node, i, 'forward', inputs, !segmentOf.has(node.name));
-      register(node.name, out, node.name === this.net.output ? 1 : 0);
-      for (const n of node.inputs) dec(acts.get(n)!);
+      register(node.name, out, outputHold.has(node.name) ? 1 : 0);
+      for (const n of node.inputs) {
+        pendingReads.set(n, pendingReads.get(n)! - 1);
+        dec(acts.get(n)!);
+      }
+      if (hooks?.park)
+        for (const n of new Set(node.inputs)) {
+          const left = pendingReads.get(n)!;
+          const t = acts.get(n)!;
+          // Only an activation that nothing else keeps on the device is worth parking.
+          if (n === NETWORK_INPUT || left === 0 || refs.get(t) !== left) continue;
+          const next = readers.get(n)!.find((k) => k > i)!;
+          const packed = hooks.park(t, { node: n, distance: next - i });
+          if (!packed) continue;
+          parked.set(n, { packed, prefetched: false });
+          for (let k = 0; k < left; k++) dec(t);
+          acts.delete(n);
+        }
       await hooks?.poll?.();
     }
     stats.forwardSeconds = now() - t0;
 
     // ---- loss
     const logits = acts.get(this.net.output)!;
+    const auxTensors = auxNames.map((n) => acts.get(n)!);
     observer?.beforeOp?.('loss', 'loss');
-    const { loss, dLogits } = lossFn(logits);
+    const { loss, dLogits, dAux } = lossFn(logits, auxTensors);
     observer?.afterOp?.('loss', 'loss');
     dec(logits);
+    for (const t of auxTensors) dec(t);
 
     // ---- backward
     t0 = now();
     const grads = new Map<string, Tensor>([[this.net.output, dLogits]]);
+    auxNames.forEach((n, k) => {
+      const prev = grads.get(n);
+      if (prev) {
+        grads.set(n, tf.add(prev, dAux[k]!));
+        prev.dispose();
+        dAux[k]!.dispose();
+      } else grads.set(n, dAux[k]!);
+    });
     const paramGrads = new Map<string, Tensor>();
     const recomputed = new Set<number>();
     const lookahead = plan.prefetchDistance ?? 0;
@@ -348,15 +422,22 @@ export class Executor {
     const t0 = now();
     let loss = NaN;
     let forwardSeconds = 0;
+    const outputs = [this.net.output, ...(this.net.auxOutputs ?? []).map((a) => a.node)];
     const grads = tf.grads((...ps: Tensor[]) => {
-      const logits = this.forward(x, new Map(names.map((n, i) => [n, ps[i]!])), {
-        beforeOp: (_phase, node) => observer?.beforeOp?.('forward', node),
-        afterOp: (_phase, node) => observer?.afterOp?.('forward', node),
-      });
+      const [logits, ...aux] = this.forwardOutputs(
+        x,
+        new Map(names.map((n, i) => [n, ps[i]!])),
+        outputs,
+        {
+          beforeOp: (_phase, node) => observer?.beforeOp?.('forward', node),
+          afterOp: (_phase, node) => observer?.afterOp?.('forward', node),
+        },
+        'forward',
+      );
       forwardSeconds = now() - t0;
       observer?.beforeOp?.('loss', 'loss');
-      // The loss on the tape: lossFn's gradient is not needed here, only its value.
-      const value = lossFn.tapeLoss!(logits);
+      // The loss on the tape: its value only; tf.grads differentiates through it.
+      const value = lossFn.tapeLoss!(logits!, aux);
       loss = value.dataSync()[0]!;
       observer?.afterOp?.('loss', 'loss');
       observer?.beforeOp?.('backward', 'tf.grads');
@@ -426,4 +507,10 @@ export class Executor {
       return { nodes: names, external: [...external] };
     });
   }
+}
+
+/** The union of two sets of recompute segments; a segment of `a` that overlaps one of `b` yields to `b`. */
+export function mergeSegments(a: string[][], b: string[][]): string[][] {
+  const taken = new Set(b.flat());
+  return [...a.filter((s) => !s.some((n) => taken.has(n))), ...b];
 }

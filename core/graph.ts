@@ -65,6 +65,11 @@ export interface Layer {
    * for forward and backward; the estimator adds them at the layer's step.
    */
   workspace?(inputShapes: Shape[]): { forward: number; backward: number };
+  /**
+   * Extra elements the tape baseline (tf.grads) keeps for this layer beyond its saves and output gradient
+   * (e.g. the zero gradients tfjs makes for a multi-output kernel's unused outputs).
+   */
+  tapeExtra?(inputShapes: Shape[]): number;
   /** True where backward hands `dy` itself (an alias, no new buffer) to every input (element-wise sum). */
   readonly passesGradient?: boolean;
   /** Multiply–add count ×2 of forward (for the benchmark's GFLOP/s). */
@@ -100,9 +105,24 @@ export interface Network {
   output: string;
   /** Every spatial input size must be a multiple of this (2^(levels-1) for a U-Net). */
   divisor: number;
+  /**
+   * Context the network consumes on each side, in input voxels [D, H, W]: the output covers the input
+   * minus this margin on every side (0 for a plain U-Net; a cascade's local patch inside its context).
+   */
+  outputMargin?: [number, number, number];
+  /**
+   * Extra supervised outputs (deep supervision, a cascade's first stage): each is compared with the
+   * step's target average-pooled by `scale` (covering the whole input extent), weighted by `weight`.
+   */
+  auxOutputs?: { node: string; weight: number; scale: number }[];
   params: QualifiedParam[];
   /** Natural checkpoint segments (e.g. one per U-Net level): contiguous runs of node names. */
   segments: string[][];
+  /**
+   * Segments the architecture itself always recomputes in backward (meU-net's checkpointed stages, a
+   * memory-efficient FCN's widest level), merged with any strategy's recompute segments.
+   */
+  recompute?: string[][];
 }
 
 export function parameterCount(net: Network): number {

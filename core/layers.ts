@@ -153,6 +153,10 @@ export class InstanceNormAct implements Layer {
     // x̂ (or y) plus invStd [N, C]
     return { inputs: [], output: !!this.opts.inPlace, extra: this.opts.inPlace ? [x![0]! * x![4]!] : [size(x!), x![0]! * x![4]!] };
   }
+  tapeExtra([x]: Shape[]): number {
+    // tf.grads makes zero gradients for the kernel's outputs x̂ and invStd, which nothing downstream reads.
+    return size(x!) + x![0]! * x![4]!;
+  }
   workspace([x]: Shape[]): { forward: number; backward: number } {
     // forward makes y, x̂ and invStd together; in place x̂ is dropped at once. Backward reconstructs x̂ in place.
     return { forward: this.opts.inPlace ? size(x!) : 0, backward: this.opts.inPlace ? 2 * size(x!) : 0 };

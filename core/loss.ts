@@ -58,9 +58,49 @@ export function activate(logits: Tensor, activation: 'sigmoid' | 'softmax'): Ten
   return activation === 'sigmoid' ? tf.sigmoid(logits) : tf.softmax(logits, -1);
 }
 
-/** The executor's loss callback for one step's targets. */
-export function stepLoss(target: Tensor, kind: LossKind, activation: 'sigmoid' | 'softmax'): LossFunction {
-  const fn = ((logits: Tensor) => lossAndGradient(logits, target, kind, activation)) as LossFunction;
-  fn.tapeLoss = (logits: Tensor) => segmentationLoss(logits, target, kind, activation);
+/** What of a network the loss needs: its output margin and auxiliary outputs. */
+export interface LossTargets {
+  outputMargin?: [number, number, number];
+  auxOutputs?: { node: string; weight: number; scale: number }[];
+}
+
+/**
+ * The executor's loss callback for one step. `target` covers the step's whole input extent: the main
+ * output is compared with its centre (minus the network's output margin), each auxiliary output with the
+ * target average-pooled by its scale (soft targets at the coarser resolution).
+ */
+export function stepLoss(target: Tensor, kind: LossKind, activation: 'sigmoid' | 'softmax', net: LossTargets = {}): LossFunction {
+  const [md, mh, mw] = net.outputMargin ?? [0, 0, 0];
+  const aux = net.auxOutputs ?? [];
+  const targets = (): { main: Tensor; aux: Tensor[] } => {
+    const main =
+      md || mh || mw
+        ? tf.slice(target, [0, md, mh, mw, 0], [-1, target.shape[1]! - 2 * md, target.shape[2]! - 2 * mh, target.shape[3]! - 2 * mw, -1])
+        : target;
+    return {
+      main,
+      aux: aux.map((a) => (a.scale === 1 ? target : tf.avgPool3d(target as tf.Tensor5D, a.scale, a.scale, 'valid'))),
+    };
+  };
+  const total = (logits: Tensor, auxLogits: Tensor[]): tf.Scalar =>
+    tf.tidy(() => {
+      const t = targets();
+      let l: Tensor = segmentationLoss(logits, t.main, kind, activation);
+      aux.forEach((a, k) => {
+        l = tf.add(l, tf.mul(segmentationLoss(auxLogits[k]!, t.aux[k]!, kind, activation), a.weight));
+      });
+      return l as tf.Scalar;
+    });
+  const fn = ((logits: Tensor, auxLogits: Tensor[]) => {
+    if (aux.length === 0 && !(md || mh || mw)) {
+      const { loss, dLogits } = lossAndGradient(logits, target, kind, activation);
+      return { loss, dLogits, dAux: [] };
+    }
+    const { value, grads } = tf.valueAndGrads((...xs: Tensor[]) => total(xs[0]!, xs.slice(1)))([logits, ...auxLogits]);
+    const loss = value.dataSync()[0]!;
+    value.dispose();
+    return { loss, dLogits: grads[0]!, dAux: grads.slice(1) };
+  }) as LossFunction;
+  fn.tapeLoss = (logits: Tensor, auxLogits: Tensor[]) => total(logits, auxLogits);
   return fn;
 }

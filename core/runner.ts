@@ -274,7 +274,7 @@ export class ExperimentRunner {
             throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
           const x = tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]);
           const y = tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]);
-          const result = await executor.trainStep(x, params, stepLoss(y, tr.loss as LossKind, activation), plan, observer);
+          const result = await executor.trainStep(x, params, stepLoss(y, tr.loss as LossKind, activation, net), plan, observer);
           x.dispose();
           y.dispose();
           adam.step(params, result.grads);
@@ -373,19 +373,25 @@ export class ExperimentRunner {
     return { row, cases };
   }
 
-  /** Runs the network on one window: pads to the divisor, forward, activation, crops back. */
+  /**
+   * Runs the network on one input window: the output (window minus the network's margin) is padded to the
+   * divisor at the far end, then forward, activation, and the output cropped back.
+   */
   private predictor(executor: Executor, net: Network, params: Params, channels: number, label: () => string): WindowPredictor {
     const observer = this.observer(label);
+    const m = net.outputMargin ?? [0, 0, 0];
     return async (window: Float32Array, shape: Shape3) => {
-      const padded = padShapeTo(shape, net.divisor);
+      const outShape = shape.map((n, i) => n - 2 * m[i]!) as Shape3;
+      const paddedOut = padShapeTo(outShape, net.divisor);
+      const paddedIn = paddedOut.map((n, i) => n + 2 * m[i]!) as Shape3;
       const probs = tf.tidy(() => {
-        const x = tf.tensor(padTo(window, shape, channels, padded), [1, ...padded, channels]);
+        const x = tf.tensor(padTo(window, shape, channels, paddedIn), [1, ...paddedIn, channels]);
         const logits = executor.forward(x, params, observer);
         return activate(logits, net.activation);
       });
       const out = (await probs.data()) as Float32Array;
       probs.dispose();
-      return cropTo(out, padded, net.outChannels, shape);
+      return cropTo(out, paddedOut, net.outChannels, outShape);
     };
   }
 }

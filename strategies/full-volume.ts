@@ -5,18 +5,37 @@
  */
 import type { StrategyPlugin } from '../core/types.js';
 import type { MemoryStrategy } from '../core/strategy.js';
-import { padShapeTo, padTo } from '../core/volume.js';
+import { extractBox, padShapeTo } from '../core/volume.js';
+import type { Network } from '../core/graph.js';
+import type { Shape3 } from '../core/types.js';
 
+/** The input extent for a whole case: the divisor-padded volume plus the network's context margin. */
+export function fullVolumeShape(caseShape: Shape3, net: Network): Shape3 {
+  const m = net.outputMargin ?? [0, 0, 0];
+  return padShapeTo(caseShape, net.divisor).map((n, i) => n + 2 * m[i]!) as Shape3;
+}
+
+/** The whole case as one sample (zeros in the padding and the margin). */
 export function fullVolumeSample(): MemoryStrategy['sample'] {
   return (c, _rng, net) => {
-    const shape = padShapeTo(c.shape, net.divisor);
+    const shape = fullVolumeShape(c.shape, net);
+    const m = net.outputMargin ?? [0, 0, 0];
+    const start = m.map((v) => -v) as Shape3;
     return {
-      image: padTo(c.image, c.shape, c.channels, shape),
-      target: padTo(c.target, c.shape, c.outChannels, shape),
+      image: extractBox(c.image, c.shape, c.channels, start, shape),
+      target: extractBox(c.target, c.shape, c.outChannels, start, shape),
       shape,
     };
   };
 }
+
+/** One inference pass over the whole image (with the network's context margin around it). */
+export const fullVolumeInfer: MemoryStrategy['infer'] = (input, predict, net) => {
+  const m = net.outputMargin ?? [0, 0, 0];
+  if (!m.some(Boolean)) return predict(input.image, input.shape);
+  const shape = input.shape.map((n, i) => n + 2 * m[i]!) as Shape3;
+  return predict(extractBox(input.image, input.shape, input.channels, m.map((v) => -v) as Shape3, shape), shape);
+};
 
 const plugin: StrategyPlugin = {
   kind: 'strategy',
@@ -34,10 +53,10 @@ const plugin: StrategyPlugin = {
     const backward = settings.backward as 'owned' | 'tape';
     return {
       name: 'full-volume',
-      trainingShape: (caseShape, net) => padShapeTo(caseShape, net.divisor),
+      trainingShape: fullVolumeShape,
       sample: fullVolumeSample(),
       plan: () => ({ backward }),
-      infer: (input, predict) => predict(input.image, input.shape),
+      infer: fullVolumeInfer,
     };
   },
 };

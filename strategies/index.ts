@@ -2,5 +2,6 @@
 import type { StrategyPlugin } from '../core/types.js';
 import fullVolume from './full-volume.js';
 import patch from './patch.js';
+import checkpoint from './checkpoint.js';
 
-export const strategies: StrategyPlugin[] = [fullVolume, patch];
+export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint];

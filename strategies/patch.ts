@@ -9,6 +9,7 @@ import type { MemoryStrategy, PreparedCase } from '../core/strategy.js';
 import { extractBox } from '../core/volume.js';
 import { slidingWindowInference } from '../core/sliding-window.js';
 import { SettingsError } from '../core/settings.js';
+import type { Network } from '../core/graph.js';
 
 const foregroundIndex = new WeakMap<Uint8Array, Uint32Array>();
 
@@ -46,6 +47,11 @@ export function cropStart(c: PreparedCase, patch: Shape3, rng: Rng, fgRatio: num
   return [rng.int(rz[0], rz[1] + 1), rng.int(ry[0], ry[1] + 1), rng.int(rx[0], rx[1] + 1)];
 }
 
+function withMargin(patch: Shape3, net: Network): Shape3 {
+  const m = net.outputMargin ?? [0, 0, 0];
+  return patch.map((n, i) => n + 2 * m[i]!) as Shape3;
+}
+
 const plugin: StrategyPlugin = {
   kind: 'strategy',
   name: 'patch',
@@ -74,15 +80,18 @@ const plugin: StrategyPlugin = {
       name: 'patch',
       trainingShape: (_caseShape, net) => {
         checkPatch(net.divisor);
-        return [...patch];
+        return withMargin(patch, net);
       },
       sample(c, rng, net) {
         checkPatch(net.divisor);
-        const start = cropStart(c, patch, rng, fgRatio);
+        // The crop is the network's output; its input reads the margin around it (zeros outside).
+        const m = net.outputMargin ?? [0, 0, 0];
+        const start = cropStart(c, patch, rng, fgRatio).map((v, i) => v - m[i]!) as Shape3;
+        const shape = withMargin(patch, net);
         return {
-          image: extractBox(c.image, c.shape, c.channels, start, patch),
-          target: extractBox(c.target, c.shape, c.outChannels, start, patch),
-          shape: [...patch],
+          image: extractBox(c.image, c.shape, c.channels, start, shape),
+          target: extractBox(c.target, c.shape, c.outChannels, start, shape),
+          shape,
         };
       },
       plan: () => ({}),
@@ -92,6 +101,7 @@ const plugin: StrategyPlugin = {
           overlap: settings.overlap as number,
           blend: settings.blend as 'gaussian' | 'constant',
           sigmaScale: settings.sigmaScale as number,
+          inputMargin: net.outputMargin,
         }),
     };
   },

@@ -1,0 +1,788 @@
+/**
+ * NIfTI-1 and NIfTI-2 reading and writing (the format of BraTS, the Medical Segmentation Decathlon and
+ * most 3-D medical imaging data). Implements the header layouts of nifti1.h and nifti2.h
+ * (https://nifti.nimh.nih.gov/nifti-1, https://nifti.nimh.nih.gov/nifti-2).
+ *
+ * Why our own header parser rather than nifti-reader-js's: we need exact control over what is read
+ * (its `readImage` stops at dims[5], its big-endian NIfTI-2 64-bit integers are mis-decoded from 2^31 up,
+ * and its errors do not name the file). nifti-reader-js stays in the tests as the independent reference.
+ *
+ * Reading: .nii and .nii.gz (gzip detected from the magic bytes, decompressed with node:zlib), both byte
+ * orders, NIfTI-1 ('n+1') and NIfTI-2 ('n+2'), datatypes uint8, int8, int16, uint16, int32, uint32,
+ * int64, uint64, float32, float64, any number of dimensions (1..7). Voxel values are returned as float32
+ * scaled by scl_slope/scl_inter (applied in float64 before rounding to float32, so e.g. an int32 brain
+ * mask stored with slope 2^-32 and intercept 0.5 comes out exactly 0/1).
+ * Not supported (clear errors): .hdr/.img pairs ('ni1'), ANALYZE 7.5, complex, RGB and float128 data.
+ *
+ * Writing: NIfTI-1 single files (.nii or .nii.gz) with a header written byte by byte (little endian),
+ * copying a source image's geometry so that a prediction overlays its image exactly.
+ *
+ * Layout convention (core/types.ts): NIfTI stores x fastest, then y, then z, which is row-major
+ * [z][y][x]; a volume's shape is [D, H, W] = [nz, ny, nx] and no transpose is needed.
+ */
+import { readFile, writeFile, rename, mkdir, open, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { gunzip, gzip, gunzipSync, constants as zlibConstants } from 'node:zlib';
+import { promisify } from 'node:util';
+import type { NiftiGeometry, Shape3, Volume } from '../types.js';
+
+const gunzipAsync = promisify(gunzip);
+const gzipAsync = promisify(gzip);
+
+/** A NIfTI problem; the message always starts with the file it concerns. */
+export class NiftiError extends Error {
+  constructor(
+    readonly file: string,
+    problem: string,
+  ) {
+    super(`${file}: ${problem}`);
+    this.name = 'NiftiError';
+  }
+}
+
+/** Every header field a reader of this project may need, for both NIfTI versions. */
+export interface NiftiHeader {
+  version: 1 | 2;
+  littleEndian: boolean;
+  /** 'n+1', 'n+2', ... without the trailing bytes. */
+  magic: string;
+  /** dim[1..dim[0]]. */
+  dims: number[];
+  datatypeCode: number;
+  bitpix: number;
+  /** pixdim[0..7] (pixdim[0] is qfac). */
+  pixDims: number[];
+  voxOffset: number;
+  sclSlope: number;
+  sclInter: number;
+  calMin: number;
+  calMax: number;
+  xyztUnits: number;
+  intentCode: number;
+  intentName: string;
+  description: string;
+  qformCode: number;
+  sformCode: number;
+  quaternB: number;
+  quaternC: number;
+  quaternD: number;
+  qoffsetX: number;
+  qoffsetY: number;
+  qoffsetZ: number;
+  /** srow_x, srow_y, srow_z. */
+  srow: [number[], number[], number[]];
+}
+
+export interface NiftiImage {
+  /** The file it was read from (or a label for in-memory buffers). */
+  source: string;
+  /** dim[1..dim[0]] (all dimensions, not only the spatial ones). */
+  dims: number[];
+  /** [nx, ny, nz]: dims[1..3], 1 where the image has fewer dimensions. */
+  spatial: [number, number, number];
+  datatypeCode: number;
+  datatypeName: string;
+  /** Every voxel (product of all dims), x fastest, scaled by scl_slope/scl_inter when they apply. */
+  data: Float32Array;
+  geometry: NiftiGeometry;
+  littleEndian: boolean;
+  version: 1 | 2;
+  sclSlope: number;
+  sclInter: number;
+  header: NiftiHeader;
+}
+
+export type NiftiRawArray =
+  | Uint8Array
+  | Int8Array
+  | Int16Array
+  | Uint16Array
+  | Int32Array
+  | Uint32Array
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | BigUint64Array;
+
+/** The stored values, unscaled, in their own type (native byte order). */
+export interface NiftiRaw {
+  source: string;
+  header: NiftiHeader;
+  raw: NiftiRawArray;
+}
+
+interface DatatypeInfo {
+  name: string;
+  bytes: number;
+  make(buffer: ArrayBuffer, byteOffset: number, length: number): NiftiRawArray;
+}
+
+const DATATYPES: Record<number, DatatypeInfo> = {
+  2: { name: 'uint8', bytes: 1, make: (b, o, n) => new Uint8Array(b, o, n) },
+  4: { name: 'int16', bytes: 2, make: (b, o, n) => new Int16Array(b, o, n) },
+  8: { name: 'int32', bytes: 4, make: (b, o, n) => new Int32Array(b, o, n) },
+  16: { name: 'float32', bytes: 4, make: (b, o, n) => new Float32Array(b, o, n) },
+  64: { name: 'float64', bytes: 8, make: (b, o, n) => new Float64Array(b, o, n) },
+  256: { name: 'int8', bytes: 1, make: (b, o, n) => new Int8Array(b, o, n) },
+  512: { name: 'uint16', bytes: 2, make: (b, o, n) => new Uint16Array(b, o, n) },
+  768: { name: 'uint32', bytes: 4, make: (b, o, n) => new Uint32Array(b, o, n) },
+  1024: { name: 'int64', bytes: 8, make: (b, o, n) => new BigInt64Array(b, o, n) },
+  1280: { name: 'uint64', bytes: 8, make: (b, o, n) => new BigUint64Array(b, o, n) },
+};
+
+/** Names of the datatypes nifti1.h defines that we do not read, for error messages. */
+const UNSUPPORTED_DATATYPES: Record<number, string> = {
+  0: 'unknown (DT_UNKNOWN)',
+  1: 'binary (1 bit per voxel)',
+  32: 'complex64',
+  128: 'rgb24',
+  1536: 'float128',
+  1792: 'complex128',
+  2048: 'complex256',
+  2304: 'rgba32',
+};
+
+export const NIFTI_DATATYPES: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(DATATYPES).map(([code, info]) => [code, info.name]),
+);
+
+const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function isGzip(bytes: Uint8Array): boolean {
+  return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;
+}
+
+function cString(bytes: Uint8Array, start: number, end: number): string {
+  let s = '';
+  for (let i = start; i < end && bytes[i] !== 0; i++) s += String.fromCharCode(bytes[i]!);
+  return s;
+}
+
+/**
+ * Parses a NIfTI-1 or NIfTI-2 header from the start of `bytes` (decompressed). Throws a NiftiError naming
+ * `source` when the bytes are not a single-file NIfTI header.
+ */
+export function parseNiftiHeader(bytes: Uint8Array, source = '<buffer>'): NiftiHeader {
+  if (bytes.length < 348) {
+    throw new NiftiError(source, `not a NIfTI file: only ${bytes.length} bytes, a NIfTI header needs at least 348`);
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // sizeof_hdr (348 for NIfTI-1, 540 for NIfTI-2) doubles as the byte-order mark.
+  const le32 = dv.getInt32(0, true);
+  const be32 = dv.getInt32(0, false);
+  let version: 1 | 2;
+  let le: boolean;
+  if (le32 === 348 || be32 === 348) {
+    version = 1;
+    le = le32 === 348;
+  } else if (le32 === 540 || be32 === 540) {
+    version = 2;
+    le = le32 === 540;
+  } else {
+    throw new NiftiError(
+      source,
+      `not a NIfTI file: the first 4 bytes (sizeof_hdr) read ${le32} (little endian) / ${be32} (big endian), expected 348 (NIfTI-1) or 540 (NIfTI-2)`,
+    );
+  }
+  if (version === 2 && bytes.length < 540) {
+    throw new NiftiError(source, `truncated NIfTI-2 header: ${bytes.length} bytes, expected 540`);
+  }
+  const i16 = (o: number) => dv.getInt16(o, le);
+  const i32 = (o: number) => dv.getInt32(o, le);
+  const f32 = (o: number) => dv.getFloat32(o, le);
+  const f64 = (o: number) => dv.getFloat64(o, le);
+  const i64 = (o: number, field: string) => {
+    const v = dv.getBigInt64(o, le);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new NiftiError(source, `NIfTI-2 field ${field} = ${v} is too large to handle`);
+    }
+    return Number(v);
+  };
+
+  let h: NiftiHeader;
+  if (version === 1) {
+    const magic = cString(bytes, 344, 348);
+    if (magic === 'ni1') {
+      throw new NiftiError(source, `is the header of a .hdr/.img pair (magic 'ni1'), which is not supported; convert it to a single .nii/.nii.gz file (e.g. with nibabel or fslchfiletype)`);
+    }
+    if (magic !== 'n+1') {
+      throw new NiftiError(source, `not a NIfTI-1 file: magic is ${JSON.stringify(magic)} rather than 'n+1' (an ANALYZE 7.5 file?)`);
+    }
+    const ndim = i16(40);
+    checkNdim(ndim, source);
+    const dims: number[] = [];
+    for (let i = 1; i <= ndim; i++) dims.push(i16(40 + 2 * i));
+    const pixDims: number[] = [];
+    for (let i = 0; i < 8; i++) pixDims.push(f32(76 + 4 * i));
+    const srowAt = (o: number) => [f32(o), f32(o + 4), f32(o + 8), f32(o + 12)];
+    h = {
+      version,
+      littleEndian: le,
+      magic,
+      dims,
+      datatypeCode: i16(70),
+      bitpix: i16(72),
+      pixDims,
+      voxOffset: f32(108),
+      sclSlope: f32(112),
+      sclInter: f32(116),
+      calMax: f32(124),
+      calMin: f32(128),
+      xyztUnits: bytes[123]!,
+      intentCode: i16(68),
+      intentName: cString(bytes, 328, 344),
+      description: cString(bytes, 148, 228),
+      qformCode: i16(252),
+      sformCode: i16(254),
+      quaternB: f32(256),
+      quaternC: f32(260),
+      quaternD: f32(264),
+      qoffsetX: f32(268),
+      qoffsetY: f32(272),
+      qoffsetZ: f32(276),
+      srow: [srowAt(280), srowAt(296), srowAt(312)],
+    };
+  } else {
+    const magic = cString(bytes, 4, 8);
+    if (magic === 'ni2') {
+      throw new NiftiError(source, `is the header of a NIfTI-2 .hdr/.img pair (magic 'ni2'), which is not supported; convert it to a single .nii/.nii.gz file`);
+    }
+    if (magic !== 'n+2') {
+      throw new NiftiError(source, `not a NIfTI-2 file: magic is ${JSON.stringify(magic)} rather than 'n+2'`);
+    }
+    const ndim = i64(16, 'dim[0]');
+    checkNdim(ndim, source);
+    const dims: number[] = [];
+    for (let i = 1; i <= ndim; i++) dims.push(i64(16 + 8 * i, `dim[${i}]`));
+    const pixDims: number[] = [];
+    for (let i = 0; i < 8; i++) pixDims.push(f64(104 + 8 * i));
+    const srowAt = (o: number) => [f64(o), f64(o + 8), f64(o + 16), f64(o + 24)];
+    h = {
+      version,
+      littleEndian: le,
+      magic,
+      dims,
+      datatypeCode: i16(12),
+      bitpix: i16(14),
+      pixDims,
+      voxOffset: i64(168, 'vox_offset'),
+      sclSlope: f64(176),
+      sclInter: f64(184),
+      calMax: f64(192),
+      calMin: f64(200),
+      xyztUnits: i32(500),
+      intentCode: i32(504),
+      intentName: cString(bytes, 508, 524),
+      description: cString(bytes, 240, 320),
+      qformCode: i32(344),
+      sformCode: i32(348),
+      quaternB: f64(352),
+      quaternC: f64(360),
+      quaternD: f64(368),
+      qoffsetX: f64(376),
+      qoffsetY: f64(384),
+      qoffsetZ: f64(392),
+      srow: [srowAt(400), srowAt(432), srowAt(464)],
+    };
+  }
+  h.dims.forEach((d, i) => {
+    if (!(d >= 1)) {
+      throw new NiftiError(source, `invalid header: dim[${i + 1}] = ${d} (dim[0] = ${h.dims.length}); every used dimension must be ≥ 1`);
+    }
+  });
+  const minOffset = version === 1 ? 348 : 540;
+  if (!(h.voxOffset >= minOffset)) {
+    throw new NiftiError(source, `invalid header: vox_offset = ${h.voxOffset}, must be at least ${minOffset} in a single-file NIfTI-${version}`);
+  }
+  return h;
+}
+
+function checkNdim(ndim: number, source: string): void {
+  if (!(ndim >= 1 && ndim <= 7)) {
+    throw new NiftiError(source, `invalid header: dim[0] = ${ndim}, must be 1..7 (a byte-order problem or not a NIfTI file)`);
+  }
+}
+
+/** Product of all dims (the voxel count), as NIfTI defines it. */
+export function voxelCount(dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1);
+}
+
+/** The geometry kept with a volume so a label map can be written aligned with its image. */
+export function geometryFromHeader(h: NiftiHeader, source?: string): NiftiGeometry {
+  const d = (i: number) => h.dims[i] ?? 1;
+  const p = (i: number) => h.pixDims[i] ?? 1;
+  return {
+    dims: [d(0), d(1), d(2)],
+    pixDims: [p(1), p(2), p(3)],
+    qformCode: h.qformCode,
+    sformCode: h.sformCode,
+    quaternB: h.quaternB,
+    quaternC: h.quaternC,
+    quaternD: h.quaternD,
+    qoffsetX: h.qoffsetX,
+    qoffsetY: h.qoffsetY,
+    qoffsetZ: h.qoffsetZ,
+    // nifti1.h: qfac is pixdim[0] and must be ±1; 0 (common in old files) means 1.
+    qfac: h.pixDims[0]! < 0 ? -1 : 1,
+    srow: [h.srow[0].slice(), h.srow[1].slice(), h.srow[2].slice()],
+    xyztUnits: h.xyztUnits,
+    ...(source !== undefined ? { source } : {}),
+  };
+}
+
+/** Reads a whole file and gunzips it when it is gzip-compressed (from its magic bytes, not its name). */
+export async function readNiftiBytes(path: string): Promise<Uint8Array> {
+  let file: Buffer;
+  try {
+    file = await readFile(path);
+  } catch (err) {
+    throw new NiftiError(path, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  if (!isGzip(file)) return file;
+  try {
+    return await gunzipAsync(file);
+  } catch (err) {
+    throw new NiftiError(path, `cannot decompress the gzip data (${(err as Error).message}); the file is truncated or corrupt`);
+  }
+}
+
+/** Decodes the stored voxel values (unscaled) of a NIfTI held in memory. */
+export function decodeNiftiRaw(bytes: Uint8Array, source = '<buffer>'): NiftiRaw {
+  const header = parseNiftiHeader(bytes, source);
+  const info = DATATYPES[header.datatypeCode];
+  if (!info) {
+    const known = UNSUPPORTED_DATATYPES[header.datatypeCode];
+    throw new NiftiError(
+      source,
+      `unsupported datatype code ${header.datatypeCode}${known ? ` (${known})` : ''}; supported: ${Object.entries(DATATYPES)
+        .map(([c, i]) => `${i.name} (${c})`)
+        .join(', ')}`,
+    );
+  }
+  const n = voxelCount(header.dims);
+  const need = n * info.bytes;
+  const start = header.voxOffset;
+  const have = Math.max(0, bytes.length - start);
+  if (have < need) {
+    throw new NiftiError(
+      source,
+      `truncated image: dims ${header.dims.join('×')} of ${info.name} need ${need} bytes after vox_offset ${start}, got ${have}`,
+    );
+  }
+  const absolute = bytes.byteOffset + start;
+  let raw: NiftiRawArray;
+  if (header.littleEndian === HOST_LITTLE_ENDIAN && absolute % info.bytes === 0) {
+    // Already aligned and in native order: a view, no copy.
+    raw = info.make(bytes.buffer as ArrayBuffer, absolute, n);
+  } else {
+    // Copy into a fresh (aligned) buffer, swapping bytes when the file's order is not the host's.
+    // (Not bytes.slice: on a Node Buffer that is a view, not a copy.)
+    const copy = new Uint8Array(need);
+    copy.set(bytes.subarray(start, start + need));
+    if (header.littleEndian !== HOST_LITTLE_ENDIAN && info.bytes > 1) swapBytes(copy, info.bytes);
+    raw = info.make(copy.buffer, 0, n);
+  }
+  return { source, header, raw };
+}
+
+function swapBytes(bytes: Uint8Array, size: number): void {
+  for (let i = 0; i < bytes.length; i += size) {
+    for (let a = i, b = i + size - 1; a < b; a++, b--) {
+      const t = bytes[a]!;
+      bytes[a] = bytes[b]!;
+      bytes[b] = t;
+    }
+  }
+}
+
+/** Whether scl_slope/scl_inter apply (nifti1.h: a slope of 0 means "no scaling"). */
+export function scalingApplies(slope: number, inter: number): boolean {
+  return Number.isFinite(slope) && slope !== 0 && !(slope === 1 && (inter === 0 || !Number.isFinite(inter)));
+}
+
+/** Decodes a NIfTI held in memory into float32 voxel values (scaled). */
+export function decodeNifti(bytes: Uint8Array, source = '<buffer>'): NiftiImage {
+  const { header, raw } = decodeNiftiRaw(bytes, source);
+  const n = raw.length;
+  const data = new Float32Array(n);
+  const slope = header.sclSlope;
+  const inter = Number.isFinite(header.sclInter) ? header.sclInter : 0;
+  const scale = scalingApplies(slope, inter);
+  if (raw instanceof BigInt64Array || raw instanceof BigUint64Array) {
+    for (let i = 0; i < n; i++) {
+      const v = Number(raw[i]!);
+      data[i] = scale ? v * slope + inter : v;
+    }
+  } else if (scale) {
+    // In float64 (JS numbers), rounded once into float32.
+    for (let i = 0; i < n; i++) data[i] = raw[i]! * slope + inter;
+  } else {
+    data.set(raw);
+  }
+  const d = header.dims;
+  return {
+    source,
+    dims: d.slice(),
+    spatial: [d[0] ?? 1, d[1] ?? 1, d[2] ?? 1],
+    datatypeCode: header.datatypeCode,
+    datatypeName: DATATYPES[header.datatypeCode]!.name,
+    data,
+    geometry: geometryFromHeader(header, source),
+    littleEndian: header.littleEndian,
+    version: header.version,
+    sclSlope: header.sclSlope,
+    sclInter: header.sclInter,
+    header,
+  };
+}
+
+/** Reads a .nii or .nii.gz file: header, geometry and all voxels as scaled float32. */
+export async function readNifti(path: string): Promise<NiftiImage> {
+  return decodeNifti(await readNiftiBytes(path), path);
+}
+
+/** Reads a .nii or .nii.gz file's stored values without scaling or conversion (e.g. for label maps). */
+export async function readNiftiRaw(path: string): Promise<NiftiRaw> {
+  return decodeNiftiRaw(await readNiftiBytes(path), path);
+}
+
+/**
+ * Reads only the header, decompressing just the start of a .nii.gz (cheap: for listing shapes of many
+ * files without loading them).
+ */
+export async function readNiftiHeader(path: string): Promise<NiftiHeader> {
+  let head: Uint8Array;
+  let handle;
+  try {
+    handle = await open(path, 'r');
+    const buf = Buffer.alloc(64 * 1024);
+    const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+    head = buf.subarray(0, bytesRead);
+  } catch (err) {
+    throw new NiftiError(path, `cannot read the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  } finally {
+    await handle?.close();
+  }
+  if (isGzip(head)) {
+    try {
+      // Z_SYNC_FLUSH: return what the partial input decompresses to instead of failing on the cut.
+      head = gunzipSync(head, { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+    } catch (err) {
+      throw new NiftiError(path, `cannot decompress the gzip data (${(err as Error).message})`);
+    }
+  }
+  return parseNiftiHeader(head, path);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Writing
+
+export type NiftiWritable = Uint8Array | Int16Array | Uint16Array | Int32Array | Float32Array;
+
+const WRITE_CODES: [new (...a: never[]) => NiftiWritable, number, number][] = [
+  [Uint8Array, 2, 8],
+  [Int16Array, 4, 16],
+  [Uint16Array, 512, 16],
+  [Int32Array, 8, 32],
+  [Float32Array, 16, 32],
+];
+
+export interface NiftiWriteOptions {
+  description?: string;
+  sclSlope?: number;
+  sclInter?: number;
+  calMin?: number;
+  calMax?: number;
+  intentCode?: number;
+  intentName?: string;
+}
+
+/**
+ * Encodes a 3-D image as a single-file NIfTI-1 (little endian, vox_offset 352, no extension) with the
+ * geometry of its source image. `data` is x fastest: [z][y][x], the layout of Volume without channels.
+ */
+export function encodeNifti1(
+  data: NiftiWritable,
+  geometry: NiftiGeometry,
+  options: NiftiWriteOptions = {},
+  target = '<buffer>',
+): Uint8Array {
+  const [nx, ny, nz] = geometry.dims;
+  for (const [i, d] of geometry.dims.entries()) {
+    if (!Number.isInteger(d) || d < 1 || d > 32767) {
+      throw new NiftiError(target, `cannot write: geometry dims[${i}] = ${d}; NIfTI-1 needs integers 1..32767`);
+    }
+  }
+  if (data.length !== nx * ny * nz) {
+    throw new NiftiError(
+      target,
+      `cannot write: ${data.length} voxels given but the geometry${geometry.source ? ` (from ${geometry.source})` : ''} is ${nx}×${ny}×${nz} = ${nx * ny * nz}`,
+    );
+  }
+  const entry = WRITE_CODES.find(([ctor]) => data instanceof ctor);
+  if (!entry) throw new NiftiError(target, `cannot write a ${data.constructor.name}; use Uint8Array, Int16Array, Uint16Array, Int32Array or Float32Array`);
+  const [, datatype, bitpix] = entry;
+  const voxOffset = 352;
+  const out = new Uint8Array(voxOffset + data.byteLength);
+  const dv = new DataView(out.buffer);
+  const le = true;
+  dv.setInt32(0, 348, le); // sizeof_hdr
+  out[38] = 'r'.charCodeAt(0); // regular: ANALYZE legacy, set by most writers
+  dv.setInt16(40, 3, le);
+  dv.setInt16(42, nx, le);
+  dv.setInt16(44, ny, le);
+  dv.setInt16(46, nz, le);
+  for (let i = 4; i < 8; i++) dv.setInt16(40 + 2 * i, 1, le); // unused dims set to 1, as nifti1_io does
+  dv.setInt16(68, options.intentCode ?? 0, le);
+  dv.setInt16(70, datatype, le);
+  dv.setInt16(72, bitpix, le);
+  dv.setFloat32(76, geometry.qfac < 0 ? -1 : 1, le); // pixdim[0] = qfac
+  dv.setFloat32(80, geometry.pixDims[0], le);
+  dv.setFloat32(84, geometry.pixDims[1], le);
+  dv.setFloat32(88, geometry.pixDims[2], le);
+  dv.setFloat32(108, voxOffset, le);
+  dv.setFloat32(112, options.sclSlope ?? 1, le);
+  dv.setFloat32(116, options.sclInter ?? 0, le);
+  out[123] = geometry.xyztUnits & 0xff;
+  dv.setFloat32(124, options.calMax ?? 0, le);
+  dv.setFloat32(128, options.calMin ?? 0, le);
+  writeCString(out, 148, 80, options.description ?? 'volseg-memory-bench');
+  dv.setInt16(252, geometry.qformCode, le);
+  dv.setInt16(254, geometry.sformCode, le);
+  dv.setFloat32(256, geometry.quaternB, le);
+  dv.setFloat32(260, geometry.quaternC, le);
+  dv.setFloat32(264, geometry.quaternD, le);
+  dv.setFloat32(268, geometry.qoffsetX, le);
+  dv.setFloat32(272, geometry.qoffsetY, le);
+  dv.setFloat32(276, geometry.qoffsetZ, le);
+  for (let r = 0; r < 3; r++) {
+    for (let c = 0; c < 4; c++) dv.setFloat32(280 + 16 * r + 4 * c, geometry.srow[r]?.[c] ?? 0, le);
+  }
+  writeCString(out, 328, 16, options.intentName ?? '');
+  writeCString(out, 344, 4, 'n+1');
+  // bytes 348..351: extension flag, all zero (no extension).
+  const body = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  out.set(body, voxOffset);
+  if (!HOST_LITTLE_ENDIAN && data.BYTES_PER_ELEMENT > 1) swapBytes(out.subarray(voxOffset), data.BYTES_PER_ELEMENT);
+  return out;
+}
+
+function writeCString(out: Uint8Array, at: number, size: number, s: string): void {
+  for (let i = 0; i < Math.min(s.length, size - 1); i++) out[at + i] = s.charCodeAt(i) & 0x7f;
+}
+
+/**
+ * Writes a NIfTI-1 file (gzip-compressed when the path ends in .gz). Written to a temporary file and
+ * renamed, so an interrupted run never leaves a half-written image behind.
+ */
+export async function writeNifti(
+  path: string,
+  data: NiftiWritable,
+  geometry: NiftiGeometry,
+  options: NiftiWriteOptions = {},
+): Promise<void> {
+  if (!/\.nii(\.gz)?$/i.test(path)) {
+    throw new NiftiError(path, `cannot write: the file name must end in .nii or .nii.gz`);
+  }
+  const encoded = encodeNifti1(data, geometry, options, path);
+  const bytes = path.toLowerCase().endsWith('.gz') ? await gzipAsync(encoded) : encoded;
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.partial-${process.pid}-${Math.floor(performance.now() * 1000)}`;
+  try {
+    await writeFile(tmp, bytes);
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw new NiftiError(path, `cannot write the file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+/**
+ * Writes a uint8 label map aligned with the image whose geometry is given (dims, pixdim with qfac,
+ * qform/sform codes, quaternion, offsets, srow rows, units); scl_slope 1, scl_inter 0.
+ * `labels` is x fastest ([z][y][x], a Volume's label layout) with length nx*ny*nz.
+ */
+export async function writeNiftiLabel(path: string, labels: Uint8Array, geometry: NiftiGeometry): Promise<void> {
+  const [nx, ny, nz] = geometry.dims;
+  if (labels.length !== nx * ny * nz) {
+    throw new NiftiError(
+      path,
+      `cannot write the label map: ${labels.length} labels given but the geometry${geometry.source ? ` of ${geometry.source}` : ''} is ${nx}×${ny}×${nz} = ${nx * ny * nz} voxels (shape [D,H,W] = [${nz},${ny},${nx}])`,
+    );
+  }
+  let max = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i]! > max) max = labels[i]!;
+  await writeNifti(path, labels, geometry, {
+    description: 'volseg-memory-bench label map',
+    sclSlope: 1,
+    sclInter: 0,
+    calMin: 0,
+    calMax: max,
+    intentCode: 1002, // NIFTI_INTENT_LABEL
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// From NIfTI images to a Volume
+
+/** Number of channels an image contributes: the product of its dims beyond the third (4-D: dim[4]). */
+export function channelCount(image: NiftiImage): number {
+  return voxelCount(image.dims.slice(3));
+}
+
+/**
+ * Interleaves co-registered images into the channels-last layout of Volume.image ([D,H,W,C], index
+ * ((z*H + y)*W + x)*C + c). NIfTI's x-fastest order is already [z][y][x], so interleaving is the only
+ * rearrangement. A 4-D image (e.g. an MSD multi-modal file) contributes dim[4] channels, in order.
+ * Throws naming both files when the spatial dims differ.
+ */
+export function interleaveChannels(images: readonly NiftiImage[]): { image: Float32Array; shape: Shape3; channels: number } {
+  if (images.length === 0) throw new Error('interleaveChannels: no images given');
+  const first = images[0]!;
+  const [nx, ny, nz] = first.spatial;
+  for (const img of images) {
+    const [x, y, z] = img.spatial;
+    if (x !== nx || y !== ny || z !== nz) {
+      throw new NiftiError(
+        img.source,
+        `spatial dims ${x}×${y}×${z} differ from ${nx}×${ny}×${nz} of ${first.source}; the modalities of a case must be co-registered on the same grid (resample them first)`,
+      );
+    }
+  }
+  const perImage = images.map(channelCount);
+  const channels = perImage.reduce((a, b) => a + b, 0);
+  const nvox = nx * ny * nz;
+  const out = new Float32Array(nvox * channels);
+  let c0 = 0;
+  images.forEach((img, k) => {
+    const src = img.data;
+    for (let t = 0; t < perImage[k]!; t++) {
+      const base = t * nvox;
+      const c = c0 + t;
+      for (let v = 0, o = c; v < nvox; v++, o += channels) out[o] = src[base + v]!;
+    }
+    c0 += perImage[k]!;
+  });
+  return { image: out, shape: [nz, ny, nx], channels };
+}
+
+export interface LabelConversion {
+  /** Raw value -> value (e.g. {3: 1}); keys may be strings as YAML gives them. */
+  labelMap?: Readonly<Record<string | number, number>> | ReadonlyMap<number, number>;
+  /** Values allowed after mapping (0 is always allowed). */
+  allowed: readonly number[];
+  /** How to fix an unexpected value, ending the error (default: a labelMap suggestion). */
+  hint?: string;
+}
+
+/**
+ * Converts a label image into uint8 label values, applying `labelMap`, and checks every value against
+ * the task's label set. Errors name the file, the value, where it occurs and how to fix it.
+ */
+export function labelsFromNifti(image: NiftiImage, conv: LabelConversion): Uint8Array {
+  const map = new Map<number, number>();
+  if (conv.labelMap instanceof Map) for (const [k, v] of conv.labelMap) map.set(k, v);
+  else if (conv.labelMap) for (const [k, v] of Object.entries(conv.labelMap)) map.set(Number(k), v);
+  const allowed = new Set<number>([0, ...conv.allowed]);
+  // Lookup table over 0..255 raw values: -1 = not allowed.
+  const lut = new Int16Array(256).fill(-1);
+  for (let raw = 0; raw < 256; raw++) {
+    const mapped = map.has(raw) ? map.get(raw)! : raw;
+    if (allowed.has(mapped)) lut[raw] = mapped;
+  }
+  const src = image.data;
+  const n = image.spatial[0] * image.spatial[1] * image.spatial[2];
+  if (src.length !== n) {
+    throw new NiftiError(image.source, `a label map must be 3-D, got dims ${image.dims.join('×')}`);
+  }
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = src[i]!;
+    let r = v | 0;
+    if (r !== v) {
+      // Float label files sometimes carry rounding noise; accept it, reject real fractions.
+      r = Math.round(v);
+      if (!(Math.abs(v - r) < 1e-3)) {
+        throw new NiftiError(image.source, `label map has a non-integer value ${v} at voxel ${voxelAt(i, image.spatial)}; is this really a label file?`);
+      }
+    }
+    const m = r >= 0 && r < 256 ? lut[r]! : -1;
+    if (m < 0) {
+      const mapped = map.has(r) ? map.get(r)! : r;
+      throw new NiftiError(
+        image.source,
+        `label value ${r}${mapped !== r ? ` (mapped to ${mapped})` : ''} at voxel ${voxelAt(i, image.spatial)} is not one of the task's labels {${[...allowed].sort((a, b) => a - b).join(', ')}}; ${conv.hint ?? 'map it to one of them with the dataset setting labelMap, e.g. labelMap: {3: 1}'}`,
+      );
+    }
+    out[i] = m;
+  }
+  return out;
+}
+
+function voxelAt(i: number, [nx, ny]: [number, number, number]): string {
+  const x = i % nx;
+  const y = Math.floor(i / nx) % ny;
+  const z = Math.floor(i / (nx * ny));
+  return `(x=${x}, y=${y}, z=${z})`;
+}
+
+/**
+ * Builds a Volume from co-registered modality images (channel order = array order) and an optional
+ * label map already converted with `labelsFromNifti`. Spacing is [pixdim3, pixdim2, pixdim1] (along
+ * D, H, W); the geometry is the first image's.
+ */
+export function volumeFromNifti(id: string, images: readonly NiftiImage[], label?: Uint8Array, labelSource?: string): Volume {
+  const { image, shape, channels } = interleaveChannels(images);
+  const first = images[0]!;
+  if (label && label.length !== shape[0] * shape[1] * shape[2]) {
+    const [nx, ny, nz] = first.spatial;
+    throw new NiftiError(
+      labelSource ?? `case ${id}`,
+      `label map has ${label.length} voxels but the images (${first.source}) are ${nx}×${ny}×${nz} = ${nx * ny * nz}`,
+    );
+  }
+  const [px, py, pz] = first.geometry.pixDims;
+  const spacing: Shape3 = [Math.abs(pz) || 1, Math.abs(py) || 1, Math.abs(px) || 1];
+  return { id, image, shape, channels, ...(label ? { label } : {}), spacing, geometry: first.geometry };
+}
+
+/** Checks a label image's spatial dims against the case's first image, naming both files. */
+export function checkSameGrid(a: NiftiImage, b: NiftiImage): void {
+  const [ax, ay, az] = a.spatial;
+  const [bx, by, bz] = b.spatial;
+  if (ax !== bx || ay !== by || az !== bz) {
+    throw new NiftiError(b.source, `spatial dims ${bx}×${by}×${bz} differ from ${ax}×${ay}×${az} of ${a.source}; images and labels of a case must share one grid`);
+  }
+}
+
+/**
+ * Z-scores one channel of a channels-last image in place over the voxels `select` accepts (all when
+ * absent); the others are set to 0 (background stays background, as in BraTS preprocessing).
+ */
+export function zscoreChannel(
+  image: Float32Array,
+  channels: number,
+  c: number,
+  select: (value: number) => boolean = () => true,
+): void {
+  let n = 0;
+  let sum = 0;
+  let sumSq = 0;
+  for (let i = c; i < image.length; i += channels) {
+    const v = image[i]!;
+    if (!select(v)) continue;
+    n++;
+    sum += v;
+    sumSq += v * v;
+  }
+  if (n === 0) return;
+  const mean = sum / n;
+  const variance = Math.max(0, sumSq / n - mean * mean);
+  // A constant channel: centre it, do not divide by ~0.
+  const inv = variance > 1e-12 ? 1 / Math.sqrt(variance) : 1;
+  for (let i = c; i < image.length; i += channels) {
+    const v = image[i]!;
+    image[i] = select(v) ? (v - mean) * inv : 0;
+  }
+}

@@ -1,0 +1,678 @@
+/**
+ * Trial records (`trials.csv`, `cases.csv`) and the human-readable `summary.md`.
+ *
+ * - Each trial is appended to `trials.csv` the moment it finishes (synchronous append), so a crash or a
+ *   killed run loses at most the trial in progress.
+ * - `summary.md` is derived purely from `trials.csv` (`regenerateSummary`): every number in it was measured
+ *   and recorded by a trial; nothing is typed in by hand.
+ *
+ * CSV conventions: RFC 4180 (fields with a comma, quote or line break are quoted, quotes doubled), '\n'
+ * between records, a header line first. NaN is written as `n/a`, null/absent as an empty field.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify } from 'csv-stringify/sync';
+import { std, mean } from 'mathjs';
+import { formatBytes } from './settings.js';
+import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from './metrics.js';
+import type { SegmentationTask } from './types.js';
+
+export type TrialValue = string | number | null;
+
+/**
+ * One trial (one configuration × one seed). Keys are the columns below (`TRIAL_COLUMN_DOCS` documents each);
+ * a column a row does not set is written empty. Per-region columns are named from the task's region/label
+ * names: `dice_<name>`, `hd95_<name>`, `hd95_na_<name>` (see `regionColumns`).
+ */
+export type TrialRow = Record<string, TrialValue>;
+
+/** What each trial column holds; the summary's legend is built from this. */
+export const TRIAL_COLUMN_DOCS: Record<string, string> = {
+  trial: 'trial id (unique within the experiment)',
+  experiment: 'experiment name',
+  strategy: 'memory strategy plugin',
+  architecture: 'network architecture plugin',
+  dataset: 'dataset plugin',
+  input_shape: 'spatial extent [D×H×W] of one training input as the strategy feeds it to the network',
+  seed: 'random seed of the trial (the summary averages over seeds)',
+  backend: 'tfjs backend the trial ran on',
+  epochs: 'training epochs',
+  'dice_<region>': 'mean Dice over the validation cases for that region/label',
+  'hd95_<region>': 'mean HD95 in mm over the validation cases where it is defined (n/a cases excluded)',
+  'hd95_na_<region>': 'number of validation cases whose HD95 is n/a (exactly one of prediction/reference empty)',
+  dice_mean: 'mean over regions of dice_<region>',
+  params: 'trainable parameters of the network',
+  peak_train_bytes: 'measured peak device memory during training (high-water mark of distinct live backend buffers)',
+  peak_infer_bytes: 'measured peak device memory during inference (same measure)',
+  est_peak_train_bytes: "the strategy's estimate of peak training memory, made before running",
+  host_peak_bytes: 'peak bytes the strategy kept in host memory (swapped/offloaded tensors)',
+  step_seconds: 'mean wall-clock seconds per training step',
+  train_seconds: 'wall-clock seconds of the whole training',
+  infer_seconds: 'wall-clock seconds of inference over the validation cases',
+  status: "'ok', 'did-not-fit' (the device-memory budget was exceeded) or 'failed: <reason>'",
+  settings: 'JSON of the full resolved trial configuration',
+  started_at: 'ISO time the trial started',
+  machine: 'CPU model, cores, memory and platform of the machine that ran the trial (filled by TrialRecorder)',
+};
+
+/** Columns before the per-region metric columns, in order. */
+export const TRIAL_LEADING_COLUMNS = [
+  'trial',
+  'experiment',
+  'strategy',
+  'architecture',
+  'dataset',
+  'input_shape',
+  'seed',
+  'backend',
+  'epochs',
+] as const;
+
+/** Columns after the per-region metric columns, in order. */
+export const TRIAL_TRAILING_COLUMNS = [
+  'dice_mean',
+  'params',
+  'peak_train_bytes',
+  'peak_infer_bytes',
+  'est_peak_train_bytes',
+  'host_peak_bytes',
+  'step_seconds',
+  'train_seconds',
+  'infer_seconds',
+  'status',
+  'settings',
+  'started_at',
+  'machine',
+] as const;
+
+/**
+ * The fixed columns, in canonical order. The full header is: TRIAL_LEADING_COLUMNS, then the per-region
+ * columns (in the order the row lists them), then TRIAL_TRAILING_COLUMNS, then any other column the row
+ * has (in the row's order).
+ */
+export const TRIAL_COLUMNS: readonly string[] = [...TRIAL_LEADING_COLUMNS, ...TRIAL_TRAILING_COLUMNS];
+
+export const CASE_COLUMNS = ['trial', 'case', 'region', 'dice', 'hd95'] as const;
+
+/** One validation case × one region of one trial. */
+export interface CaseRow {
+  trial: string | number;
+  case: string;
+  region: string;
+  dice: number;
+  /** NaN when undefined (written as n/a). */
+  hd95: number;
+}
+
+const FIXED = new Set<string>(TRIAL_COLUMNS);
+
+/** True for `dice_<region>`, `hd95_<region>`, `hd95_na_<region>` (not `dice_mean`). */
+export function isRegionColumn(column: string): boolean {
+  return (column.startsWith('dice_') && column !== 'dice_mean') || column.startsWith('hd95_');
+}
+
+/** Region/label names of a task, in task order. */
+export function regionNames(task: SegmentationTask): string[] {
+  return task.kind === 'regions' ? task.regions.map((r) => r.name) : task.labels.map((l) => l.name);
+}
+
+/** Per-region columns for a task: dice_X, hd95_X, hd95_na_X for each region/label X, in task order. */
+export function regionColumns(task: SegmentationTask | string[]): string[] {
+  const names = Array.isArray(task) ? task : regionNames(task);
+  return names.flatMap((n) => [`dice_${n}`, `hd95_${n}`, `hd95_na_${n}`]);
+}
+
+/** Canonical header for a set of column names (see TRIAL_COLUMNS). */
+export function canonicalColumns(keys: Iterable<string>): string[] {
+  const list = [...new Set(keys)];
+  const region = list.filter((k) => isRegionColumn(k));
+  const extra = list.filter((k) => !FIXED.has(k) && !isRegionColumn(k));
+  return [...TRIAL_LEADING_COLUMNS, ...region, ...TRIAL_TRAILING_COLUMNS, ...extra];
+}
+
+/**
+ * The per-trial metric columns from per-case results: dice_X = mean Dice over cases; hd95_X = mean HD95 over
+ * the cases where it is defined (NaN when none is); hd95_na_X = the number of n/a cases; dice_mean = mean of
+ * the dice_X. `perCase[c]` is evaluateCase's output for case c.
+ */
+export function aggregateCaseMetrics(perCase: { name: string; dice: number; hd95: number }[][]): TrialRow {
+  const out: TrialRow = {};
+  if (perCase.length === 0) return out;
+  const names = perCase[0]!.map((r) => r.name);
+  const diceMeans: number[] = [];
+  for (const name of names) {
+    const dices: number[] = [];
+    const hds: number[] = [];
+    let na = 0;
+    for (const c of perCase) {
+      const r = c.find((x) => x.name === name);
+      if (!r) throw new Error(`aggregateCaseMetrics: a case has no result for region '${name}'`);
+      dices.push(r.dice);
+      if (Number.isNaN(r.hd95)) na++;
+      else hds.push(r.hd95);
+    }
+    const d = dices.reduce((a, b) => a + b, 0) / dices.length;
+    diceMeans.push(d);
+    out[`dice_${name}`] = d;
+    out[`hd95_${name}`] = hds.length ? hds.reduce((a, b) => a + b, 0) / hds.length : NaN;
+    out[`hd95_na_${name}`] = na;
+  }
+  out.dice_mean = diceMeans.reduce((a, b) => a + b, 0) / diceMeans.length;
+  return out;
+}
+
+/** One line describing this machine: CPU model × cores, memory, platform, Node version. */
+export function describeMachine(): string {
+  const cpus = os.cpus();
+  const model = cpus[0]?.model?.trim() || 'unknown CPU';
+  return `${model}, ${cpus.length} cores, ${formatBytes(os.totalmem())} RAM, ${os.platform()} ${os.arch()}, Node ${process.version}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// CSV
+
+function formatValue(v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'number') return Number.isNaN(v) ? 'n/a' : String(v);
+  if (typeof v === 'string') return v;
+  if (typeof v === 'boolean') return String(v);
+  return JSON.stringify(v);
+}
+
+/** '' → null; 'n/a' → NaN; a canonical number (String(Number(s)) === s) → number; else the string. */
+function parseValue(s: string): TrialValue {
+  if (s === '') return null;
+  if (s === 'n/a') return NaN;
+  const n = Number(s);
+  if (!Number.isNaN(n) && String(n) === s) return n;
+  return s;
+}
+
+/** RFC 4180 parser: quoted fields may hold commas, doubled quotes and line breaks; accepts \n and \r\n. */
+export function parseCsv(text: string): string[][] {
+  const records: string[][] = [];
+  let field = '';
+  let record: string[] = [];
+  let i = 0;
+  const n = text.length;
+  let inQuotes = false;
+  let fieldStarted = false;
+  while (i < n) {
+    const ch = text[i]!;
+    if (inQuotes) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i += 2;
+          continue;
+        }
+        inQuotes = false;
+        i++;
+        continue;
+      }
+      field += ch;
+      i++;
+      continue;
+    }
+    if (ch === '"' && !fieldStarted) {
+      inQuotes = true;
+      fieldStarted = true;
+      i++;
+    } else if (ch === ',') {
+      record.push(field);
+      field = '';
+      fieldStarted = false;
+      i++;
+    } else if (ch === '\n' || ch === '\r') {
+      record.push(field);
+      records.push(record);
+      record = [];
+      field = '';
+      fieldStarted = false;
+      i += ch === '\r' && text[i + 1] === '\n' ? 2 : 1;
+    } else {
+      field += ch;
+      fieldStarted = true;
+      i++;
+    }
+  }
+  if (inQuotes) throw new Error('parseCsv: the text ends inside a quoted field (the file is truncated or corrupt)');
+  if (fieldStarted || field !== '' || record.length > 0) {
+    record.push(field);
+    records.push(record);
+  }
+  return records;
+}
+
+function csvLine(values: string[]): string {
+  return stringify([values], { record_delimiter: '\n', eof: true });
+}
+
+function readCsvFile(file: string): { header: string[]; rows: string[][] } | null {
+  if (!fs.existsSync(file)) return null;
+  const text = fs.readFileSync(file, 'utf8');
+  if (text.trim() === '') return null;
+  const records = parseCsv(text).filter((r) => !(r.length === 1 && r[0] === ''));
+  const [header, ...rows] = records;
+  return { header: header ?? [], rows };
+}
+
+function timestampName(dir: string, stem: string): string {
+  const ts = new Date().toISOString().replace(/[:.]/g, '-');
+  let name = `${stem}.${ts}.csv`;
+  for (let k = 2; fs.existsSync(path.join(dir, name)); k++) name = `${stem}.${ts}-${k}.csv`;
+  return name;
+}
+
+function sameColumns(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((c, i) => c === b[i]);
+}
+
+/**
+ * Appends trial and case records to `<dir>/trials.csv` and `<dir>/cases.csv`, synchronously.
+ *
+ * Header rule for trials.csv: a row is written with the file's existing header when every column the row
+ * sets is in that header (a column the row lacks is left empty). When the row brings a column the header
+ * lacks (e.g. a metric added later), the old file is renamed to `trials.<timestamp>.csv` (kept untouched, a
+ * warning names it) and a new trials.csv is written with the union of the columns, holding the old rows
+ * (their new columns empty) followed by the new row — so trials.csv always holds every trial and the
+ * summary can be regenerated from it. If the old file cannot be parsed, the new file starts with the new
+ * row only, and the warning says so.
+ */
+export class TrialRecorder {
+  readonly trialsFile: string;
+  readonly casesFile: string;
+
+  constructor(readonly dir: string) {
+    fs.mkdirSync(dir, { recursive: true });
+    this.trialsFile = path.join(dir, 'trials.csv');
+    this.casesFile = path.join(dir, 'cases.csv');
+  }
+
+  append(row: TrialRow): void {
+    const full: TrialRow = { ...row };
+    if (full.machine === undefined) full.machine = describeMachine();
+    const keys = Object.keys(full).filter((k) => full[k] !== undefined);
+    let existing: { header: string[]; rows: string[][] } | null;
+    let unreadable: string | null = null;
+    try {
+      existing = readCsvFile(this.trialsFile);
+    } catch (e) {
+      existing = null;
+      unreadable = (e as Error).message;
+    }
+    if (existing && existing.header.length > 0 && keys.every((k) => existing!.header.includes(k))) {
+      fs.appendFileSync(this.trialsFile, csvLine(existing.header.map((c) => formatValue(full[c]))));
+      return;
+    }
+    if (!existing && !unreadable) {
+      const header = canonicalColumns(keys);
+      fs.appendFileSync(this.trialsFile, csvLine(header) + csvLine(header.map((c) => formatValue(full[c]))));
+      return;
+    }
+    // The header lacks some of the row's columns (or the file is unreadable): keep the old file, write anew.
+    const oldHeader = existing?.header ?? [];
+    const header = canonicalColumns([...oldHeader, ...keys]);
+    const ragged = existing ? existing.rows.filter((r) => r.length !== oldHeader.length).length : 0;
+    const carry = existing !== null && ragged === 0;
+    const backup = timestampName(this.dir, 'trials');
+    let text = csvLine(header);
+    if (carry) {
+      for (const r of existing!.rows) {
+        const byName = new Map(oldHeader.map((c, i) => [c, r[i]!]));
+        text += csvLine(header.map((c) => byName.get(c) ?? ''));
+      }
+    }
+    text += csvLine(header.map((c) => formatValue(full[c])));
+    const tmp = `${this.trialsFile}.tmp`;
+    fs.writeFileSync(tmp, text);
+    fs.renameSync(this.trialsFile, path.join(this.dir, backup));
+    fs.renameSync(tmp, this.trialsFile);
+    const added = header.filter((c) => !oldHeader.includes(c));
+    console.warn(
+      `TrialRecorder: ${this.trialsFile} had a different header (new columns: ${added.join(', ') || 'none'}); ` +
+        `the old file is kept as ${path.join(this.dir, backup)}. ` +
+        (carry
+          ? `The new trials.csv holds its ${existing!.rows.length} rows with the new columns empty, plus the new row.`
+          : `The old file could not be read (${unreadable ?? `${ragged} rows with a wrong number of fields`}); ` +
+            'the new trials.csv starts with the new row only.'),
+    );
+  }
+
+  /** Every trial recorded so far in trials.csv (what the summary is built from). */
+  readAll(): TrialRow[] {
+    return readTrials(this.dir);
+  }
+
+  /** Every per-case row recorded so far in cases.csv. */
+  readAllCases(): CaseRow[] {
+    return readCases(this.dir);
+  }
+
+  /** Appends per-case rows to cases.csv (one synchronous write). */
+  appendCases(rows: CaseRow[]): void {
+    if (rows.length === 0) return;
+    const header = [...CASE_COLUMNS];
+    let prefix = '';
+    let existing: { header: string[] } | null = null;
+    try {
+      existing = readCsvFile(this.casesFile);
+    } catch {
+      existing = { header: [] };
+    }
+    if (!existing) prefix = csvLine(header);
+    else if (!sameColumns(existing.header, header)) {
+      const backup = timestampName(this.dir, 'cases');
+      fs.renameSync(this.casesFile, path.join(this.dir, backup));
+      console.warn(
+        `TrialRecorder: ${this.casesFile} did not have the columns ${header.join(', ')}; it is kept as ` +
+          `${path.join(this.dir, backup)} and a new cases.csv is started.`,
+      );
+      prefix = csvLine(header);
+    }
+    const body = rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
+    fs.appendFileSync(this.casesFile, prefix + body);
+  }
+}
+
+/** Reads `<dir>/trials.csv` back (empty array when absent). Values: '' → null, n/a → NaN, numbers → number. */
+export function readTrials(dir: string): TrialRow[] {
+  const file = path.join(dir, 'trials.csv');
+  const csv = readCsvFile(file);
+  if (!csv) return [];
+  return csv.rows.map((r, i) => {
+    if (r.length !== csv.header.length) {
+      throw new Error(
+        `${file}: record ${i + 2} has ${r.length} fields but the header has ${csv.header.length}; ` +
+          'the file was edited or truncated — fix or remove that line',
+      );
+    }
+    const row: TrialRow = {};
+    csv.header.forEach((c, j) => (row[c] = parseValue(r[j]!)));
+    return row;
+  });
+}
+
+/** Reads `<dir>/cases.csv` back (empty array when absent). */
+export function readCases(dir: string): CaseRow[] {
+  const csv = readCsvFile(path.join(dir, 'cases.csv'));
+  if (!csv) return [];
+  const idx = (c: string): number => csv.header.indexOf(c);
+  return csv.rows.map((r) => {
+    const num = (c: string): number => {
+      const v = parseValue(r[idx(c)] ?? '');
+      return typeof v === 'number' ? v : NaN;
+    };
+    const trial = parseValue(r[idx('trial')] ?? '');
+    return {
+      trial: trial === null ? '' : trial,
+      case: r[idx('case')] ?? '',
+      region: r[idx('region')] ?? '',
+      dice: num('dice'),
+      hd95: num('hd95'),
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Summary
+
+export interface SummaryOptions {
+  /** Time written in the summary; default now. */
+  date?: Date;
+  /** Backends to list besides those the rows name. */
+  backends?: string[];
+}
+
+/** Axes always shown, then those shown only when they vary. */
+const SHOWN_AXES = ['strategy', 'architecture', 'input_shape'] as const;
+const OPTIONAL_AXES = ['experiment', 'dataset', 'backend', 'epochs'] as const;
+/**
+ * Settings paths that never define a configuration: they differ between repeats (seeds) of one
+ * configuration. `label` is the runner's trial label (e.g. `strategy=patch seed=2`), which repeats the axis
+ * values that the structured settings already hold, plus the seed.
+ */
+export const SUMMARY_IGNORED_SETTINGS = /^label$|(^|\.)(seeds?|trial|trial_?id|started_?at|out(put)?_?dir|results?_?dir)$/i;
+
+function flattenSettings(value: unknown, prefix: string, out: Map<string, string>): void {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flattenSettings(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) {
+    out.set(prefix, JSON.stringify(value));
+  }
+}
+
+function settingsOf(row: TrialRow): Map<string, string> {
+  const out = new Map<string, string>();
+  if (typeof row.settings !== 'string' || row.settings === '') return out;
+  try {
+    flattenSettings(JSON.parse(row.settings), '', out);
+  } catch {
+    // unparseable settings: no settings axes from this row
+  }
+  return out;
+}
+
+const str = (v: TrialValue | undefined): string => (v === null || v === undefined ? '' : typeof v === 'number' && Number.isNaN(v) ? 'n/a' : String(v));
+
+function md(s: string): string {
+  return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+function finiteNumbers(rows: TrialRow[], column: string): number[] {
+  const out: number[] = [];
+  for (const r of rows) {
+    const v = r[column];
+    if (typeof v === 'number' && Number.isFinite(v)) out.push(v);
+  }
+  return out;
+}
+
+/** mean ± sample std (n − 1) with a formatter; n = 1 → the value alone; fewer values than rows → "(k of n)". */
+function stat(values: number[], rowsInGroup: number, fmt: (v: number) => string, fmtStd = fmt): string {
+  if (values.length === 0) return '—';
+  const m = mean(values) as number;
+  let s = fmt(m);
+  if (values.length > 1) s += ` ± ${fmtStd(std(values, 'unbiased') as unknown as number)}`;
+  if (values.length < rowsInGroup) s += ` (${values.length} of ${rowsInGroup})`;
+  return s;
+}
+
+/** Bytes as "1.50 GiB ± 12.3 MiB"-style: std in the mean's unit so the two compare at a glance. */
+function bytesPair(values: number[], rowsInGroup: number): string {
+  if (values.length === 0) return '—';
+  const m = mean(values) as number;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (Math.abs(m) >= 1024 ** (i + 1) && i < units.length - 1) i++;
+  const f = (v: number): string => (i === 0 ? v.toFixed(0) : (v / 1024 ** i).toFixed(2)) + ` ${units[i]}`;
+  return stat(values, rowsInGroup, f);
+}
+
+const fmt3 = (v: number): string => v.toFixed(3);
+const fmt2 = (v: number): string => v.toFixed(2);
+const fmtCount = (v: number): string =>
+  Math.abs(v) >= 1e6 ? `${(v / 1e6).toFixed(2)} M` : Math.abs(v) >= 1e3 ? `${(v / 1e3).toFixed(1)} k` : v.toFixed(0);
+
+interface Group {
+  key: string;
+  axes: Record<string, string>;
+  rows: TrialRow[];
+}
+
+/** Renders summary.md's text (pure; see writeSummary). */
+export function renderSummary(experimentName: string, rows: TrialRow[], options: SummaryOptions = {}): string {
+  const date = options.date ?? new Date();
+  const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
+  const regions = [
+    ...new Set(columns.filter((c) => c.startsWith('dice_') && c !== 'dice_mean').map((c) => c.slice('dice_'.length))),
+  ];
+  const ok = rows.filter((r) => r.status === 'ok');
+  const notOk = rows.filter((r) => r.status !== 'ok');
+
+  // Axes: the fixed ones, plus each settings leaf that varies among trials sharing the fixed axes.
+  const varies = (col: string): boolean => new Set(rows.map((r) => str(r[col]))).size > 1;
+  const fixedAxes = [...SHOWN_AXES, ...OPTIONAL_AXES.filter((a) => varies(a))];
+  const fixedKey = (r: TrialRow): string => JSON.stringify(fixedAxes.map((a) => str(r[a])));
+  const settings = new Map(rows.map((r) => [r, settingsOf(r)]));
+  const byFixed = new Map<string, TrialRow[]>();
+  for (const r of rows) byFixed.set(fixedKey(r), [...(byFixed.get(fixedKey(r)) ?? []), r]);
+  const allPaths = [...new Set(rows.flatMap((r) => [...settings.get(r)!.keys()]))].sort();
+  const settingAxes = allPaths.filter(
+    (p) =>
+      !SUMMARY_IGNORED_SETTINGS.test(p) &&
+      [...byFixed.values()].some((g) => new Set(g.map((r) => settings.get(r)!.get(p) ?? '—')).size > 1),
+  );
+  const axisValues = (r: TrialRow): Record<string, string> => {
+    const a: Record<string, string> = {};
+    for (const f of fixedAxes) a[f] = str(r[f]);
+    for (const p of settingAxes) a[p] = settings.get(r)!.get(p) ?? '—';
+    return a;
+  };
+  const groups = new Map<string, Group>();
+  for (const r of rows) {
+    const axes = axisValues(r);
+    const key = JSON.stringify(axes);
+    if (!groups.has(key)) groups.set(key, { key, axes, rows: [] });
+    groups.get(key)!.rows.push(r);
+  }
+  const axisNames = [...fixedAxes, ...settingAxes];
+
+  const lines: string[] = [];
+  lines.push(`# ${experimentName} — results`, '');
+  lines.push(`- Generated: ${date.toISOString()} (from trials.csv; regenerate with \`regenerateSummary\`)`);
+  const starts = rows.map((r) => str(r.started_at)).filter((s) => s !== '').sort();
+  if (starts.length) {
+    const [first, last] = [starts[0]!, starts[starts.length - 1]!];
+    lines.push(`- Trials started: ${first === last ? first : `${first} … ${last}`}`);
+  }
+  const machines = [...new Set(rows.map((r) => str(r.machine)).filter((s) => s !== ''))];
+  if (machines.length) for (const m of machines) lines.push(`- Machine: ${m}`);
+  else lines.push(`- Machine: not recorded in trials.csv; this summary was written on ${describeMachine()}`);
+  const backends = [...new Set([...rows.map((r) => str(r.backend)).filter((s) => s !== ''), ...(options.backends ?? [])])];
+  lines.push(`- Backend${backends.length === 1 ? '' : 's'}: ${backends.length ? backends.join(', ') : 'not recorded'}`);
+  const counts = new Map<string, number>();
+  for (const r of rows) {
+    const s = str(r.status) || '(no status)';
+    const k = s.startsWith('failed') ? 'failed' : s;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  lines.push(`- Trials: ${rows.length} (${[...counts].map(([k, n]) => `${n} ${k}`).join(', ') || 'none'})`, '');
+
+  // Results table over ok trials.
+  lines.push('## Results (mean ± sample std over seeds; status ok only)', '');
+  if (ok.length === 0) {
+    lines.push('No trial finished with status ok.', '');
+  } else {
+    const has = (c: string): boolean => ok.some((r) => typeof r[c] === 'number' && Number.isFinite(r[c] as number));
+    type Col = { title: string; cell: (g: TrialRow[]) => string };
+    const cols: Col[] = [];
+    for (const name of regions) cols.push({ title: `Dice ${name}`, cell: (g) => stat(finiteNumbers(g, `dice_${name}`), g.length, fmt3) });
+    if (columns.includes('dice_mean')) cols.push({ title: 'Dice mean', cell: (g) => stat(finiteNumbers(g, 'dice_mean'), g.length, fmt3) });
+    for (const name of regions) {
+      cols.push({
+        title: `HD95 ${name} (mm)`,
+        cell: (g) => {
+          const vals = finiteNumbers(g, `hd95_${name}`);
+          // n/a: cases counted by the trial (hd95_na_X), or whole trials whose HD95 is NaN.
+          const naCases = finiteNumbers(g, `hd95_na_${name}`).reduce((a, b) => a + b, 0);
+          const naTrials = g.filter((r) => typeof r[`hd95_${name}`] === 'number' && Number.isNaN(r[`hd95_${name}`])).length;
+          let s = stat(vals, vals.length, fmt2);
+          if (naCases > 0) s += ` (${naCases} n/a case${naCases === 1 ? '' : 's'})`;
+          else if (naTrials > 0) s += ` (${naTrials} n/a trial${naTrials === 1 ? '' : 's'})`;
+          return s;
+        },
+      });
+    }
+    if (has('params')) {
+      cols.push({
+        title: 'Params',
+        cell: (g) => {
+          // A count fixed by the architecture: one value when all seeds agree.
+          const v = finiteNumbers(g, 'params');
+          return v.length === g.length && v.every((x) => x === v[0]) ? fmtCount(v[0]!) : stat(v, g.length, fmtCount);
+        },
+      });
+    }
+    cols.push({ title: 'Peak train mem', cell: (g) => bytesPair(finiteNumbers(g, 'peak_train_bytes'), g.length) });
+    cols.push({ title: 'Peak infer mem', cell: (g) => bytesPair(finiteNumbers(g, 'peak_infer_bytes'), g.length) });
+    if (ok.some((r) => typeof r.host_peak_bytes === 'number' && (r.host_peak_bytes as number) > 0)) {
+      cols.push({ title: 'Host peak mem', cell: (g) => bytesPair(finiteNumbers(g, 'host_peak_bytes'), g.length) });
+    }
+    cols.push({ title: 'Step (s)', cell: (g) => stat(finiteNumbers(g, 'step_seconds'), g.length, fmt2) });
+    cols.push({ title: 'Train (s)', cell: (g) => stat(finiteNumbers(g, 'train_seconds'), g.length, fmt2) });
+    if (has('infer_seconds')) cols.push({ title: 'Infer (s)', cell: (g) => stat(finiteNumbers(g, 'infer_seconds'), g.length, fmt2) });
+
+    const header = [...axisNames, 'n', ...cols.map((c) => c.title)];
+    lines.push(`| ${header.map(md).join(' | ')} |`);
+    lines.push(`|${header.map(() => '---').join('|')}|`);
+    for (const g of groups.values()) {
+      const okRows = g.rows.filter((r) => r.status === 'ok');
+      if (okRows.length === 0) continue;
+      const cells = [...axisNames.map((a) => g.axes[a] ?? ''), String(okRows.length), ...cols.map((c) => c.cell(okRows))];
+      lines.push(`| ${cells.map(md).join(' | ')} |`);
+    }
+    lines.push('');
+  }
+
+  // Trials that did not finish ok.
+  lines.push('## Trials that did not fit or failed', '');
+  if (notOk.length === 0) {
+    lines.push('None.', '');
+  } else {
+    const header = ['trial', ...axisNames, 'seed', 'status', 'est. peak train', 'peak train (until stop)'];
+    lines.push(`| ${header.map(md).join(' | ')} |`);
+    lines.push(`|${header.map(() => '---').join('|')}|`);
+    for (const r of notOk) {
+      const axes = axisValues(r);
+      const b = (c: string): string => (typeof r[c] === 'number' && Number.isFinite(r[c] as number) ? formatBytes(r[c] as number) : '—');
+      const cells = [str(r.trial), ...axisNames.map((a) => axes[a] ?? ''), str(r.seed), str(r.status) || '(no status)', b('est_peak_train_bytes'), b('peak_train_bytes')];
+      lines.push(`| ${cells.map(md).join(' | ')} |`);
+    }
+    lines.push('');
+  }
+
+  // Legend.
+  lines.push('## Legend', '');
+  lines.push(
+    `- Rows group trials by ${axisNames.map((a) => `\`${a}\``).join(', ')}; the seed is not an axis: each row is ` +
+      'the mean ± sample standard deviation (n − 1 in the denominator, mathjs `std`) over the seeds of one ' +
+      'configuration, and `n` counts the trials with status ok. With n = 1 no deviation is shown. ' +
+      '"(k of n)" marks a column recorded by only k of the n trials.',
+  );
+  if (settingAxes.length) {
+    lines.push('- Columns named like `strategy.settings.x` are settings (from the `settings` JSON) that differ between configurations sharing strategy, architecture and input shape.');
+  }
+  lines.push(`- Dice: per region, the mean over validation cases; ${DICE_EMPTY_MASK_CONVENTION}`);
+  lines.push(`- HD95 (mm): ${HD95_PERCENTILE_DEFINITION} ${HD95_EMPTY_MASK_CONVENTION} "(k n/a cases)" sums these cases over the seeds.`);
+  lines.push(
+    '- Peak memory: the high-water mark of bytes held by distinct live backend buffers (a reshape or clone ' +
+      'sharing a buffer counts once; kernel temporaries count), measured by DeviceMemoryMeter — not ' +
+      '`tf.memory().numBytes`, which counts shared buffers once per tensor.',
+  );
+  lines.push('- Step (s): mean wall-clock seconds per training step; Train (s): the whole training.');
+  lines.push('- trials.csv columns:');
+  for (const [c, doc] of Object.entries(TRIAL_COLUMN_DOCS)) lines.push(`  - \`${c}\`: ${doc}`);
+  lines.push('');
+  return lines.join('\n');
+}
+
+/** Writes `<dir>/summary.md` from the rows; returns its path. */
+export function writeSummary(dir: string, experimentName: string, rows: TrialRow[], options: SummaryOptions = {}): string {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'summary.md');
+  fs.writeFileSync(file, renderSummary(experimentName, rows, options));
+  return file;
+}
+
+/** Rewrites `<dir>/summary.md` from `<dir>/trials.csv` alone; returns its path. */
+export function regenerateSummary(dir: string, options: SummaryOptions = {}): string {
+  const rows = readTrials(dir);
+  if (rows.length === 0) {
+    throw new Error(`regenerateSummary: ${path.join(dir, 'trials.csv')} is missing or has no trials; run the experiment first`);
+  }
+  const names = [...new Set(rows.map((r) => str(r.experiment)).filter((s) => s !== ''))];
+  const name = names.length ? names.join(', ') : path.basename(path.resolve(dir));
+  return writeSummary(dir, name, rows, options);
+}

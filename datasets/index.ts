@@ -1,0 +1,7 @@
+/** The dataset plugins of the framework: one registration line per plugin. */
+import type { DatasetPlugin } from '../core/types.js';
+import syntheticBrats from './synthetic-brats.js';
+import brats from './brats.js';
+import msd from './msd.js';
+
+export const datasets: DatasetPlugin[] = [syntheticBrats, brats, msd];

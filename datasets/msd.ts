@@ -1,0 +1,279 @@
+/**
+ * msd: a task of the Medical Segmentation Decathlon (Antonelli et al., "The Medical Segmentation
+ * Decathlon", Nature Communications 13, 4128, 2022; Simpson et al., arXiv:1902.09063, 2019).
+ *
+ * Layout: `root/dataset.json` (`labels` {"0": "background", "1": "Anterior", ...}, `modality`
+ * {"0": "MRI", ...}, `training` [{image, label}], optionally `test` [paths]), `imagesTr/`, `labelsTr/`,
+ * `imagesTs/` (unlabelled). Multi-modal tasks store one 4-D image per case (last dim = modality); the
+ * nnU-Net variant with one file per channel (`<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ...) is also read.
+ *
+ * The task is mutually exclusive labels (softmax over background + labels), named after dataset.json
+ * (lower-cased). Images without a usable label (e.g. `hippocampus_118.nii.gz` in Task04, present in
+ * imagesTr but neither listed nor labelled) are reported in `skipped` with the reason. Normalisation
+ * `zscore`: each channel of each image z-scored over all its voxels (nnU-Net's scheme for MRI).
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { Dataset, DatasetPlugin, PluginDeps, SegmentationTask, Volume } from '../core/types.js';
+import { SettingsError, type Settings, type SettingsSchema } from '../core/settings.js';
+import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/nifti.js';
+
+const settings: SettingsSchema = {
+  root: { type: 'string', description: 'MSD task folder holding dataset.json, imagesTr/, labelsTr/ (relative paths: to the experiment file)', required: true },
+  normalize: {
+    type: 'enum',
+    values: ['zscore', 'none'],
+    description: 'zscore: each channel of each image z-scored over all its voxels; none: as stored',
+    default: 'zscore',
+  },
+};
+
+const NIFTI_NAME = /\.nii(\.gz)?$/i;
+
+/** A case id from a file name: the name without .nii/.nii.gz. */
+export function caseIdFromFile(file: string): string {
+  return basename(file).replace(NIFTI_NAME, '');
+}
+
+function niftiExt(file: string): string {
+  return file.toLowerCase().endsWith('.gz') ? '.nii.gz' : '.nii';
+}
+
+/**
+ * The case id of a file, recognising nnU-Net's per-channel naming: `x_0001.nii.gz` belongs to case `x` when
+ * `x_0000.nii.gz` exists beside it; otherwise the id is the plain file name (MSD ids may end in digits).
+ */
+function channelFileStem(file: string): string {
+  const raw = caseIdFromFile(file);
+  const m = /^(.*)_\d{4}$/.exec(raw);
+  if (m && existsSync(join(dirname(file), `${m[1]}_0000${niftiExt(file)}`))) return m[1]!;
+  return raw;
+}
+
+function listNifti(folder: string): string[] {
+  if (!existsSync(folder)) return [];
+  return readdirSync(folder)
+    // '._name' files are macOS resource forks shipped in some MSD archives, not images.
+    .filter((n) => NIFTI_NAME.test(n) && !n.startsWith('.'))
+    .sort()
+    .map((n) => join(folder, n));
+}
+
+/**
+ * The image files to predict on in `folder`: for an MSD task folder (dataset.json, imagesTs/ or imagesTr/)
+ * the files of imagesTs/, or of imagesTr/ when there is no imagesTs/; otherwise every .nii/.nii.gz in the
+ * folder itself. Sorted absolute paths; hidden files ('._x.nii.gz') are ignored.
+ */
+export function findImageFiles(folder: string): string[] {
+  const dir = resolve(folder);
+  let st;
+  try {
+    st = statSync(dir);
+  } catch {
+    throw new Error(`${dir}: folder not found`);
+  }
+  if (!st.isDirectory()) throw new Error(`${dir}: not a folder (give the folder that holds the .nii/.nii.gz images)`);
+  const msd = existsSync(join(dir, 'dataset.json')) || existsSync(join(dir, 'imagesTr')) || existsSync(join(dir, 'imagesTs'));
+  if (msd) {
+    const ts = listNifti(join(dir, 'imagesTs'));
+    if (ts.length) return ts;
+    const tr = listNifti(join(dir, 'imagesTr'));
+    if (tr.length) return tr;
+  }
+  const files = listNifti(dir);
+  if (files.length === 0) {
+    throw new Error(`${dir}: no .nii or .nii.gz images${msd ? ' (nor in imagesTs/ or imagesTr/)' : ''}`);
+  }
+  return files;
+}
+
+interface MsdCase {
+  id: string;
+  /** One 3-D/4-D file, or one file per channel (nnU-Net naming). */
+  images: string[];
+  label?: string;
+}
+
+interface DatasetJson {
+  name?: string;
+  labels?: Record<string, string>;
+  modality?: Record<string, string>;
+  training?: { image?: string; label?: string }[];
+  test?: (string | { image?: string })[];
+}
+
+class MsdTask implements Dataset {
+  readonly name = 'msd';
+  readonly task: SegmentationTask;
+  readonly channels: string[];
+  readonly skipped: { id: string; reason: string }[] = [];
+  private readonly cases = new Map<string, MsdCase>();
+  private readonly labelValues: number[];
+
+  constructor(
+    private readonly root: string,
+    private readonly normalize: 'zscore' | 'none',
+  ) {
+    const jsonPath = join(root, 'dataset.json');
+    if (!existsSync(jsonPath)) {
+      throw new Error(`msd: ${jsonPath} not found; an MSD task folder holds dataset.json, imagesTr/ and labelsTr/ (set dataset.settings.root to that folder)`);
+    }
+    let meta: DatasetJson;
+    try {
+      meta = JSON.parse(readFileSync(jsonPath, 'utf8')) as DatasetJson;
+    } catch (err) {
+      throw new Error(`msd: ${jsonPath} is not valid JSON (${(err as Error).message})`);
+    }
+
+    if (!meta.labels || typeof meta.labels !== 'object') {
+      throw new Error(`msd: ${jsonPath} has no "labels" object such as {"0": "background", "1": "tumour"}`);
+    }
+    const labels: { name: string; value: number }[] = [];
+    for (const [k, v] of Object.entries(meta.labels)) {
+      const value = Number(k);
+      if (!Number.isInteger(value) || value < 0 || value > 255) {
+        throw new Error(`msd: ${jsonPath}: label key ${JSON.stringify(k)} is not a label value 0..255 (expected {"0": "background", "1": ...})`);
+      }
+      if (value === 0) continue;
+      labels.push({ name: String(v).toLowerCase(), value });
+    }
+    labels.sort((a, b) => a.value - b.value);
+    if (labels.length === 0) throw new Error(`msd: ${jsonPath}: "labels" lists no foreground label`);
+    this.task = { kind: 'labels', labels };
+    this.labelValues = labels.map((l) => l.value);
+
+    const modality = meta.modality ?? { 0: 'image' };
+    this.channels = Object.entries(modality)
+      .sort(([a], [b]) => Number(a) - Number(b))
+      .map(([, v]) => String(v));
+
+    const trDir = join(root, 'imagesTr');
+    const fromJson = (p: string) => resolve(root, p);
+    const listed = new Set<string>();
+    for (const [i, entry] of (meta.training ?? []).entries()) {
+      if (!entry?.image) {
+        this.skipped.push({ id: `training[${i}]`, reason: `dataset.json training[${i}] has no "image"` });
+        continue;
+      }
+      const id = caseIdFromFile(entry.image);
+      listed.add(id);
+      const images = this.imageFiles(fromJson(entry.image));
+      if (!images) {
+        this.skipped.push({ id, reason: `image ${fromJson(entry.image)} listed in dataset.json not found` });
+        continue;
+      }
+      const label = entry.label ? fromJson(entry.label) : join(root, 'labelsTr', basename(fromJson(entry.image)));
+      if (!existsSync(label)) {
+        this.skipped.push({ id, reason: `no label file ${label}` });
+        continue;
+      }
+      this.cases.set(id, { id, images, label });
+    }
+    // Images in imagesTr that dataset.json does not list (with or without a label) are not used.
+    const seen = new Set<string>();
+    for (const file of listNifti(trDir)) {
+      const raw = caseIdFromFile(file);
+      const id = listed.has(raw) ? raw : channelFileStem(file);
+      if (listed.has(id) || seen.has(id)) continue;
+      seen.add(id);
+      const label = join(root, 'labelsTr', `${id}${niftiExt(file)}`);
+      this.skipped.push({
+        id,
+        reason: existsSync(label)
+          ? `in imagesTr but not listed in dataset.json "training" (a label exists: add it to the list to use it)`
+          : `in imagesTr without a label in labelsTr and not listed in dataset.json "training"`,
+      });
+    }
+    // Unlabelled test images.
+    const tsDir = join(root, 'imagesTs');
+    const tsFiles = new Set(listNifti(tsDir));
+    for (const t of meta.test ?? []) {
+      const p = typeof t === 'string' ? t : t?.image;
+      if (p && existsSync(fromJson(p))) tsFiles.add(fromJson(p));
+    }
+    const tsSeen = new Set<string>();
+    for (const file of [...tsFiles].sort()) {
+      const id = channelFileStem(file);
+      if (tsSeen.has(id)) continue;
+      tsSeen.add(id);
+      const images = id === caseIdFromFile(file) ? [file] : this.imageFiles(join(dirname(file), `${id}${niftiExt(file)}`)) ?? [file];
+      if (this.cases.has(id)) {
+        this.skipped.push({ id: `imagesTs/${id}`, reason: `test image ${file} has the same id as a training case; rename it` });
+        continue;
+      }
+      this.cases.set(id, { id, images });
+    }
+    if (this.cases.size === 0) {
+      const why = this.skipped.slice(0, 3).map((s) => `${s.id}: ${s.reason}`).join('; ');
+      throw new Error(`msd: no usable case in ${root}${why ? ` (${why})` : ''}`);
+    }
+  }
+
+  /** The file(s) of one image: the file itself, or nnU-Net's per-channel `<id>_0000.nii.gz`, `_0001`, ... */
+  private imageFiles(file: string): string[] | undefined {
+    if (existsSync(file)) return [file];
+    const ext = niftiExt(file);
+    const stem = file.replace(NIFTI_NAME, '');
+    const parts: string[] = [];
+    for (let c = 0; existsSync(`${stem}_${String(c).padStart(4, '0')}${ext}`); c++) parts.push(`${stem}_${String(c).padStart(4, '0')}${ext}`);
+    return parts.length ? parts : undefined;
+  }
+
+  caseIds(): string[] {
+    return [...this.cases.keys()];
+  }
+
+  labelledCaseIds(): string[] {
+    return [...this.cases.values()].filter((c) => c.label).map((c) => c.id);
+  }
+
+  async load(id: string): Promise<Volume> {
+    const c = this.cases.get(id);
+    if (!c) {
+      const skip = this.skipped.find((s) => s.id === id);
+      throw new Error(`msd: case ${JSON.stringify(id)} ${skip ? `was skipped: ${skip.reason}` : `is not in ${this.root}`}`);
+    }
+    const [images, labelImage] = await Promise.all([Promise.all(c.images.map(readNifti)), c.label ? readNifti(c.label) : undefined]);
+    const channels = images.reduce((n, img) => n + channelCount(img), 0);
+    if (channels !== this.channels.length) {
+      throw new NiftiError(
+        c.images.join(', '),
+        `has ${channels} channel(s) (dims ${images.map((i) => i.dims.join('×')).join(', ')}) but dataset.json "modality" lists ${this.channels.length} (${this.channels.join(', ')})`,
+      );
+    }
+    let label: Uint8Array | undefined;
+    if (labelImage) {
+      checkSameGrid(images[0]!, labelImage);
+      label = labelsFromNifti(labelImage, {
+        allowed: this.labelValues,
+        hint: `dataset.json "labels" lists ${this.labelValues.join(', ')}; fix the label file or dataset.json`,
+      });
+    }
+    const volume = volumeFromNifti(id, images, label, c.label);
+    if (this.normalize === 'zscore') for (let ch = 0; ch < volume.channels; ch++) zscoreChannel(volume.image, volume.channels, ch);
+    return volume;
+  }
+}
+
+const plugin: DatasetPlugin = {
+  kind: 'dataset',
+  name: 'msd',
+  description: 'a Medical Segmentation Decathlon task folder (dataset.json, imagesTr/, labelsTr/, imagesTs/)',
+  reference: 'Antonelli et al., The Medical Segmentation Decathlon, Nature Communications 13, 4128 (2022)',
+  settings,
+  create(s: Settings, deps: PluginDeps): Dataset {
+    const root = resolve(deps.baseDir, s.root as string);
+    let ok = false;
+    try {
+      ok = statSync(root).isDirectory();
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      throw new SettingsError('dataset.settings.root', `folder ${root} does not exist (${JSON.stringify(s.root)} resolved against ${deps.baseDir})`);
+    }
+    return new MsdTask(root, s.normalize as 'zscore' | 'none');
+  },
+};
+
+export default plugin;

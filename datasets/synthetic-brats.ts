@@ -1,0 +1,594 @@
+/**
+ * synthetic-brats: the project's own generator of BraTS-like multi-modal brain tumour volumes, the
+ * embedded default data set (no download, any size, exactly reproducible). The label scheme and the
+ * WT/TC/ET evaluation regions follow the BraTS challenge (Menze et al., "The Multimodal Brain Tumor Image
+ * Segmentation Benchmark (BRATS)", IEEE TMI 2015; Bakas et al., arXiv:1811.02629, 2018); the
+ * preprocessing it mimics (co-registered 1 mm grid, z-scored inside the head, background 0) is the
+ * common BraTS pipeline (e.g. Isensee et al., nnU-Net, Nature Methods 2021).
+ *
+ * ## What it models (for the README)
+ * - Four co-registered modalities, channels `t1`, `t1ce`, `t2`, `flair`, on a 1 mm grid.
+ * - A head: an ellipsoid deformed by a smooth random field (low-frequency sums of separable sinusoids
+ *   perturbing the ellipsoidal radius), with nested compartments: scalp, skull, subarachnoid CSF, cortical
+ *   grey matter (outer boundary and grey/white boundary each folded by their own higher-frequency field),
+ *   white matter, deep grey nuclei, two lateral ventricles and the interhemispheric fissure.
+ * - One tumour per case, placed at a random position inside the brain with a random orientation and axis
+ *   ratios, its size drawn from a skewed distribution (diameter from ~10% up to ~60% of the volume edge
+ *   with tumourScale 1, so it is sometimes larger than a training patch). Nested, irregular sub-regions
+ *   with the BraTS labels: necrosis 1 inside an enhancing rim 4 (together the tumour core) inside edema 2
+ *   (the whole tumour). Edema always surrounds the core by a margin; the rim is at least about a voxel
+ *   thick. Labels are zero outside the brain (the tumour is clipped by the brain surface).
+ * - Roughly realistic contrasts: CSF dark in T1/T1ce/FLAIR and bright in T2; WM brighter than GM in T1,
+ *   darker in T2/FLAIR; the enhancing rim bright in T1ce; edema bright in T2 and FLAIR; necrosis dark in
+ *   T1/T1ce, bright in T2. Per-case contrast jitter (scanner variation), a smooth multiplicative bias
+ *   field per modality, Gaussian noise, intensity texture inside the tumour.
+ * - BraTS-like preprocessing: each modality z-scored over the head, background exactly 0.
+ *
+ * ## What it does not model
+ * MR physics (no T1/T2 relaxation, no Rician noise, no partial-volume blurring: boundaries are hard), real
+ * anatomy (no cerebellum, brain stem, sulci as thin CSF-filled folds, vessels or eyes), skull stripping
+ * (the scalp and skull are kept, as in unprocessed scans, but are background-labelled), mass effect (the
+ * tumour does not push the anatomy), multifocal tumours, non-enhancing tumour of the BraTS 2015 scheme,
+ * motion and registration errors. It is for exercising memory strategies on realistic shapes, sizes and
+ * label statistics, not for claims about clinical segmentation accuracy.
+ *
+ * ## Axes
+ * Volume.shape is [D, H, W] = [z, y, x] and `size` is given in that order: D is inferior→superior,
+ * H is posterior→anterior, W is left→right (the geometry is a 1 mm RAS grid centred on the volume).
+ * A BraTS-sized volume (NIfTI 240×240×155) is `size: [155, 240, 240]`.
+ *
+ * ## Determinism
+ * A case's content depends only on (seed, case index, size): case k is the same whatever `cases` is,
+ * and the same size gives the same bytes on every run. Shapes are defined in size-independent units, so
+ * the same case at another size is the same head and tumour resampled (plus fresh noise).
+ */
+import type { Dataset, DatasetPlugin, NiftiGeometry, SegmentationTask, Shape3, Volume } from '../core/types.js';
+import type { Settings, SettingsSchema } from '../core/settings.js';
+import { SeededRng } from '../core/rng.js';
+
+export const BRATS_CHANNELS = ['t1', 't1ce', 't2', 'flair'] as const;
+
+/** BraTS evaluation regions; painting in order WT(2) < TC(1) < ET(4) rebuilds the label map. */
+export const BRATS_TASK: SegmentationTask = {
+  kind: 'regions',
+  regions: [
+    { name: 'WT', labels: [1, 2, 4], paint: 2 },
+    { name: 'TC', labels: [1, 4], paint: 1 },
+    { name: 'ET', labels: [4], paint: 4 },
+  ],
+};
+
+const settings: SettingsSchema = {
+  cases: { type: 'integer', description: 'number of cases generated', default: 8, min: 1 },
+  size: {
+    type: 'shape3',
+    description: 'volume size in voxels (1 mm), one edge or [D, H, W] = [inferior→superior, posterior→anterior, left→right]; BraTS is [155, 240, 240]',
+    default: 48,
+  },
+  seed: { type: 'integer', description: 'data seed (independent of the trial seed): same seed, same cases', default: 0 },
+  noise: { type: 'number', description: 'Gaussian noise standard deviation, relative to the white-matter T1 intensity', default: 0.05, min: 0 },
+  biasField: { type: 'number', description: 'strength of the smooth multiplicative bias field (0: none; 0.2: ±20%)', default: 0.2, min: 0, max: 0.9 },
+  tumourScale: { type: 'number', description: 'multiplies the tumour size (1: diameters ~10%..60% of the volume edge)', default: 1, min: 0.05, max: 3 },
+};
+
+// Tissue classes (internal); 0 is background.
+const SCALP = 1,
+  SKULL = 2,
+  CSF = 3,
+  GM = 4,
+  WM = 5,
+  EDEMA = 6,
+  NECROSIS = 7,
+  ENHANCING = 8;
+const TISSUES = 9;
+
+/**
+ * Base intensities per tissue for [t1, t1ce, t2, flair], arbitrary units (WM T1 = 0.75). Ratios follow the
+ * usual appearance of 1.5-3 T clinical glioma scans.
+ */
+const BASE_INTENSITY: number[][] = [
+  [0, 0, 0, 0], // background
+  [0.95, 0.9, 0.55, 0.7], // scalp (fat: bright in T1)
+  [0.12, 0.14, 0.1, 0.1], // skull (cortical bone: dark everywhere)
+  [0.2, 0.22, 1.0, 0.12], // CSF (dark T1, bright T2, suppressed in FLAIR)
+  [0.55, 0.56, 0.62, 0.58], // grey matter
+  [0.75, 0.74, 0.45, 0.46], // white matter
+  [0.45, 0.46, 0.88, 0.95], // edema (bright T2 and FLAIR)
+  [0.25, 0.3, 0.95, 0.45], // necrosis (dark T1/T1ce, fluid-bright T2)
+  [0.6, 1.25, 0.7, 0.72], // enhancing tumour (bright T1ce)
+];
+
+/** Size-independent description of one smooth random field: a sum of separable sinusoid products. */
+interface FieldParams {
+  /** cycles per unit of the field's coordinates, per term and axis [fx, fy, fz]. */
+  freq: number[][];
+  phase: number[][];
+  /** weights summing to 1 in absolute value, so |field| ≤ 1. */
+  weight: number[];
+}
+
+function drawField(rng: SeededRng, terms: number, fmin: number, fmax: number): FieldParams {
+  const freq: number[][] = [];
+  const phase: number[][] = [];
+  const raw: number[] = [];
+  for (let k = 0; k < terms; k++) {
+    freq.push([0, 1, 2].map(() => fmin + (fmax - fmin) * rng.next()));
+    phase.push([0, 1, 2].map(() => 2 * Math.PI * rng.next()));
+    raw.push((0.3 + rng.next()) * (rng.next() < 0.5 ? -1 : 1));
+  }
+  const total = raw.reduce((a, b) => a + Math.abs(b), 0);
+  return { freq, phase, weight: raw.map((w) => w / total) };
+}
+
+/** A field sampled on the grid: per-axis tables, combined per row. */
+interface SampledField {
+  terms: number;
+  weight: Float64Array;
+  X: Float32Array[];
+  Y: Float32Array[];
+  Z: Float32Array[];
+}
+
+function sampleField(p: FieldParams, cx: Float64Array, cy: Float64Array, cz: Float64Array): SampledField {
+  const axis = (coords: Float64Array, k: number, a: number) => {
+    const out = new Float32Array(coords.length);
+    const w = 2 * Math.PI * p.freq[k]![a]!;
+    const ph = p.phase[k]![a]!;
+    for (let i = 0; i < coords.length; i++) out[i] = Math.sin(w * coords[i]! + ph);
+    return out;
+  };
+  const terms = p.weight.length;
+  return {
+    terms,
+    weight: Float64Array.from(p.weight),
+    X: p.weight.map((_, k) => axis(cx, k, 0)),
+    Y: p.weight.map((_, k) => axis(cy, k, 1)),
+    Z: p.weight.map((_, k) => axis(cz, k, 2)),
+  };
+}
+
+/** Fills `row` with the field along x for fixed (y, z), times `scale`. */
+function fieldRow(f: SampledField, y: number, z: number, scale: number, row: Float32Array): void {
+  row.fill(0);
+  for (let k = 0; k < f.terms; k++) {
+    const a = scale * f.weight[k]! * f.Y[k]![y]! * f.Z[k]![z]!;
+    const X = f.X[k]!;
+    for (let x = 0; x < row.length; x++) row[x] += a * X[x]!;
+  }
+}
+
+/** Standard-normal quantiles at 2^16 evenly spaced probabilities: fast, deterministic Gaussian noise. */
+const NORMAL_TABLE: Float32Array = (() => {
+  const n = 1 << 16;
+  const t = new Float32Array(n);
+  for (let i = 0; i < n; i++) t[i] = inverseNormal((i + 0.5) / n);
+  return t;
+})();
+
+/** Acklam's rational approximation of the standard normal quantile (relative error < 1.2e-9). */
+function inverseNormal(p: number): number {
+  const a = [-39.69683028665376, 220.9460984245205, -275.9285104469687, 138.357751867269, -30.66479806614716, 2.506628277459239];
+  const b = [-54.47609879822406, 161.5858368580409, -155.6989798598866, 66.80131188771972, -13.28068155288572];
+  const c = [-0.007784894002430293, -0.3223964580411365, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
+  const d = [0.007784695709041462, 0.3224671290700398, 2.445134137142996, 3.754408661907416];
+  const lo = 0.02425;
+  if (p < lo) {
+    const q = Math.sqrt(-2 * Math.log(p));
+    return (((((c[0]! * q + c[1]!) * q + c[2]!) * q + c[3]!) * q + c[4]!) * q + c[5]!) / ((((d[0]! * q + d[1]!) * q + d[2]!) * q + d[3]!) * q + 1);
+  }
+  if (p > 1 - lo) return -inverseNormal(1 - p);
+  const q = p - 0.5;
+  const r = q * q;
+  return ((((((a[0]! * r + a[1]!) * r + a[2]!) * r + a[3]!) * r + a[4]!) * r + a[5]!) * q) /
+    (((((b[0]! * r + b[1]!) * r + b[2]!) * r + b[3]!) * r + b[4]!) * r + 1);
+}
+
+/** Everything random about one case, drawn before the size is looked at (so it is size-independent). */
+interface CaseParams {
+  head: [number, number, number]; // head semi-axes, fraction of each half-extent
+  headField: FieldParams;
+  headAmp: number;
+  cortexField: FieldParams;
+  wmField: FieldParams;
+  wmRadius: number;
+  ventricleScale: number;
+  contrast: number[][]; // per tissue, per modality multiplier
+  bias: FieldParams[];
+  tumour: {
+    centre: [number, number, number]; // fraction of the brain semi-axes
+    rWt: number; // normalised units (1 = half the largest edge)
+    coreFrac: number;
+    necFrac: number; // 0: no necrosis
+    rotation: number[]; // 3x3 row-major
+    axes: [number, number, number];
+    wtField: FieldParams;
+    coreField: FieldParams;
+    necField: FieldParams;
+    texture: FieldParams;
+  };
+  noiseSeed: number;
+}
+
+function drawCase(seed: number, index: number, tumourScale: number): CaseParams {
+  const rng = new SeededRng(seed).fork(`synthetic-brats/case/${index}`);
+  const g = rng.fork('anatomy');
+  // Left-right narrower than anterior-posterior, as a head is (about 150 × 190 mm on a BraTS grid).
+  const head: [number, number, number] = [0.68 * (1 + 0.04 * g.normal()), 0.84 * (1 + 0.03 * g.normal()), 0.84 * (1 + 0.03 * g.normal())];
+  const headField = drawField(g, 3, 0.15, 0.5);
+  const headAmp = 0.03 + 0.02 * g.next();
+  const cortexField = drawField(g, 4, 2, 4);
+  const wmField = drawField(g, 6, 2.5, 6);
+  const wmRadius = 0.68 + 0.04 * g.next();
+  const ventricleScale = 0.7 + 0.7 * g.next();
+  const cr = rng.fork('contrast');
+  const contrast: number[][] = [];
+  for (let t = 0; t < TISSUES; t++) {
+    contrast.push([0, 1, 2, 3].map(() => Math.min(1.2, Math.max(0.8, 1 + 0.05 * cr.normal()))));
+  }
+  const br = rng.fork('bias');
+  const bias = [0, 1, 2, 3].map(() => drawField(br, 3, 0.1, 0.45));
+
+  const t = rng.fork('tumour');
+  // Direction uniform on the sphere, radius fraction biased towards the middle of the brain.
+  let dx = t.normal(),
+    dy = t.normal(),
+    dz = t.normal();
+  const dn = Math.hypot(dx, dy, dz) || 1;
+  dx /= dn;
+  dy /= dn;
+  dz /= dn;
+  const radial = 0.6 * Math.sqrt(t.next());
+  // Skewed size: mostly small-to-medium, sometimes very large (diameter up to ~60% of the edge).
+  const u = t.next();
+  const rWt = tumourScale * (0.1 + 0.4 * u ** 1.5);
+  const coreFrac = 0.4 + 0.35 * t.next();
+  const necFrac = t.next() < 0.1 ? 0 : 0.45 + 0.4 * t.next();
+  // Random rotation from a random unit quaternion.
+  let qa = t.normal(),
+    qb = t.normal(),
+    qc = t.normal(),
+    qd = t.normal();
+  const qn = Math.hypot(qa, qb, qc, qd) || 1;
+  qa /= qn;
+  qb /= qn;
+  qc /= qn;
+  qd /= qn;
+  const rotation = [
+    qa * qa + qb * qb - qc * qc - qd * qd, 2 * (qb * qc - qa * qd), 2 * (qb * qd + qa * qc),
+    2 * (qb * qc + qa * qd), qa * qa - qb * qb + qc * qc - qd * qd, 2 * (qc * qd - qa * qb),
+    2 * (qb * qd - qa * qc), 2 * (qc * qd + qa * qb), qa * qa - qb * qb - qc * qc + qd * qd,
+  ];
+  const axes: [number, number, number] = [0.75 + 0.5 * t.next(), 0.75 + 0.5 * t.next(), 0.75 + 0.5 * t.next()];
+  const tumour = {
+    centre: [dx * radial, dy * radial, dz * radial] as [number, number, number],
+    rWt,
+    coreFrac,
+    necFrac,
+    rotation,
+    axes,
+    wtField: drawField(t, 5, 0.4, 1.2),
+    coreField: drawField(t, 4, 0.4, 1.0),
+    necField: drawField(t, 3, 0.5, 1.2),
+    texture: drawField(t, 3, 1.0, 2.5),
+  };
+  const noiseSeed = (rng.fork('noise').next() * 4294967296) >>> 0 || 1;
+  return { head, headField, headAmp, cortexField, wmField, wmRadius, ventricleScale, contrast, bias, tumour, noiseSeed };
+}
+
+/** A 1 mm RAS grid centred on the volume (qform and sform both set), so predictions can be written as NIfTI. */
+export function syntheticGeometry([D, H, W]: Shape3): NiftiGeometry {
+  const ox = -(W - 1) / 2;
+  const oy = -(H - 1) / 2;
+  const oz = -(D - 1) / 2;
+  return {
+    dims: [W, H, D],
+    pixDims: [1, 1, 1],
+    qformCode: 1,
+    sformCode: 1,
+    quaternB: 0,
+    quaternC: 0,
+    quaternD: 0,
+    qoffsetX: ox,
+    qoffsetY: oy,
+    qoffsetZ: oz,
+    qfac: 1,
+    srow: [
+      [1, 0, 0, ox],
+      [0, 1, 0, oy],
+      [0, 0, 1, oz],
+    ],
+    xyztUnits: 2, // NIFTI_UNITS_MM
+    source: 'synthetic-brats',
+  };
+}
+
+export interface SyntheticOptions {
+  seed: number;
+  size: Shape3;
+  noise: number;
+  biasField: number;
+  tumourScale: number;
+}
+
+export function syntheticCaseId(index: number): string {
+  return `synthetic-${String(index).padStart(3, '0')}`;
+}
+
+/**
+ * Generates case `index`: one pass over the voxels (per-axis terms precomputed, fields combined per row),
+ * then a z-scoring pass. About 10 ms for 48³, 0.5 s for 192³, under 1 s for 240×240×155 on one core.
+ */
+export function generateSyntheticCase(index: number, opts: SyntheticOptions): Volume {
+  const [D, H, W] = opts.size;
+  const P = drawCase(opts.seed, index, opts.tumourScale);
+  const C = 4;
+  const N = D * H * W;
+  const image = new Float32Array(N * C);
+  const label = new Uint8Array(N);
+  const inHead = new Uint8Array(N);
+
+  // Normalised physical coordinates: isotropic (1 unit = half the largest edge), so shapes keep their
+  // proportions in mm on anisotropic grids.
+  const s = Math.max(D, H, W) / 2;
+  const voxel = 1 / s;
+  const coords = (n: number) => Float64Array.from({ length: n }, (_, i) => (i - (n - 1) / 2) / s);
+  const cx = coords(W);
+  const cy = coords(H);
+  const cz = coords(D);
+  // Head semi-axes in normalised units.
+  const ax = P.head[0] * ((W / 2) / s);
+  const ay = P.head[1] * ((H / 2) / s);
+  const az = P.head[2] * ((D / 2) / s);
+  const X2 = cx.map((v) => (v / ax) ** 2);
+  const Y2 = cy.map((v) => (v / ay) ** 2);
+  const Z2 = cz.map((v) => (v / az) ** 2);
+  // Shell radii on the head's ellipsoidal scale (1 = scalp surface).
+  const R_SKULL = 0.94;
+  const R_CSF = 0.885;
+  const R_BRAIN = 0.845;
+  const R_WM = P.wmRadius;
+
+  const headF = sampleField(P.headField, cx, cy, cz);
+  const cortexF = sampleField(P.cortexField, cx, cy, cz);
+  const wmF = sampleField(P.wmField, cx, cy, cz);
+  const biasF = P.bias.map((b) => sampleField(b, cx, cy, cz));
+
+  // Lateral ventricles: two ellipsoids either side of the midline, above the centre.
+  const vs = P.ventricleScale;
+  const vent = [-1, 1].map((side) => ({
+    c: [side * 0.1 * ax, -0.05 * ay, 0.12 * az],
+    a: [0.06 * ax * vs, 0.32 * ay * Math.sqrt(vs), 0.14 * az * vs],
+  }));
+  // Deep grey nuclei (thalamus / basal ganglia), lateral to and below the ventricles.
+  const deep = [-1, 1].map((side) => ({ c: [side * 0.24 * ax, 0.02 * ay, -0.05 * az], a: [0.1 * ax, 0.17 * ay, 0.13 * az] }));
+  const fissureHalfWidth = Math.max(0.6 * voxel, 0.008);
+
+  // Tumour, in normalised units, its centre a fraction of the brain semi-axes.
+  const T = P.tumour;
+  const bx = ax * R_BRAIN,
+    by = ay * R_BRAIN,
+    bz = az * R_BRAIN;
+  const tc = [T.centre[0] * bx, T.centre[1] * by, T.centre[2] * bz];
+  // Floors in voxels keep every sub-region resolvable on small grids (e.g. 48³).
+  const rWt = Math.max(T.rWt, 4 * voxel);
+  const rCore = Math.max(rWt * T.coreFrac, 2.5 * voxel);
+  const rNec = rCore * T.necFrac;
+  // A one-voxel step moves the tumour distance by up to voxel / (smallest axis ratio): margins in voxels
+  // are scaled by it so that nesting holds between neighbouring voxels, not only in the continuum.
+  const step = voxel / Math.min(...T.axes);
+  const margin = Math.max(2 * step, 0.15 * rCore); // edema beyond the core, always
+  const rim = Math.max(1.5 * step, 0.12 * rCore); // enhancing rim between necrosis and edema
+  const invAxes = T.axes.map((a) => 1 / a);
+  const reach = Math.max(rWt * 1.35, rCore * 1.2 + margin) / Math.min(...T.axes) + voxel;
+  const box = (c: number, coordsArr: Float64Array) => {
+    let lo = coordsArr.length,
+      hi = -1;
+    for (let i = 0; i < coordsArr.length; i++) {
+      if (Math.abs(coordsArr[i]! - c) <= reach) {
+        lo = Math.min(lo, i);
+        hi = Math.max(hi, i);
+      }
+    }
+    return [lo, hi];
+  };
+  const [x0, x1] = box(tc[0]!, cx);
+  const [y0, y1] = box(tc[1]!, cy);
+  const [z0, z1] = box(tc[2]!, cz);
+  // Tumour fields vary on the tumour's own scale.
+  const local = (arr: Float64Array, c: number) => arr.map((v) => (v - c) / Math.max(rWt, 4 * voxel));
+  const lx = local(cx, tc[0]!),
+    ly = local(cy, tc[1]!),
+    lz = local(cz, tc[2]!);
+  const wtF = sampleField(T.wtField, lx, ly, lz);
+  const coreF = sampleField(T.coreField, lx, ly, lz);
+  const necF = sampleField(T.necField, lx, ly, lz);
+  const texF = sampleField(T.texture, lx, ly, lz);
+  const R = T.rotation;
+
+  const intensity = BASE_INTENSITY.map((row, t) => row.map((v, m) => v * P.contrast[t]![m]!));
+  const noiseSd = opts.noise * BASE_INTENSITY[WM]![0]!;
+  const biasStrength = opts.biasField;
+
+  const rowHead = new Float32Array(W);
+  const rowCortex = new Float32Array(W);
+  const rowWm = new Float32Array(W);
+  const rowBias = [0, 1, 2, 3].map(() => new Float32Array(W));
+  const rowWt = new Float32Array(W);
+  const rowCore = new Float32Array(W);
+  const rowNec = new Float32Array(W);
+  const rowTex = new Float32Array(W);
+  let rngState = P.noiseSeed;
+
+  for (let z = 0; z < D; z++) {
+    const pz = cz[z]!;
+    for (let y = 0; y < H; y++) {
+      const py = cy[y]!;
+      const yz2 = Y2[y]! + Z2[z]!;
+      // Rows entirely outside the head (plus the largest deformation) hold background only.
+      if (yz2 > (1 + P.headAmp + 0.02) ** 2) continue;
+      fieldRow(headF, y, z, P.headAmp, rowHead);
+      fieldRow(cortexF, y, z, 0.018, rowCortex);
+      fieldRow(wmF, y, z, 0.1, rowWm);
+      for (let m = 0; m < C; m++) fieldRow(biasF[m]!, y, z, biasStrength, rowBias[m]!);
+      const tumourRow = y >= y0! && y <= y1! && z >= z0! && z <= z1!;
+      if (tumourRow) {
+        fieldRow(wtF, y, z, 0.35, rowWt);
+        fieldRow(coreF, y, z, 0.2, rowCore);
+        fieldRow(necF, y, z, 0.25, rowNec);
+        fieldRow(texF, y, z, 0.12, rowTex);
+      }
+      const rowBase = (z * H + y) * W;
+      for (let x = 0; x < W; x++) {
+        const rho = Math.sqrt(X2[x]! + yz2) + rowHead[x]!;
+        if (rho >= 1) continue;
+        const v = rowBase + x;
+        inHead[v] = 1;
+        const px = cx[x]!;
+        let tissue: number;
+        let brain = false;
+        if (rho >= R_SKULL) tissue = SCALP;
+        else if (rho >= R_CSF) tissue = SKULL;
+        else if (rho >= R_BRAIN + rowCortex[x]!) tissue = CSF;
+        else {
+          brain = true;
+          tissue = rho < R_WM + rowWm[x]! ? WM : GM;
+          // Interhemispheric fissure: a thin CSF sheet in the upper cortex.
+          if (Math.abs(px) < fissureHalfWidth && pz > -0.1 * az && rho > R_WM * 0.8) tissue = CSF;
+          if (tissue === WM) {
+            for (const n of deep) {
+              const q = ((px - n.c[0]!) / n.a[0]!) ** 2 + ((py - n.c[1]!) / n.a[1]!) ** 2 + ((pz - n.c[2]!) / n.a[2]!) ** 2;
+              if (q < 1) tissue = GM;
+            }
+          }
+          for (const n of vent) {
+            const q = ((px - n.c[0]!) / n.a[0]!) ** 2 + ((py - n.c[1]!) / n.a[1]!) ** 2 + ((pz - n.c[2]!) / n.a[2]!) ** 2;
+            if (q < 1 + 0.3 * rowWm[x]!) tissue = CSF;
+          }
+        }
+        let blendTissue = -1;
+        let tex = 1;
+        if (brain && tumourRow && x >= x0! && x <= x1!) {
+          const ux = px - tc[0]!,
+            uy = py - tc[1]!,
+            uz = pz - tc[2]!;
+          const lx2 = (R[0]! * ux + R[1]! * uy + R[2]! * uz) * invAxes[0]!;
+          const ly2 = (R[3]! * ux + R[4]! * uy + R[5]! * uz) * invAxes[1]!;
+          const lz2 = (R[6]! * ux + R[7]! * uy + R[8]! * uz) * invAxes[2]!;
+          const d = Math.sqrt(lx2 * lx2 + ly2 * ly2 + lz2 * lz2);
+          const rc = rCore * (1 + rowCore[x]!);
+          // Nesting by construction: necrosis ⊂ core minus a rim, core + margin ⊂ edema.
+          const rw = Math.max(rWt * (1 + rowWt[x]!), rc + margin);
+          if (d < rw) {
+            const rn = rNec > 0 ? Math.min(rNec * (1 + rowNec[x]!), rc - rim) : 0;
+            tex = 1 + rowTex[x]!;
+            if (d < rn) {
+              label[v] = 1;
+              tissue = NECROSIS;
+            } else if (d < rc) {
+              label[v] = 4;
+              tissue = ENHANCING;
+            } else {
+              label[v] = 2;
+              // Edema infiltrates the tissue it is in: the underlying contrast partly shows through.
+              blendTissue = tissue;
+              tissue = EDEMA;
+            }
+          }
+        }
+        const base = intensity[tissue]!;
+        const under = blendTissue >= 0 ? intensity[blendTissue]! : null;
+        const o = v * C;
+        for (let m = 0; m < C; m++) {
+          let val = under ? 0.65 * base[m]! + 0.35 * under[m]! : base[m]!;
+          val *= tex * (1 + rowBias[m]![x]!);
+          // xorshift32 picks a quantile of the normal table.
+          rngState ^= rngState << 13;
+          rngState ^= rngState >>> 17;
+          rngState ^= rngState << 5;
+          image[o + m] = val + noiseSd * NORMAL_TABLE[(rngState >>> 16) & 0xffff]!;
+        }
+      }
+    }
+  }
+
+  // BraTS-like normalisation: z-score each modality over the head, background exactly 0.
+  for (let m = 0; m < C; m++) {
+    let n = 0,
+      sum = 0,
+      sumSq = 0;
+    for (let v = 0; v < N; v++) {
+      if (!inHead[v]) continue;
+      const val = image[v * C + m]!;
+      n++;
+      sum += val;
+      sumSq += val * val;
+    }
+    if (n === 0) continue;
+    const mean = sum / n;
+    const sd = Math.sqrt(Math.max(sumSq / n - mean * mean, 1e-12));
+    for (let v = 0; v < N; v++) {
+      if (inHead[v]) image[v * C + m] = (image[v * C + m]! - mean) / sd;
+    }
+  }
+
+  return {
+    id: syntheticCaseId(index),
+    image,
+    shape: [D, H, W],
+    channels: C,
+    label,
+    spacing: [1, 1, 1],
+    geometry: syntheticGeometry([D, H, W]),
+  };
+}
+
+class SyntheticBrats implements Dataset {
+  readonly name = 'synthetic-brats';
+  readonly task = BRATS_TASK;
+  readonly channels = [...BRATS_CHANNELS];
+  private readonly ids: string[];
+
+  constructor(
+    private readonly count: number,
+    private readonly opts: SyntheticOptions,
+  ) {
+    this.ids = Array.from({ length: count }, (_, i) => syntheticCaseId(i));
+  }
+
+  caseIds(): string[] {
+    return this.ids.slice();
+  }
+
+  labelledCaseIds(): string[] {
+    return this.ids.slice();
+  }
+
+  async load(id: string): Promise<Volume> {
+    const index = this.ids.indexOf(id);
+    if (index < 0) {
+      throw new Error(
+        `synthetic-brats: no case ${JSON.stringify(id)}; this dataset has ${this.count} cases (${this.ids[0]} … ${this.ids[this.count - 1]}); raise dataset.settings.cases for more`,
+      );
+    }
+    return generateSyntheticCase(index, this.opts);
+  }
+}
+
+const plugin: DatasetPlugin = {
+  kind: 'dataset',
+  name: 'synthetic-brats',
+  description: 'built-in BraTS-like generator: 4 MR modalities of a brain with a nested tumour (labels 0/1/2/4), any size, reproducible',
+  reference: 'BraTS label scheme and regions: Menze et al., IEEE TMI 2015; Bakas et al., arXiv:1811.02629 (generator: this project)',
+  settings,
+  create(s: Settings): Dataset {
+    return new SyntheticBrats(s.cases as number, {
+      seed: s.seed as number,
+      size: s.size as Shape3,
+      noise: s.noise as number,
+      biasField: s.biasField as number,
+      tumourScale: s.tumourScale as number,
+    });
+  },
+};
+
+export default plugin;
