@@ -8,7 +8,8 @@
  * What it cannot see: a swap's device copy that outlives its last use while the transfer is still on the
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
-import { NETWORK_INPUT, inferShapes, type Network, type Shape } from './graph.js';
+import * as tf from '@tensorflow/tfjs-core';
+import { NETWORK_INPUT, inferShapes, type GraphNode, type Network, type Shape } from './graph.js';
 import { mergeSegments, type StepPlan } from './executor.js';
 
 const BYTES = 4;
@@ -32,6 +33,8 @@ export interface EstimateOptions {
   targetChannels?: number;
   /** The loss (its transients scale with the logits); default dice+ce. */
   loss?: 'dice' | 'dice+ce';
+  /** Whether the step uses the fused loss (the cpu backend does; default: whether tfjs runs on cpu). */
+  fusedLoss?: boolean;
 }
 
 /**
@@ -39,7 +42,9 @@ export interface EstimateOptions {
  * products and log terms of its tape until its gradient is done. Measured with the meter on the cpu
  * backend for the loss in core/loss.ts (test/estimator.test.ts checks whole steps against the meter).
  */
-export function lossWorkspace(kind: 'dice' | 'dice+ce', activation: 'sigmoid' | 'softmax'): number {
+export function lossWorkspace(kind: 'dice' | 'dice+ce', activation: 'sigmoid' | 'softmax', fused = false): number {
+  // The fused loss (cpu backend) computes on the backend's own arrays and allocates only the gradient.
+  if (fused) return 0;
   if (kind === 'dice') return activation === 'sigmoid' ? 10 : 11;
   return activation === 'sigmoid' ? 24 : 20;
 }
@@ -180,7 +185,9 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   where = 'loss';
   const logitsBytes = count(logitsShape) * BYTES;
   const auxBytes = auxNames.map((n) => count(shapes.get(n)!) * BYTES);
-  transient(lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * (logitsBytes + auxBytes.reduce((a, b) => a + b, 0)));
+  // The fused loss covers a plain output; auxiliary outputs or a margin take the taped loss.
+  const fused = (opts.fusedLoss ?? tf.getBackend() === 'cpu') && auxNames.length === 0 && !(net.outputMargin ?? []).some(Boolean);
+  transient(lossWorkspace(opts.loss ?? 'dice+ce', net.activation, fused) * (logitsBytes + auxBytes.reduce((a, b) => a + b, 0)));
   const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes)]]);
   auxNames.forEach((n, k) => grads.set(n, alloc(auxBytes[k]!)));
   release(acts.get(net.output)!);
@@ -273,11 +280,12 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   }
   for (const g of grads.values()) release(g);
 
-  // ---- optimizer: Adam replaces each parameter and both moments, one parameter at a time.
+  // ---- optimizer: Adam replaces each parameter and both moments, one parameter at a time (the fused
+  // cpu update allocates the three new tensors; the tf-op update about ten temporaries).
   phase = 'optimizer';
   where = 'adam';
   const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
-  transient(largest * 4);
+  transient(largest * ((opts.fusedLoss ?? tf.getBackend() === 'cpu') ? 3 : 10));
   void paramGradBytes;
   return { peak, at, fixed, hostBytes };
 }
@@ -300,6 +308,14 @@ function tapeEstimate(net: Network, shapes: Map<string, Shape>, fixed: number, p
     gradBytes += (count(shapes.get(node.name)!) + (node.layer.tapeExtra?.(inShapes) ?? 0)) * BYTES;
   }
   for (const n of savedActs) savedBytes += count(shapes.get(n)!) * BYTES;
+  // A tensor read by several layers keeps each reader's gradient contribution besides their sum
+  // (an element-wise sum's contribution is an alias of its gradient and costs nothing).
+  const readers = new Map<string, GraphNode[]>();
+  for (const node of net.nodes) for (const i of node.inputs) readers.set(i, [...(readers.get(i) ?? []), node]);
+  for (const [name, rs] of readers) {
+    if (name === NETWORK_INPUT || rs.length < 2) continue;
+    gradBytes += rs.filter((r) => !r.layer.passesGradient).length * count(shapes.get(name)!) * BYTES;
+  }
   const auxNames = (net.auxOutputs ?? []).map((a) => a.node);
   const outBytes = [net.output, ...auxNames].reduce((n, o) => n + count(shapes.get(o)!) * BYTES, 0);
   const loss = lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * outBytes;

@@ -40,6 +40,111 @@ export function segmentationLoss(logits: Tensor, target: Tensor, kind: LossKind,
   });
 }
 
+/**
+ * Loss and gradient at the logits in one pass over host-visible arrays, with the gradients of soft Dice
+ * and cross-entropy written out analytically: the device holds the gradient only, where the taped
+ * version holds about 20 logits-sized temporaries (the loss can be the step's peak at full resolution).
+ * Sums in float64. Same definitions as `segmentationLoss` (checked against it in test/loss.test.ts).
+ */
+export function fusedLossAndGradient(
+  logitsArr: Float32Array,
+  targetArr: Float32Array,
+  channels: number,
+  kind: LossKind,
+  activation: 'sigmoid' | 'softmax',
+): { loss: number; grad: Float32Array } {
+  const K = channels;
+  const V = logitsArr.length / K;
+  const grad = new Float32Array(logitsArr.length);
+  const I = new Float64Array(K);
+  const P = new Float64Array(K);
+  const T = new Float64Array(K);
+  const ce = kind === 'dice+ce';
+  let ceSum = 0;
+  // Probabilities go into `grad` first (reused as scratch), then are replaced by the gradient.
+  if (activation === 'sigmoid') {
+    for (let i = 0; i < logitsArr.length; i++) {
+      const l = logitsArr[i]!;
+      const p = 1 / (1 + Math.exp(-l));
+      grad[i] = p;
+      const c = i % K;
+      const t = targetArr[i]!;
+      I[c]! += p * t;
+      P[c]! += p;
+      T[c]! += t;
+      if (ce) ceSum += Math.max(l, 0) - l * t + Math.log1p(Math.exp(-Math.abs(l)));
+    }
+    let diceSum = 0;
+    const A = new Float64Array(K);
+    const B = new Float64Array(K);
+    for (let c = 0; c < K; c++) {
+      const D = P[c]! + T[c]! + SMOOTH;
+      diceSum += (2 * I[c]! + SMOOTH) / D;
+      // dL/dp = -(1/K)·(2t·D − (2I + ε))/D² = A·t + B
+      A[c] = -(2 / D) / K;
+      B[c] = (2 * I[c]! + SMOOTH) / (D * D) / K;
+    }
+    const M = logitsArr.length;
+    for (let i = 0; i < grad.length; i++) {
+      const c = i % K;
+      const p = grad[i]!;
+      const t = targetArr[i]!;
+      let g = (A[c]! * t + B[c]!) * p * (1 - p);
+      if (ce) g += (p - t) / M;
+      grad[i] = g;
+    }
+    return { loss: 1 - diceSum / K + (ce ? ceSum / M : 0), grad };
+  }
+  // softmax over the channel axis; Dice over the foreground channels (all when K = 1)
+  const first = K > 1 ? 1 : 0;
+  const F = K - first;
+  for (let v = 0; v < V; v++) {
+    const o = v * K;
+    let max = -Infinity;
+    for (let k = 0; k < K; k++) max = Math.max(max, logitsArr[o + k]!);
+    let z = 0;
+    for (let k = 0; k < K; k++) z += Math.exp(logitsArr[o + k]! - max);
+    const logZ = Math.log(z) + max;
+    for (let k = 0; k < K; k++) {
+      const p = Math.exp(logitsArr[o + k]! - logZ);
+      const t = targetArr[o + k]!;
+      grad[o + k] = p;
+      I[k]! += p * t;
+      P[k]! += p;
+      T[k]! += t;
+      if (ce) ceSum -= t * (logitsArr[o + k]! - logZ);
+    }
+  }
+  let diceSum = 0;
+  const A = new Float64Array(K);
+  const B = new Float64Array(K);
+  for (let k = first; k < K; k++) {
+    const D = P[k]! + T[k]! + SMOOTH;
+    diceSum += (2 * I[k]! + SMOOTH) / D;
+    A[k] = -(2 / D) / F;
+    B[k] = (2 * I[k]! + SMOOTH) / (D * D) / F;
+  }
+  const g = new Float64Array(K);
+  for (let v = 0; v < V; v++) {
+    const o = v * K;
+    // dL/dl_j = p_j (g_j − Σ_k p_k g_k) for Dice; (p_j Σ_k t_k − t_j)/V for cross-entropy
+    let pg = 0;
+    let tSum = 0;
+    for (let k = 0; k < K; k++) {
+      g[k] = A[k]! * targetArr[o + k]! + B[k]!;
+      pg += grad[o + k]! * g[k]!;
+      tSum += targetArr[o + k]!;
+    }
+    for (let k = 0; k < K; k++) {
+      const p = grad[o + k]!;
+      let d = p * (g[k]! - pg);
+      if (ce) d += (p * tSum - targetArr[o + k]!) / V;
+      grad[o + k] = d;
+    }
+  }
+  return { loss: 1 - diceSum / F + (ce ? ceSum / V : 0), grad };
+}
+
 /** Loss value and its gradient with respect to the logits (the start of the owned backward pass). */
 export function lossAndGradient(
   logits: Tensor,
@@ -47,6 +152,17 @@ export function lossAndGradient(
   kind: LossKind,
   activation: 'sigmoid' | 'softmax',
 ): { loss: number; dLogits: Tensor } {
+  if (tf.getBackend() === 'cpu') {
+    // On the cpu backend dataSync returns the backend's own arrays: no copies, no device temporaries.
+    const { loss, grad } = fusedLossAndGradient(
+      logits.dataSync() as Float32Array,
+      target.dataSync() as Float32Array,
+      logits.shape[logits.rank - 1]!,
+      kind,
+      activation,
+    );
+    return { loss, dLogits: tf.tensor(grad, logits.shape, 'float32') };
+  }
   const { value, grad } = tf.valueAndGrad((l: Tensor) => segmentationLoss(l, target, kind, activation))(logits);
   const loss = value.dataSync()[0]!;
   value.dispose();

@@ -46,8 +46,9 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   peak_train_bytes: 'measured peak device memory during training (high-water mark of distinct live backend buffers)',
   peak_infer_bytes: 'measured peak device memory during inference (same measure)',
   est_peak_train_bytes: "the strategy's estimate of peak training memory, made before running",
-  host_peak_bytes: 'peak bytes the strategy kept in host memory (swapped/offloaded tensors)',
-  step_seconds: 'mean wall-clock seconds per training step',
+  host_peak_bytes: 'peak bytes the strategy kept in host memory (swapped/offloaded tensors); 0 when it keeps none',
+  rss_peak_bytes: 'peak resident memory of the whole process (Node.js RSS, sampled after each step and inference)',
+  step_seconds: 'median wall-clock seconds per training step, the first (warm-up) step excluded',
   train_seconds: 'wall-clock seconds of the whole training',
   infer_seconds: 'wall-clock seconds of inference over the validation cases',
   status: "'ok', 'did-not-fit' (the device-memory budget was exceeded) or 'failed: <reason>'",
@@ -651,7 +652,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
       'sharing a buffer counts once; kernel temporaries count), measured by DeviceMemoryMeter — not ' +
       '`tf.memory().numBytes`, which counts shared buffers once per tensor.',
   );
-  lines.push('- Step (s): mean wall-clock seconds per training step; Train (s): the whole training.');
+  lines.push('- Step (s): median wall-clock seconds per training step, the first (warm-up) step excluded; Train (s): the whole training.');
   lines.push('- trials.csv columns:');
   for (const [c, doc] of Object.entries(TRIAL_COLUMN_DOCS)) lines.push(`  - \`${c}\`: ${doc}`);
   lines.push('');

@@ -18,10 +18,11 @@ import type { Architecture, Dataset, Shape3, Volume } from './types.js';
 import { cropTo, padShapeTo, padTo, voxels } from './volume.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from './metrics.js';
 import { DeviceMemoryMeter, type BufferLedger } from './memory.js';
-import { TrialRecorder, readTrials, writeSummary, type TrialRow } from './results.js';
+import { TrialRecorder, aggregateCaseMetrics, readTrials, writeSummary, type TrialRow } from './results.js';
 import { formatBytes } from './settings.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from './model-store.js';
+import { windowPredictor } from './inference.js';
 import { chooseBackend, initBackend, type BackendInfo } from './backend.js';
 import { estimatePeak } from './estimator.js';
 
@@ -62,6 +63,25 @@ interface LoadedData {
 }
 
 const shapeText = (s: number[]): string => s.join('x');
+
+/**
+ * Columns every row carries (empty where a strategy has nothing to say), so that trials.csv keeps one
+ * header through a sweep that mixes strategies.
+ */
+export const RUNNER_COLUMNS = [
+  'volume_shape',
+  'validation_cases',
+  'final_loss',
+  'recompute_seconds',
+  'swap_wait_seconds',
+  'swap_out_bytes',
+  'swap_in_bytes',
+  'swapped_tensors',
+  'rss_peak_bytes',
+  'meter',
+  'model',
+  'status_detail',
+] as const;
 
 /** Median of the step times after the first (warm-up) step; the only step if there is one. */
 function medianStepSeconds(times: number[]): number {
@@ -181,6 +201,7 @@ export class ExperimentRunner {
         profile: exp.profile ?? null,
       }),
       started_at: startedAt,
+      ...Object.fromEntries(RUNNER_COLUMNS.map((c) => [c, null])),
     };
     const cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
@@ -236,7 +257,7 @@ export class ExperimentRunner {
       const inputShape = [batch, ...stepShape, dataset.channels.length];
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
       const plan = strategy.plan(net, inputShape);
-      row.est_peak_train_bytes = estimatePeak(net, inputShape, plan, { optimizerSlots: 2 }).peak;
+      row.est_peak_train_bytes = estimatePeak(net, inputShape, plan, { optimizerSlots: 2, loss: tr.loss as LossKind }).peak;
 
       // ---- training
       const rng = new SeededRng(trial.seed);
@@ -297,37 +318,30 @@ export class ExperimentRunner {
       row.final_loss = lastLoss;
       row.recompute_seconds = stats.recompute;
       row.swap_wait_seconds = stats.wait;
-      for (const [k, v] of Object.entries(strategy.report?.() ?? {})) row[k] = v;
+      const report = strategy.report?.() ?? {};
+      for (const [k, v] of Object.entries(report)) if (k !== 'swap_host_peak_bytes') row[k] = v;
+      row.host_peak_bytes = report.swap_host_peak_bytes ?? 0;
+      row.meter = this.meter!.method;
 
       // ---- evaluation
       if (tr.evaluate) {
         this.ledger.resetPeak();
         const inferStart = performance.now();
-        const regionDice = new Map<string, number[]>();
-        const regionHd = new Map<string, number[]>();
+        const perCase: { name: string; dice: number; hd95: number }[][] = [];
         for (const id of validation) {
           const v = await this.volume(data, id);
           const predict = this.predictor(executor, net, params, v.channels, () => `inference ${id}`);
           const probs = await strategy.infer({ image: v.image, shape: v.shape, channels: v.channels }, predict, net);
           sampleHost();
           const labels = probabilitiesToLabels(probs, v.shape, task, tr.threshold as number);
-          for (const r of evaluateCase(labels, v.label!, task, v.shape, v.spacing)) {
-            cases.push({ case: id, region: r.name, dice: r.dice, hd95: r.hd95 });
-            regionDice.set(r.name, [...(regionDice.get(r.name) ?? []), r.dice]);
-            regionHd.set(r.name, [...(regionHd.get(r.name) ?? []), r.hd95]);
-          }
+          const result = evaluateCase(labels, v.label!, task, v.shape, v.spacing);
+          perCase.push(result);
+          for (const r of result) cases.push({ case: id, region: r.name, dice: r.dice, hd95: r.hd95 });
         }
         row.infer_seconds = (performance.now() - inferStart) / 1000;
         row.peak_infer_bytes = this.ledger.peak;
         row.validation_cases = validation.length;
-        const means: number[] = [];
-        for (const [name, ds] of regionDice) {
-          const d = mean(ds);
-          row[`dice_${name}`] = d;
-          means.push(d);
-          row[`hd95_${name}`] = mean(regionHd.get(name)!.filter((h) => Number.isFinite(h)));
-        }
-        row.dice_mean = mean(means);
+        Object.assign(row, aggregateCaseMetrics(perCase));
       }
 
       if (tr.saveModel) {
@@ -368,31 +382,13 @@ export class ExperimentRunner {
       // Everything the trial made (params, and whatever a failed step left) goes with the scope.
       tf.engine().endScope();
       void params;
-      row.host_peak_bytes = hostPeak.rss;
+      row.rss_peak_bytes = hostPeak.rss;
     }
     return { row, cases };
   }
 
-  /**
-   * Runs the network on one input window: the output (window minus the network's margin) is padded to the
-   * divisor at the far end, then forward, activation, and the output cropped back.
-   */
   private predictor(executor: Executor, net: Network, params: Params, channels: number, label: () => string): WindowPredictor {
-    const observer = this.observer(label);
-    const m = net.outputMargin ?? [0, 0, 0];
-    return async (window: Float32Array, shape: Shape3) => {
-      const outShape = shape.map((n, i) => n - 2 * m[i]!) as Shape3;
-      const paddedOut = padShapeTo(outShape, net.divisor);
-      const paddedIn = paddedOut.map((n, i) => n + 2 * m[i]!) as Shape3;
-      const probs = tf.tidy(() => {
-        const x = tf.tensor(padTo(window, shape, channels, paddedIn), [1, ...paddedIn, channels]);
-        const logits = executor.forward(x, params, observer);
-        return activate(logits, net.activation);
-      });
-      const out = (await probs.data()) as Float32Array;
-      probs.dispose();
-      return cropTo(out, paddedOut, net.outChannels, outShape);
-    };
+    return windowPredictor(executor, net, params, channels, this.observer(label));
   }
 }
 

@@ -122,7 +122,22 @@ export interface PluginDeps {
   baseDir: string;
 }
 
-export type DatasetPlugin = Plugin<Dataset>;
+/** One image (or one case's modalities) to segment, read and preprocessed as the dataset's own cases. */
+export interface PredictionInput {
+  id: string;
+  /** The files it is read from (for messages). */
+  files: string[];
+  load(): Promise<Volume>;
+}
+
+export interface DatasetPlugin extends Plugin<Dataset> {
+  /**
+   * The images to segment at `path` (a file, a case folder, or a folder of them), read with the
+   * preprocessing this dataset applies to its cases (`settings` as the model was trained with), for
+   * `npm run predict`. `channels`: the modalities the model expects, in order.
+   */
+  predictionInputs?(path: string, settings: Settings, channels: string[]): PredictionInput[];
+}
 export type ArchitecturePlugin = Plugin<Architecture>;
 export type StrategyPlugin = Plugin<MemoryStrategy>;
 

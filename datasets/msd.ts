@@ -14,7 +14,7 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Dataset, DatasetPlugin, PluginDeps, SegmentationTask, Volume } from '../core/types.js';
+import type { Dataset, DatasetPlugin, PluginDeps, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
 import { SettingsError, type Settings, type SettingsSchema } from '../core/settings.js';
 import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/nifti.js';
 
@@ -250,9 +250,34 @@ class MsdTask implements Dataset {
       });
     }
     const volume = volumeFromNifti(id, images, label, c.label);
-    if (this.normalize === 'zscore') for (let ch = 0; ch < volume.channels; ch++) zscoreChannel(volume.image, volume.channels, ch);
-    return volume;
+    return normalizeVolume(volume, this.normalize);
   }
+}
+
+/** The dataset's intensity preprocessing, shared by training cases and prediction inputs. */
+function normalizeVolume(volume: Volume, normalize: 'zscore' | 'none'): Volume {
+  if (normalize === 'zscore') for (let ch = 0; ch < volume.channels; ch++) zscoreChannel(volume.image, volume.channels, ch);
+  return volume;
+}
+
+/** Images at `path` (a file, an MSD task folder or a folder of images), read as the training cases are. */
+export function msdPredictionInputs(path: string, settings: Settings, channels: string[]): PredictionInput[] {
+  const p = resolve(path);
+  const files = statSync(p, { throwIfNoEntry: false })?.isFile() ? [p] : findImageFiles(p);
+  return files.map((file) => {
+    const id = caseIdFromFile(file);
+    return {
+      id,
+      files: [file],
+      load: async () => {
+        const image = await readNifti(file);
+        const n = channelCount(image);
+        if (n !== channels.length)
+          throw new NiftiError(file, `has ${n} channel(s) (dims ${image.dims.join('×')}) but the model expects ${channels.length} (${channels.join(', ')})`);
+        return normalizeVolume(volumeFromNifti(id, [image]), settings.normalize as 'zscore' | 'none');
+      },
+    };
+  });
 }
 
 const plugin: DatasetPlugin = {
@@ -274,6 +299,7 @@ const plugin: DatasetPlugin = {
     }
     return new MsdTask(root, s.normalize as 'zscore' | 'none');
   },
+  predictionInputs: msdPredictionInputs,
 };
 
 export default plugin;

@@ -45,18 +45,11 @@
 import type { Dataset, DatasetPlugin, NiftiGeometry, SegmentationTask, Shape3, Volume } from '../core/types.js';
 import type { Settings, SettingsSchema } from '../core/settings.js';
 import { SeededRng } from '../core/rng.js';
+import { BRATS_CHANNELS, BRATS_TASK } from './brats-task.js';
+import { bratsPredictionInputs } from './brats-folder.js';
 
-export const BRATS_CHANNELS = ['t1', 't1ce', 't2', 'flair'] as const;
+export { BRATS_CHANNELS, BRATS_TASK };
 
-/** BraTS evaluation regions; painting in order WT(2) < TC(1) < ET(4) rebuilds the label map. */
-export const BRATS_TASK: SegmentationTask = {
-  kind: 'regions',
-  regions: [
-    { name: 'WT', labels: [1, 2, 4], paint: 2 },
-    { name: 'TC', labels: [1, 4], paint: 1 },
-    { name: 'ET', labels: [4], paint: 4 },
-  ],
-};
 
 const settings: SettingsSchema = {
   cases: { type: 'integer', description: 'number of cases generated', default: 8, min: 1 },
@@ -589,6 +582,9 @@ const plugin: DatasetPlugin = {
       tumourScale: s.tumourScale as number,
     });
   },
+  // A model trained on the synthetic data segments real BraTS cases (its modalities are BraTS's),
+  // z-scored inside the brain as the generator's images are.
+  predictionInputs: (path, _settings, channels) => bratsPredictionInputs(path, { normalize: 'zscore-brain' }, channels),
 };
 
 export default plugin;

@@ -3,5 +3,6 @@ import type { StrategyPlugin } from '../core/types.js';
 import fullVolume from './full-volume.js';
 import patch from './patch.js';
 import checkpoint from './checkpoint.js';
+import swap from './swap.js';
 
-export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint];
+export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint, swap];

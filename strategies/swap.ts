@@ -1,0 +1,618 @@
+/**
+ * swap — IBM Large Model Support (TFLMS) style swapping of saved activations to host memory, on the full
+ * volume:
+ * - Le T.D., Imai H., Negishi Y., Kawachiya K., "TFLMS: Large Model Support in TensorFlow by Graph
+ *   Rewriting", 2018 (arXiv:1807.02037);
+ * - Imai H., Matzek S., Le T.D., Negishi Y., Kawachiya K., "Fast and Accurate 3D Medical Image
+ *   Segmentation with Data-swapping Method", 2018 (arXiv:1812.07816).
+ *
+ * Forward: each tensor a layer saves for backward (a convolution's input, a normalisation's x̂) is copied
+ * to a host store as soon as it is saved, and its device buffer is freed once that copy has finished (and
+ * forward no longer reads it). Backward: each is brought back `lb` layers ahead of the layer that needs
+ * it, so the transfer overlaps the backward of the layers in between, and freed after that layer's
+ * backward. With `swapBranches`, forward also parks activations whose next reader is far away (the
+ * U-Net's skip connections, which wait through the whole bottom of the network) and brings them back
+ * ahead of that reader. Settings follow TFLMS: `n_tensors` → `nTensors`, `lb`, `swap_branches` →
+ * `swapBranches`, `branch_threshold` → `branchDistance`.
+ *
+ * The link between device and host: on a GPU backend (tfjs-node-gpu, webgpu) a swap-out is a real
+ * `await t.data()` into host memory and a swap-in `tf.tensor(values)` (`DirectTransport`, no added delay).
+ * On the cpu backend device and host are the same RAM, so the link is emulated in real time by
+ * core/host-link.ts (`EmulatedTransport`): worker threads move the bytes at `bandwidth` with `latency`
+ * per transfer, one FIFO lane per direction, so overlap and stalls are real wall-clock time.
+ *
+ * Device memory, as the memory meter sees it: a swapped-out tensor's device buffer lives until its
+ * transfer to the host finished (the store holds a clone — an alias of the same buffer — until then and
+ * disposes it in `poll()`, which the executor calls between layers); a swapped-in tensor exists from the
+ * moment its transfer finished (the tensor is created then) until the executor disposes it after use.
+ * A tensor saved by two layers, or saved and parked, is copied to the host once (by buffer identity);
+ * the host copy is reference-counted and freed when every holder released it.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor } from '@tensorflow/tfjs-core';
+import type { PackedTensor, SaveSite, SavedTensorHooks, StepPlan } from '../core/executor.js';
+import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../core/graph.js';
+import { HostLink, type HostBuffer, type Transfer } from '../core/host-link.js';
+import type { MemoryStrategy } from '../core/strategy.js';
+import type { StrategyPlugin } from '../core/types.js';
+import fullVolume, { fullVolumeSample, fullVolumeShape } from './full-volume.js';
+
+export interface SwapSettings {
+  /** How many saved tensors to swap, counted from the input in forward order; -1: all. */
+  nTensors: number;
+  /** Swap a tensor back in at least this many layers before its use (the executor's prefetchDistance). */
+  lb: number;
+  /** Also park far-away branches (skip connections) during forward. */
+  swapBranches: boolean;
+  /** "Far away" for swapBranches: the next forward reader is at least this many layers later. */
+  branchDistance: number;
+  /** Link bandwidth, bytes per second per direction. */
+  bandwidth: number;
+  /** Seconds per transfer. */
+  latency: number;
+  /** Saved tensors smaller than this stay on the device. */
+  minBytes: number;
+}
+
+export const SWAP_DEFAULTS: SwapSettings = {
+  nTensors: -1,
+  lb: 1,
+  swapBranches: false,
+  branchDistance: 4,
+  bandwidth: 16e9,
+  latency: 10e-6,
+  minBytes: 64 * 1024,
+};
+
+// ------------------------------------------------------------------------------------------------
+// Which saves are swapped: a pure function of the save site and its bytes (so the estimator can ask)
+// ------------------------------------------------------------------------------------------------
+
+export interface SaveSiteInfo {
+  node: string;
+  nodeIndex: number;
+  saveIndex: number;
+  /** Which tensor it is: `act:<node>` for an activation (a node's output or the network input), else `extra:<node>:<i>`. */
+  tensor: string;
+  bytes: number;
+  /** The network input: the caller owns it and keeps it on the device, so swapping it would free nothing. */
+  networkInput: boolean;
+  /** Position of the tensor among the swap candidates (≥ minBytes, not the input) in forward order; -1 if none. */
+  rank: number;
+}
+
+const siteKey = (nodeIndex: number, saveIndex: number): string => `${nodeIndex}:${saveIndex}`;
+
+/**
+ * Every save site of a training step at `inputShape`, in forward order, from the layers' `saves()` (the
+ * order the executor and the estimator number saves: inputs, then the output, then extra tensors).
+ * A tensor saved by several layers has one rank.
+ */
+export function saveSiteTable(net: Network, inputShape: Shape, minBytes: number): Map<string, SaveSiteInfo> {
+  const shapes = inferShapes(net, inputShape);
+  const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+  const table = new Map<string, SaveSiteInfo>();
+  const ranks = new Map<string, number>();
+  net.nodes.forEach((node, nodeIndex) => {
+    const inShapes = node.inputs.map((i) => shapes.get(i)!);
+    const spec = node.layer.saves(inShapes);
+    let saveIndex = 0;
+    const add = (tensor: string, bytes: number, networkInput: boolean): void => {
+      let rank = -1;
+      if (!networkInput && bytes >= minBytes) {
+        if (!ranks.has(tensor)) ranks.set(tensor, ranks.size);
+        rank = ranks.get(tensor)!;
+      }
+      table.set(siteKey(nodeIndex, saveIndex), { node: node.name, nodeIndex, saveIndex, tensor, bytes, networkInput, rank });
+      saveIndex++;
+    };
+    for (const i of spec.inputs) add(`act:${node.inputs[i]}`, count(inShapes[i]!) * 4, node.inputs[i] === NETWORK_INPUT);
+    if (spec.output) add(`act:${node.name}`, count(shapes.get(node.name)!) * 4, false);
+    spec.extra.forEach((n, k) => add(`extra:${node.name}:${k}`, n * 4, false));
+  });
+  return table;
+}
+
+/**
+ * The swap decision for one save: swapped when it is at least `minBytes`, is not the network input, and
+ * its tensor is among the first `nTensors` candidates (all when -1). Ranks come from the table of the
+ * plan's input shape; a step at another shape uses the same ranks (a site missing from the table is
+ * swapped only with nTensors -1).
+ */
+export function swapDecision(table: Map<string, SaveSiteInfo>, s: Pick<SwapSettings, 'nTensors' | 'minBytes'>) {
+  return (site: Pick<SaveSite, 'nodeIndex' | 'saveIndex'>, bytes: number): boolean => {
+    const info = table.get(siteKey(site.nodeIndex, site.saveIndex));
+    if (info?.networkInput) return false;
+    if (bytes < s.minBytes) return false;
+    if (s.nTensors < 0) return true;
+    const rank = info && info.rank >= 0 ? info.rank : Infinity;
+    return rank < s.nTensors;
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Transports: how bytes move between device and host
+// ------------------------------------------------------------------------------------------------
+
+/** A device→host copy in progress or done. */
+interface OutCopy {
+  readonly bytes: number;
+  done(): boolean;
+}
+
+/** A host→device copy in progress or done. */
+interface InCopy {
+  done(): boolean;
+  /** Until done (blocks on the emulated link; a promise on a real one). */
+  wait(): void | Promise<void>;
+  /** The device tensor, once done (created now: device memory from here on). */
+  take(shape: number[]): Tensor;
+  /** Done but not wanted any more: give the device buffer back. */
+  discard(): void;
+}
+
+interface Transport {
+  readonly kind: 'emulated' | 'direct';
+  /** Starts copying `t` to the host; `t`'s buffer must stay alive until the copy is done. */
+  out(t: Tensor): OutCopy;
+  /** Starts copying a host copy back (its device→host copy may still be in flight). */
+  in(from: OutCopy): InCopy;
+  /** The host copy is not needed any more, and no transfer reads it. */
+  free(c: OutCopy): void;
+  /** Between layers: reclaim what finished. */
+  sweep(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * The cpu backend: the emulated link of core/host-link.ts. A swapped-in tensor is created on the shared
+ * buffer the link wrote (no copy on the main thread); when the backend freed that tensor's buffer, the
+ * shared buffer goes back to the link for the next swap-in of that size.
+ */
+class EmulatedTransport implements Transport {
+  readonly kind = 'emulated';
+  readonly link: HostLink;
+  private readonly backendData: { has(dataId: object): boolean } | null;
+  private readonly lent: { dataId: object; data: Float32Array }[] = [];
+
+  constructor(bandwidth: number, latency: number) {
+    this.link = new HostLink({ bandwidth, latency });
+    const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
+    this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
+  }
+
+  out(t: Tensor): OutCopy & { transfer: Transfer; host: HostBuffer } {
+    // On the cpu backend dataSync() is the backend's own array (no copy).
+    const src = t.dataSync() as Float32Array;
+    const { transfer, host } = this.link.startOut(src);
+    return { bytes: src.byteLength, transfer, host, done: () => transfer.done };
+  }
+
+  in(from: OutCopy): InCopy {
+    const f = from as ReturnType<EmulatedTransport['out']>;
+    const { transfer, data } = this.link.startIn(f.host, f.transfer);
+    return {
+      done: () => transfer.done,
+      wait: () => transfer.wait(),
+      take: (shape) => {
+        const t = tf.tensor(data, shape, 'float32');
+        if (this.backendData) this.lent.push({ dataId: t.dataId, data });
+        return t;
+      },
+      discard: () => this.link.recycle(data),
+    };
+  }
+
+  free(c: OutCopy): void {
+    this.link.free((c as ReturnType<EmulatedTransport['out']>).host);
+  }
+
+  sweep(): void {
+    if (!this.backendData || this.lent.length === 0) return;
+    for (let i = this.lent.length - 1; i >= 0; i--) {
+      const l = this.lent[i]!;
+      if (this.backendData.has(l.dataId)) continue;
+      this.link.recycle(l.data);
+      this.lent.splice(i, 1);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.lent.length = 0;
+    await this.link.close();
+  }
+}
+
+/**
+ * A GPU backend (tfjs-node-gpu, webgpu): real transfers, no emulated delay. `t.data()` downloads into
+ * host memory asynchronously (the device buffer stays alive through the store's clone until it resolved);
+ * a swap-in uploads with `tf.tensor`.
+ */
+class DirectTransport implements Transport {
+  readonly kind = 'direct';
+
+  out(t: Tensor): OutCopy & { host: Float32Array | null; promise: Promise<void>; error: unknown } {
+    const c = {
+      bytes: t.size * 4,
+      host: null as Float32Array | null,
+      error: null as unknown,
+      finished: false,
+      promise: Promise.resolve(),
+      done: () => c.finished,
+    };
+    c.promise = t.data().then(
+      (v) => {
+        c.host = v as Float32Array;
+        c.finished = true;
+      },
+      (e: unknown) => {
+        c.error = e;
+        c.finished = true;
+      },
+    );
+    return c;
+  }
+
+  in(from: OutCopy): InCopy {
+    const f = from as ReturnType<DirectTransport['out']>;
+    return {
+      done: () => f.done(),
+      wait: () => (f.done() ? undefined : f.promise),
+      take: (shape) => {
+        if (f.error) throw f.error;
+        return tf.tensor(f.host!, shape, 'float32');
+      },
+      discard: () => {},
+    };
+  }
+
+  free(c: OutCopy): void {
+    (c as ReturnType<DirectTransport['out']>).host = null;
+  }
+
+  sweep(): void {}
+
+  async close(): Promise<void> {}
+}
+
+// ------------------------------------------------------------------------------------------------
+// The host store
+// ------------------------------------------------------------------------------------------------
+
+/** One tensor's host copy, and its device copy while one is wanted. */
+interface Entry {
+  key: object;
+  shape: number[];
+  bytes: number;
+  out: OutCopy;
+  /** Alias of the swapped-out buffer, held until the device→host copy finished. */
+  clone: Tensor | null;
+  inCopy: InCopy | null;
+  /** The swapped-in tensor, held while a handle that prefetched it has not unpacked it yet. */
+  device: Tensor | null;
+  /** Live handles. */
+  refs: number;
+  /** Handles that prefetched and have not unpacked or released yet. */
+  wanted: number;
+  /** Unpacks waiting for the swap-in. */
+  waiting: number;
+  retired: boolean;
+}
+
+/** What the executor holds for a swapped tensor: one per save site (or park). */
+export class SwapHandle implements PackedTensor {
+  readonly location = 'host' as const;
+  wanted = false;
+  used = false;
+  released = false;
+  constructor(
+    readonly entry: Entry,
+    readonly bytes: number,
+  ) {}
+}
+
+export interface SwapCounters {
+  swapOutBytes: number;
+  swapInBytes: number;
+  swappedTensors: number;
+  parkedTensors: number;
+  hostLiveBytes: number;
+  hostPeakBytes: number;
+}
+
+export class SwapStore {
+  private transport: Transport | null = null;
+  private readonly live = new Map<object, Entry>();
+  private readonly outgoing = new Set<Entry>();
+  private readonly incoming = new Set<Entry>();
+  private readonly retiring = new Set<Entry>();
+  readonly counters: SwapCounters = {
+    swapOutBytes: 0,
+    swapInBytes: 0,
+    swappedTensors: 0,
+    parkedTensors: 0,
+    hostLiveBytes: 0,
+    hostPeakBytes: 0,
+  };
+
+  constructor(private readonly opts: { bandwidth: number; latency: number; transport?: 'auto' | 'emulated' | 'direct' }) {}
+
+  /** The transport, chosen on first use: the emulated link on the cpu backend, real transfers elsewhere. */
+  get link(): Transport {
+    if (!this.transport) {
+      const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : tf.getBackend() === 'cpu' ? 'emulated' : 'direct';
+      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency) : new DirectTransport();
+    }
+    return this.transport;
+  }
+
+  /** The emulated link (its timing statistics), when that is the transport. */
+  get hostLink(): HostLink | null {
+    return this.transport instanceof EmulatedTransport ? this.transport.link : null;
+  }
+
+  /** Starts moving `t` to the host (once per buffer) and returns a handle for one holder. */
+  swapOut(t: Tensor, parked = false): SwapHandle {
+    let e = this.live.get(t.dataId);
+    if (!e) {
+      const clone = tf.clone(t);
+      const out = this.link.out(clone);
+      e = { key: t.dataId, shape: [...t.shape], bytes: out.bytes, out, clone, inCopy: null, device: null, refs: 0, wanted: 0, waiting: 0, retired: false };
+      this.live.set(t.dataId, e);
+      this.outgoing.add(e);
+      const c = this.counters;
+      c.swapOutBytes += e.bytes;
+      c.swappedTensors++;
+      c.hostLiveBytes += e.bytes;
+      c.hostPeakBytes = Math.max(c.hostPeakBytes, c.hostLiveBytes);
+    }
+    if (parked) this.counters.parkedTensors++;
+    e.refs++;
+    return new SwapHandle(e, e.bytes);
+  }
+
+  prefetch(h: SwapHandle): void {
+    if (h.wanted || h.used || h.released) return;
+    this.poll();
+    const e = h.entry;
+    h.wanted = true;
+    e.wanted++;
+    if (!e.device && !e.inCopy) this.startIn(e);
+  }
+
+  async unpack(h: SwapHandle): Promise<Tensor> {
+    if (!(h instanceof SwapHandle)) throw new Error('swap: unpack() was given a handle this store did not make');
+    if (h.released) throw new Error('swap: unpack() after release()');
+    this.poll();
+    const e = h.entry;
+    // While this waits, another unpack or a poll may complete the same swap-in (or use and drop it).
+    while (!e.device) {
+      if (!e.inCopy) this.startIn(e);
+      const c = e.inCopy!;
+      if (!c.done()) {
+        e.waiting++;
+        try {
+          await c.wait();
+        } finally {
+          e.waiting--;
+        }
+      }
+      if (e.inCopy === c) this.completeIn(e);
+    }
+    const t = tf.clone(e.device);
+    h.used = true;
+    if (h.wanted) {
+      h.wanted = false;
+      e.wanted--;
+    }
+    this.dropDeviceIfUnwanted(e);
+    return t;
+  }
+
+  release(h: SwapHandle): void {
+    if (h.released) return;
+    h.released = true;
+    const e = h.entry;
+    if (h.wanted) {
+      h.wanted = false;
+      e.wanted--;
+    }
+    this.dropDeviceIfUnwanted(e);
+    if (--e.refs === 0) {
+      if (this.live.get(e.key) === e) this.live.delete(e.key);
+      e.retired = true;
+      this.retiring.add(e);
+      this.tryFree(e);
+    }
+  }
+
+  /** Completes finished transfers: frees swapped-out device buffers, creates swapped-in tensors. */
+  poll(): void {
+    if (!this.transport) return;
+    for (const e of this.outgoing) {
+      if (!e.out.done()) continue;
+      e.clone?.dispose();
+      e.clone = null;
+      this.outgoing.delete(e);
+      this.tryFree(e);
+    }
+    for (const e of this.incoming) {
+      if (!e.inCopy!.done()) continue;
+      if (e.wanted > 0 || e.waiting > 0) this.completeIn(e);
+      else {
+        e.inCopy!.discard();
+        e.inCopy = null;
+        this.incoming.delete(e);
+        this.tryFree(e);
+      }
+    }
+    this.transport.sweep();
+  }
+
+  /** Waits for every transfer in flight, then completes them. */
+  async settle(): Promise<void> {
+    for (const e of [...this.outgoing]) {
+      const c = e.out;
+      if (!c.done()) {
+        if (this.transport instanceof DirectTransport) await (c as ReturnType<DirectTransport['out']>).promise;
+        else (c as ReturnType<EmulatedTransport['out']>).transfer.wait();
+      }
+    }
+    for (const e of [...this.incoming]) if (!e.inCopy!.done()) await e.inCopy!.wait();
+    this.poll();
+  }
+
+  /** Frees everything (after a failed step too) and stops the link. */
+  async dispose(): Promise<void> {
+    if (!this.transport) return;
+    await this.settle();
+    for (const e of [...this.live.values(), ...this.retiring]) {
+      e.clone?.dispose();
+      e.device?.dispose();
+      e.clone = null;
+      e.device = null;
+    }
+    this.live.clear();
+    this.retiring.clear();
+    this.counters.hostLiveBytes = 0;
+    await this.transport.close();
+    this.transport = null;
+  }
+
+  private startIn(e: Entry): void {
+    e.inCopy = this.link.in(e.out);
+    this.incoming.add(e);
+    this.counters.swapInBytes += e.bytes;
+  }
+
+  private completeIn(e: Entry): void {
+    const c = e.inCopy!;
+    e.inCopy = null;
+    this.incoming.delete(e);
+    e.device = c.take(e.shape);
+    this.tryFree(e);
+  }
+
+  private dropDeviceIfUnwanted(e: Entry): void {
+    if (e.wanted === 0 && e.waiting === 0 && e.device) {
+      e.device.dispose();
+      e.device = null;
+    }
+  }
+
+  /** A retired entry's host copy goes once no transfer touches it. */
+  private tryFree(e: Entry): void {
+    if (!e.retired || e.clone || e.inCopy || !this.retiring.has(e)) return;
+    this.retiring.delete(e);
+    this.link.free(e.out);
+    this.counters.hostLiveBytes -= e.bytes;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The hooks and the plugin
+// ------------------------------------------------------------------------------------------------
+
+/** The executor's saved-tensor hooks for one plan (network and input shape), on a shared store. */
+export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: SwapSettings): SavedTensorHooks & { willPack: (site: SaveSite, bytes: number) => boolean } {
+  const decide = swapDecision(saveSiteTable(net, inputShape, s.minBytes), s);
+  const handle = (p: PackedTensor): SwapHandle => {
+    if (!(p instanceof SwapHandle)) throw new Error('swap: a packed tensor that the swap store did not make');
+    return p;
+  };
+  const hooks: SavedTensorHooks & { willPack: (site: SaveSite, bytes: number) => boolean } = {
+    // Swapping handles float32 (every saved activation here); anything else stays on the device.
+    pack: (t, site) => (t.dtype === 'float32' && decide(site, t.size * 4) ? store.swapOut(t) : 'device'),
+    willPack: (site, bytes) => decide(site, bytes),
+    unpack: (p) => store.unpack(handle(p)),
+    prefetch: (p) => store.prefetch(handle(p)),
+    release: (p) => store.release(handle(p)),
+    poll: () => store.poll(),
+  };
+  if (s.swapBranches)
+    hooks.park = (t, site) =>
+      t.dtype === 'float32' && site.distance >= s.branchDistance && t.size * 4 >= s.minBytes ? store.swapOut(t, true) : null;
+  return hooks;
+}
+
+/** The swap strategy, for code that builds it without an experiment file (tests, benchmarks). */
+export function createSwapStrategy(
+  settings: Partial<SwapSettings> = {},
+  opts: { transport?: 'auto' | 'emulated' | 'direct' } = {},
+): MemoryStrategy & { readonly store: SwapStore } {
+  const s: SwapSettings = { ...SWAP_DEFAULTS, ...settings };
+  const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, transport: opts.transport ?? 'auto' });
+  const full = fullVolume.create({ backward: 'owned' }, { baseDir: '.' });
+  return {
+    name: 'swap',
+    store,
+    trainingShape: fullVolumeShape,
+    sample: fullVolumeSample(),
+    plan: (net, inputShape): StepPlan => ({ hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb }),
+    // One forward pass over the whole volume saves nothing, so nothing is swapped.
+    infer: (input, predict, net) => full.infer(input, predict, net),
+    report: () => ({
+      swap_out_bytes: store.counters.swapOutBytes,
+      swap_in_bytes: store.counters.swapInBytes,
+      swap_host_peak_bytes: store.counters.hostPeakBytes,
+      swapped_tensors: store.counters.swappedTensors,
+    }),
+    dispose: () => store.dispose(),
+  };
+}
+
+const plugin: StrategyPlugin = {
+  kind: 'strategy',
+  name: 'swap',
+  description: 'whole volume per step; saved activations swapped to host memory in forward and back ahead of use in backward (TFLMS)',
+  reference:
+    'Le T.D. et al., TFLMS: Large Model Support in TensorFlow by Graph Rewriting, 2018 (arXiv:1807.02037); Imai H. et al., Fast and Accurate 3D Medical Image Segmentation with Data-swapping Method, 2018 (arXiv:1812.07816)',
+  settings: {
+    nTensors: {
+      type: 'integer',
+      min: -1,
+      default: SWAP_DEFAULTS.nTensors,
+      description: 'how many saved tensors to swap, counted from the input in forward order (TFLMS n_tensors); -1: all',
+    },
+    lb: {
+      type: 'integer',
+      min: 0,
+      default: SWAP_DEFAULTS.lb,
+      description: 'swap a tensor back in at least this many layers before its use (TFLMS lb)',
+    },
+    swapBranches: {
+      type: 'boolean',
+      default: SWAP_DEFAULTS.swapBranches,
+      description: 'also park, during forward, activations whose next reader is far away (skip connections; TFLMS swap_branches)',
+    },
+    branchDistance: {
+      type: 'integer',
+      min: 1,
+      default: SWAP_DEFAULTS.branchDistance,
+      description: 'with swapBranches: park an activation whose next forward reader is at least this many layers later',
+    },
+    bandwidth: {
+      type: 'bytes',
+      min: 1,
+      default: SWAP_DEFAULTS.bandwidth,
+      description: "host link bandwidth per direction, bytes per second ('16GB': PCIe Gen3 ×16, '75GB': NVLink 2.0); emulated on the cpu backend",
+    },
+    latency: {
+      type: 'number',
+      min: 0,
+      default: SWAP_DEFAULTS.latency,
+      description: 'seconds per transfer on the emulated link',
+    },
+    minBytes: {
+      type: 'bytes',
+      min: 0,
+      default: SWAP_DEFAULTS.minBytes,
+      description: 'saved tensors smaller than this stay on the device (TFLMS ignores tiny tensors)',
+    },
+  },
+  create(settings): MemoryStrategy {
+    return createSwapStrategy(settings as unknown as SwapSettings);
+  },
+};
+
+export default plugin;

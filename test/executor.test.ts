@@ -1,0 +1,84 @@
+/**
+ * The invariant every full-volume strategy must keep: the same gradients as the plain step. Plus the
+ * memory claims of the owned backward and checkpointing, and the estimator against the meter.
+ */
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import { initParams } from '../core/optimizer.js';
+import { DeviceMemoryMeter } from '../core/memory.js';
+import { estimatePeak } from '../core/estimator.js';
+import checkpoint, { balancedSegments } from '../strategies/checkpoint.js';
+import { cpu, smallUNet, batch, gradients, worstRelativeDifference, measuredPeak } from './helpers/step.js';
+
+beforeAll(cpu);
+
+describe('owned backward and checkpointing give the plain step gradients', () => {
+  for (const spatial of [
+    [16, 16, 16],
+    [24, 16, 8],
+  ] as [number, number, number][]) {
+    it(`at ${spatial.join('x')}`, async () => {
+      const net = smallUNet();
+      const params = initParams(net, 7);
+      const { x, y } = batch(net, spatial);
+      const before = tf.memory().numTensors;
+      const tape = await gradients(net, params, x, y, { backward: 'tape' });
+      const owned = await gradients(net, params, x, y, {});
+      const plans = {
+        levels: { recompute: net.segments },
+        balanced: { recompute: balancedSegments(net, [1, ...spatial, 2], 4) },
+        search: checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, [1, ...spatial, 2]),
+      };
+      // The owned step uses the fused loss, the tape tfjs's ops: equal up to float32 rounding.
+      expect(worstRelativeDifference(owned, tape)).toBeLessThanOrEqual(1e-5);
+      for (const [name, plan] of Object.entries(plans)) {
+        const g = await gradients(net, params, x, y, plan);
+        // Recomputing runs the same kernels on the same inputs: bit-identical to the owned step.
+        expect(worstRelativeDifference(g, owned), name).toBe(0);
+        expect(worstRelativeDifference(g, tape), name).toBeLessThanOrEqual(1e-5);
+      }
+      expect(tf.memory().numTensors).toBe(before);
+      x.dispose();
+      y.dispose();
+    });
+  }
+});
+
+describe('memory', () => {
+  const meter = new DeviceMemoryMeter();
+  beforeAll(() => void meter.attach());
+  afterAll(() => meter.detach());
+
+  it('the owned backward needs at most 70% of tf.grads, checkpointing less than the owned step', async () => {
+    const net = smallUNet(4, 8, 4, 3);
+    const spatial: [number, number, number] = [32, 32, 32];
+    const shape = [1, ...spatial, 4];
+    const tape = await measuredPeak(meter, net, spatial, { backward: 'tape' });
+    const owned = await measuredPeak(meter, net, spatial, {});
+    const ckpt = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape));
+    expect(owned / tape).toBeLessThanOrEqual(0.7);
+    expect(ckpt / owned).toBeLessThan(0.8);
+  });
+
+  it('the estimator is within ±10% of the measured peak for each plan at three sizes', async () => {
+    const net = smallUNet(3, 8, 4, 3);
+    for (const spatial of [
+      [16, 16, 16],
+      [24, 24, 24],
+      [32, 24, 16],
+    ] as [number, number, number][]) {
+      const shape = [1, ...spatial, 4];
+      const plans = {
+        tape: { backward: 'tape' as const },
+        owned: {},
+        checkpoint: checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape),
+        levels: { recompute: net.segments },
+      };
+      for (const [name, plan] of Object.entries(plans)) {
+        const measured = await measuredPeak(meter, net, spatial, plan);
+        const est = estimatePeak(net, shape, plan).peak;
+        expect(Math.abs(est / measured - 1), `${name} at ${spatial.join('x')}: estimated ${est}, measured ${measured}`).toBeLessThanOrEqual(0.1);
+      }
+    }
+  });
+});
