@@ -8,18 +8,9 @@
  * Inputs: an image file, an MSD task folder (imagesTs/, else imagesTr/), a folder of images, a BraTS case
  * folder or a folder of case folders.
  */
-import { mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { loadModel } from '../../core/model-store.js';
 import { chooseBackend, initBackend } from '../../core/backend.js';
-import { Executor } from '../../core/executor.js';
-import { windowPredictor } from '../../core/inference.js';
-import { probabilitiesToLabels } from '../../core/metrics.js';
-import { writeNiftiLabel } from '../../core/io/nifti.js';
+import { predictImages } from '../../core/prediction.js';
 import { SettingsError } from '../../core/settings.js';
-import type { Architecture, DatasetPlugin } from '../../core/types.js';
-import type { MemoryStrategy } from '../../core/strategy.js';
 import { buildContainer } from './plugins.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 
@@ -40,44 +31,17 @@ async function main(): Promise<number> {
   }
   for (const f of ['model', 'input', 'output'])
     if (!args.flags.has(f)) throw new UsageError(`--${f} is required\n${usage('npm run predict --', synopsis, FLAGS)}`);
-  const input = resolve(args.flags.get('input')![0]!);
-  if (!existsSync(input)) throw new UsageError(`--input ${input}: no such file or folder`);
-  const output = resolve(args.flags.get('output')![0]!);
-
   const backend = await initBackend(chooseBackend(args.flags.get('backend')?.[0], undefined));
-  const { manifest, params, dir } = await loadModel(args.flags.get('model')![0]!);
-  console.log(`model ${dir}: ${manifest.architecture.name} from ${manifest.experiment} trial ${manifest.trial}, strategy ${manifest.strategy.name}; backend ${backend.label}`);
-
+  console.log(`backend ${backend.label}`);
   const { catalog } = buildContainer();
-  const net = catalog
-    .get<Architecture>('architecture', manifest.architecture.name)
-    .create(manifest.architecture.settings, { baseDir: dir })
-    .build(manifest.network);
-  const missing = net.params.filter((p) => !params.has(p.qualifiedName)).map((p) => p.qualifiedName);
-  if (missing.length)
-    throw new Error(`${dir}: the saved weights do not fit ${manifest.architecture.name} as built now (missing ${missing.slice(0, 3).join(', ')}…); retrain the model`);
-  const strategy = catalog.get<MemoryStrategy>('strategy', manifest.strategy.name).create(manifest.strategy.settings, { baseDir: dir });
-  const datasetPlugin = catalog.get('dataset', manifest.dataset.name) as DatasetPlugin;
-  if (!datasetPlugin.predictionInputs)
-    throw new Error(`dataset ${manifest.dataset.name} cannot read prediction inputs; predict supports models trained on ${catalog.names('dataset').join(', ')}`);
-  const inputs = datasetPlugin.predictionInputs(input, manifest.dataset.settings, manifest.channels);
-  if (inputs.length === 0) throw new Error(`${input}: no images found`);
-  await mkdir(output, { recursive: true });
-  const executor = new Executor(net);
-  for (const item of inputs) {
-    const t0 = performance.now();
-    const v = await item.load();
-    if (!v.geometry) throw new Error(`${item.files.join(', ')}: no NIfTI geometry to write the label map with`);
-    const probs = await strategy.infer({ image: v.image, shape: v.shape, channels: v.channels }, windowPredictor(executor, net, params, v.channels), net);
-    const labels = probabilitiesToLabels(probs, v.shape, manifest.task, manifest.threshold);
-    const file = join(output, `${item.id}.nii.gz`);
-    await writeNiftiLabel(file, labels, v.geometry);
-    let fg = 0;
-    for (const l of labels) if (l) fg++;
-    console.log(`  ${item.id}: ${v.shape.join('x')} -> ${file} (${fg} foreground voxels, ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
-  }
-  await strategy.dispose?.();
-  console.log(`wrote ${inputs.length} label map(s) to ${output}`);
+  const results = await predictImages(
+    catalog,
+    args.flags.get('model')![0]!,
+    args.flags.get('input')![0]!,
+    args.flags.get('output')![0]!,
+    (line) => console.log(line),
+  );
+  console.log(`wrote ${results.length} label map(s) to ${args.flags.get('output')![0]!}`);
   return 0;
 }
 
