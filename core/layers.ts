@@ -132,22 +132,46 @@ export class InstanceNormAct implements Layer {
     save(invStd!);
     return y!;
   }
-  backward({ dy, saved, params: [gamma, beta] }: BackwardArgs): BackwardResult {
-    let xhat: tf.Tensor;
-    if (this.opts.inPlace) {
-      // y = lrelu(z), z = γ·x̂ + β  =>  z = y ≥ 0 ? y : y/α,  x̂ = (z − β)/γ
-      xhat = tf.tidy(() => {
-        const y = saved[0]!;
-        const z = tf.where(tf.greaterEqual(y, 0), y, tf.div(y, this.alpha));
-        return tf.div(tf.sub(z, beta!), gamma!);
-      });
-    } else {
-      xhat = saved[0]!;
+  /** In place: x̂ rebuilt from the output y on channels-last values (z = y ≥ 0 ? y : y/α, x̂ = (z − β)/γ). */
+  xhatInPlace(v: Float32Array, gamma: Float32Array, beta: Float32Array): void {
+    const C = gamma.length;
+    const a = this.alpha;
+    for (let i = 0, k = 0; i < v.length; i++, k = k + 1 === C ? 0 : k + 1) {
+      const y = v[i]!;
+      v[i] = ((y >= 0 ? y : y / a) - beta[k]!) / gamma[k]!;
     }
-    const invStd = saved[1]!;
-    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, invStd, gamma!, beta!, this.alpha);
-    if (this.opts.inPlace) xhat.dispose();
+  }
+
+  /** x̂ from the saved output: one buffer on the cpu backend, two transients elsewhere. */
+  xhatFromOutput(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+    if (tf.getBackend() === 'cpu') {
+      const v = Float32Array.from(y.dataSync() as Float32Array);
+      this.xhatInPlace(v, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
+      return tf.tensor(v, y.shape, 'float32');
+    }
+    const z = tf.leakyRelu(y, 1 / this.alpha); // the inverse of leaky ReLU with slope α
+    const zb = tf.sub(z, beta);
+    z.dispose();
+    const xhat = tf.div(zb, gamma);
+    zb.dispose();
+    return xhat;
+  }
+
+  /** Backward given x̂ (which the caller owns) and the saved invStd. */
+  backwardWithXhat({ dy, saved, params: [gamma, beta] }: BackwardArgs, xhat: tf.Tensor): BackwardResult {
+    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, saved[1]!, gamma!, beta!, this.alpha);
     return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
+  }
+
+  backward(args: BackwardArgs): BackwardResult {
+    if (!this.opts.inPlace) return this.backwardWithXhat(args, args.saved[0]!);
+    const [gamma, beta] = args.params;
+    const xhat = this.xhatFromOutput(args.saved[0]!, gamma!, beta!);
+    try {
+      return this.backwardWithXhat(args, xhat);
+    } finally {
+      xhat.dispose();
+    }
   }
   saves([x]: Shape[]): SavedSpec {
     // x̂ (or y) plus invStd [N, C]
@@ -158,8 +182,10 @@ export class InstanceNormAct implements Layer {
     return size(x!) + x![0]! * x![4]!;
   }
   workspace([x]: Shape[]): { forward: number; backward: number } {
-    // forward makes y, x̂ and invStd together; in place x̂ is dropped at once. Backward reconstructs x̂ in place.
-    return { forward: this.opts.inPlace ? size(x!) : 0, backward: this.opts.inPlace ? 2 * size(x!) : 0 };
+    // forward makes y, x̂ and invStd together; in place, x̂ is dropped at once and rebuilt in backward
+    // (one buffer on cpu, two transients elsewhere).
+    const rebuild = tf.getBackend() === 'cpu' ? 1 : 2;
+    return { forward: this.opts.inPlace ? size(x!) : 0, backward: this.opts.inPlace ? rebuild * size(x!) : 0 };
   }
 }
 
@@ -277,11 +303,14 @@ export class AvgPool3d implements Layer {
   backward({ dy, inputShapes: [xShape], needInputGrad }: BackwardArgs): BackwardResult {
     if (!needInputGrad[0]) return { dInputs: [null], dParams: [] };
     const p = this.poolSize;
+    // AvgPool3DGrad reads only the input's shape; a zero-strided broadcast would do, but tfjs wants a tensor.
+    const shapeOnly = tf.zeros(xShape!);
     const dx = tf.engine().runKernel(
       'AvgPool3DGrad',
-      { dy, input: tf.zeros(xShape!) },
+      { dy, input: shapeOnly },
       { filterSize: [p, p, p], strides: [p, p, p], pad: 'valid' },
     ) as tf.Tensor;
+    shapeOnly.dispose();
     return { dInputs: [dx], dParams: [] };
   }
   saves(): SavedSpec {

@@ -61,7 +61,12 @@ const plugin: StrategyPlugin = {
     patchSize: { type: 'shape3', default: 128, description: 'crop [D, H, W] (or one edge); a multiple of the network divisor' },
     foregroundRatio: { type: 'number', min: 0, max: 1, default: 0.33, description: 'share of crops centred on a foreground voxel' },
     overlap: { type: 'number', min: 0, max: 0.95, default: 0.5, description: 'sliding-window overlap between neighbouring windows' },
-    blend: { type: 'enum', values: ['gaussian', 'constant'], default: 'gaussian', description: 'how overlapping windows are weighted' },
+    blend: {
+      type: 'enum',
+      values: ['gaussian', 'constant', 'cascade'],
+      default: 'gaussian',
+      description: "how overlapping windows are weighted; 'cascade': meU-net's 2 in the central half-cube, 1 elsewhere",
+    },
     sigmaScale: { type: 'number', min: 0.01, default: 0.125, description: 'Gaussian sigma as a fraction of the window edge' },
   },
   create(settings): MemoryStrategy {
@@ -99,7 +104,7 @@ const plugin: StrategyPlugin = {
         slidingWindowInference(input, patch, (w, shape) => predict(w, shape), {
           outChannels: net.outChannels,
           overlap: settings.overlap as number,
-          blend: settings.blend as 'gaussian' | 'constant',
+          blend: settings.blend as 'gaussian' | 'constant' | 'cascade',
           sigmaScale: settings.sigmaScale as number,
           inputMargin: net.outputMargin,
         }),

@@ -1,0 +1,821 @@
+// N-API entry points of volseg_native. Every function takes Float32Arrays allocated by the
+// caller (outputs included, so tfjs owns the memory) plus an Int32Array of resolved geometry,
+// validates every length against that geometry, and runs synchronously on the calling thread
+// and the pool. The SIMD code path (AVX2+FMA or portable) is chosen once at load time.
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "common.h"
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+namespace volseg {
+namespace {
+
+const KernelTable* g_table = &portable::table;
+
+bool cpu_has_avx2_fma() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// Output arrays are freshly allocated by JS (calloc -> mmap for large sizes), so the kernel's
+// first writes page-fault; on Linux with THP in 'madvise' mode, asking for huge pages makes those
+// faults ~3x cheaper for large outputs. Purely advisory: errors are ignored.
+bool huge_pages_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("VOLSEG_HUGEPAGES");
+    return !(env && std::strcmp(env, "0") == 0);
+  }();
+  return on;
+}
+
+void advise_output(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const size_t huge = size_t(2) << 20;
+  if (bytes < 4 * huge || !huge_pages_enabled()) return;
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + huge - 1) & ~(huge - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(huge - 1);
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
+napi_value throw_error(napi_env env, const char* msg) {
+  napi_throw_error(env, "VOLSEG_NATIVE", msg);
+  return nullptr;
+}
+
+struct Args {
+  size_t argc = 12;
+  napi_value argv[12];
+  bool ok(napi_env env, napi_callback_info info) {
+    return napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) == napi_ok;
+  }
+};
+
+bool typed_array(napi_env env, napi_value v, napi_typedarray_type want, void** data, size_t* len) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &type, len, data, &ab, &off) != napi_ok) return false;
+  return type == want;
+}
+
+bool f32(napi_env env, napi_value v, float** data, size_t* len) {
+  void* d = nullptr;
+  if (!typed_array(env, v, napi_float32_array, &d, len)) return false;
+  *data = static_cast<float*>(d);
+  return true;
+}
+
+bool i32(napi_env env, napi_value v, const int32_t** data, size_t* len) {
+  void* d = nullptr;
+  if (!typed_array(env, v, napi_int32_array, &d, len)) return false;
+  *data = static_cast<const int32_t*>(d);
+  return true;
+}
+
+bool number(napi_env env, napi_value v, double* out) {
+  return napi_get_value_double(env, v, out) == napi_ok;
+}
+
+// Reads `count` ints into `out`; all must be >= `minValue` (per field minimums checked by callers).
+bool read_params(napi_env env, napi_value v, int count, int* out) {
+  const int32_t* p;
+  size_t len;
+  if (!i32(env, v, &p, &len) || len != static_cast<size_t>(count)) return false;
+  for (int i = 0; i < count; ++i) out[i] = p[i];
+  return true;
+}
+
+int64_t prod(std::initializer_list<int64_t> v) {
+  int64_t r = 1;
+  for (int64_t x : v) r *= x;
+  return r;
+}
+
+bool conv_params(napi_env env, napi_value v, ConvParams* p) {
+  int a[CONV_NPARAMS];
+  if (!read_params(env, v, CONV_NPARAMS, a)) return false;
+  *p = ConvParams{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                  a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17]};
+  for (int i = 0; i < 15; ++i)
+    if (a[i] < 1) return false;  // sizes and strides
+  for (int i = 15; i < 18; ++i)
+    if (a[i] < 0) return false;  // pads
+  return true;
+}
+
+bool pool_params(napi_env env, napi_value v, PoolParams* p) {
+  int a[POOL_NPARAMS];
+  if (!read_params(env, v, POOL_NPARAMS, a)) return false;
+  *p = PoolParams{a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                  a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16]};
+  for (int i = 0; i < 14; ++i)
+    if (a[i] < 1) return false;
+  for (int i = 14; i < 17; ++i)
+    if (a[i] < 0) return false;
+  return true;
+}
+
+int64_t conv_x_size(const ConvParams& p) { return prod({p.N, p.D, p.H, p.W, p.Ci}); }
+int64_t conv_y_size(const ConvParams& p) { return prod({p.N, p.Do, p.Ho, p.Wo, p.Co}); }
+int64_t conv_w_size(const ConvParams& p) { return prod({p.KD, p.KH, p.KW, p.Ci, p.Co}); }
+
+#define CHECK(cond, msg) \
+  if (!(cond)) return throw_error(env, msg)
+
+// conv3d(x, w, y, params)
+napi_value Conv3D(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "conv3d: expected (x, w, y, params)");
+  ConvParams p;
+  float *x, *w, *y;
+  size_t nx, nw, ny;
+  CHECK(conv_params(env, a.argv[3], &p), "conv3d: bad params");
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &w, &nw) && f32(env, a.argv[2], &y, &ny),
+        "conv3d: x, w, y must be Float32Arrays");
+  CHECK(static_cast<int64_t>(nx) == conv_x_size(p) && static_cast<int64_t>(nw) == conv_w_size(p) &&
+            static_cast<int64_t>(ny) == conv_y_size(p),
+        "conv3d: array lengths do not match params");
+  advise_output(y, ny * sizeof(float));
+  try {
+    g_table->conv3d(p, x, w, y);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// conv3dBackpropInput(dy, w, dx, params)
+napi_value Conv3DBackpropInput(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "conv3dBackpropInput: expected (dy, w, dx, params)");
+  ConvParams p;
+  float *dy, *w, *dx;
+  size_t ndy, nw, ndx;
+  CHECK(conv_params(env, a.argv[3], &p), "conv3dBackpropInput: bad params");
+  CHECK(f32(env, a.argv[0], &dy, &ndy) && f32(env, a.argv[1], &w, &nw) && f32(env, a.argv[2], &dx, &ndx),
+        "conv3dBackpropInput: dy, w, dx must be Float32Arrays");
+  CHECK(static_cast<int64_t>(ndy) == conv_y_size(p) && static_cast<int64_t>(nw) == conv_w_size(p) &&
+            static_cast<int64_t>(ndx) == conv_x_size(p),
+        "conv3dBackpropInput: array lengths do not match params");
+  advise_output(dx, ndx * sizeof(float));
+  try {
+    g_table->conv3d_bwd_input(p, dy, w, dx);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// conv3dBackpropFilter(x, dy, dw, params)
+napi_value Conv3DBackpropFilter(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "conv3dBackpropFilter: expected (x, dy, dw, params)");
+  ConvParams p;
+  float *x, *dy, *dw;
+  size_t nx, ndy, ndw;
+  CHECK(conv_params(env, a.argv[3], &p), "conv3dBackpropFilter: bad params");
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &dy, &ndy) && f32(env, a.argv[2], &dw, &ndw),
+        "conv3dBackpropFilter: x, dy, dw must be Float32Arrays");
+  CHECK(static_cast<int64_t>(nx) == conv_x_size(p) && static_cast<int64_t>(ndy) == conv_y_size(p) &&
+            static_cast<int64_t>(ndw) == conv_w_size(p),
+        "conv3dBackpropFilter: array lengths do not match params");
+  try {
+    g_table->conv3d_bwd_filter(p, x, dy, dw);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+int64_t pool_x_size(const PoolParams& p) { return prod({p.N, p.D, p.H, p.W, p.C}); }
+int64_t pool_y_size(const PoolParams& p) { return prod({p.N, p.Do, p.Ho, p.Wo, p.C}); }
+
+// pool3d(x, y, params, isAvg)
+napi_value Pool3D(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "pool3d: expected (x, y, params, isAvg)");
+  PoolParams p;
+  float *x, *y;
+  size_t nx, ny;
+  double isAvg;
+  CHECK(pool_params(env, a.argv[2], &p), "pool3d: bad params");
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &y, &ny), "pool3d: x, y must be Float32Arrays");
+  CHECK(number(env, a.argv[3], &isAvg), "pool3d: isAvg must be a number");
+  CHECK(static_cast<int64_t>(nx) == pool_x_size(p) && static_cast<int64_t>(ny) == pool_y_size(p),
+        "pool3d: array lengths do not match params");
+  advise_output(y, ny * sizeof(float));
+  try {
+    g_table->pool3d(p, isAvg != 0 ? 1 : 0, x, y);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// maxPool3dGrad(x, dy, dx, params)
+napi_value MaxPool3DGrad(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "maxPool3dGrad: expected (x, dy, dx, params)");
+  PoolParams p;
+  float *x, *dy, *dx;
+  size_t nx, ndy, ndx;
+  CHECK(pool_params(env, a.argv[3], &p), "maxPool3dGrad: bad params");
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &dy, &ndy) && f32(env, a.argv[2], &dx, &ndx),
+        "maxPool3dGrad: x, dy, dx must be Float32Arrays");
+  CHECK(static_cast<int64_t>(nx) == pool_x_size(p) && static_cast<int64_t>(ndy) == pool_y_size(p) &&
+            static_cast<int64_t>(ndx) == pool_x_size(p),
+        "maxPool3dGrad: array lengths do not match params");
+  advise_output(dx, ndx * sizeof(float));
+  try {
+    g_table->maxpool3d_grad(p, x, dy, dx);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// avgPool3dGrad(dy, dx, params)
+napi_value AvgPool3DGrad(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "avgPool3dGrad: expected (dy, dx, params)");
+  PoolParams p;
+  float *dy, *dx;
+  size_t ndy, ndx;
+  CHECK(pool_params(env, a.argv[2], &p), "avgPool3dGrad: bad params");
+  CHECK(f32(env, a.argv[0], &dy, &ndy) && f32(env, a.argv[1], &dx, &ndx),
+        "avgPool3dGrad: dy, dx must be Float32Arrays");
+  CHECK(static_cast<int64_t>(ndy) == pool_y_size(p) && static_cast<int64_t>(ndx) == pool_x_size(p),
+        "avgPool3dGrad: array lengths do not match params");
+  advise_output(dx, ndx * sizeof(float));
+  try {
+    g_table->avgpool3d_grad(p, dy, dx);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// instanceNormForward(x, gamma, beta, y, xhat, invStd, params=[N, S, C], epsilon, alpha)
+napi_value InstanceNormForward(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 9, "instanceNormForward: expected 9 arguments");
+  float *x, *g, *b, *y, *h, *is;
+  size_t nx, ng, nb, ny, nh, nis;
+  const int32_t* pr;
+  size_t npr;
+  double eps, alpha;
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &g, &ng) && f32(env, a.argv[2], &b, &nb) &&
+            f32(env, a.argv[3], &y, &ny) && f32(env, a.argv[4], &h, &nh) && f32(env, a.argv[5], &is, &nis),
+        "instanceNormForward: arrays must be Float32Arrays");
+  CHECK(i32(env, a.argv[6], &pr, &npr) && npr == 3 && pr[0] >= 1 && pr[1] >= 1 && pr[2] >= 1,
+        "instanceNormForward: bad params");
+  CHECK(number(env, a.argv[7], &eps) && number(env, a.argv[8], &alpha), "instanceNormForward: bad epsilon/alpha");
+  const int64_t N = pr[0], S = pr[1], C = pr[2];
+  CHECK(static_cast<int64_t>(nx) == N * S * C && static_cast<int64_t>(ny) == N * S * C &&
+            static_cast<int64_t>(nh) == N * S * C && static_cast<int64_t>(ng) == C &&
+            static_cast<int64_t>(nb) == C && static_cast<int64_t>(nis) == N * C,
+        "instanceNormForward: array lengths do not match params");
+  advise_output(y, ny * sizeof(float));
+  advise_output(h, nh * sizeof(float));
+  try {
+    g_table->inorm_fwd(static_cast<int>(N), S, static_cast<int>(C), x, g, b, static_cast<float>(eps),
+                       static_cast<float>(alpha), y, h, is);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// instanceNormBackward(dy, xhat, invStd, gamma, beta, dx, dgamma, dbeta, params=[N, S, C], alpha)
+napi_value InstanceNormBackward(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 10, "instanceNormBackward: expected 10 arguments");
+  float *dy, *h, *is, *g, *b, *dx, *dg, *db;
+  size_t ndy, nh, nis, ng, nb, ndx, ndg, ndb;
+  const int32_t* pr;
+  size_t npr;
+  double alpha;
+  CHECK(f32(env, a.argv[0], &dy, &ndy) && f32(env, a.argv[1], &h, &nh) && f32(env, a.argv[2], &is, &nis) &&
+            f32(env, a.argv[3], &g, &ng) && f32(env, a.argv[4], &b, &nb) && f32(env, a.argv[5], &dx, &ndx) &&
+            f32(env, a.argv[6], &dg, &ndg) && f32(env, a.argv[7], &db, &ndb),
+        "instanceNormBackward: arrays must be Float32Arrays");
+  CHECK(i32(env, a.argv[8], &pr, &npr) && npr == 3 && pr[0] >= 1 && pr[1] >= 1 && pr[2] >= 1,
+        "instanceNormBackward: bad params");
+  CHECK(number(env, a.argv[9], &alpha), "instanceNormBackward: bad alpha");
+  const int64_t N = pr[0], S = pr[1], C = pr[2];
+  CHECK(static_cast<int64_t>(ndy) == N * S * C && static_cast<int64_t>(nh) == N * S * C &&
+            static_cast<int64_t>(ndx) == N * S * C && static_cast<int64_t>(nis) == N * C &&
+            static_cast<int64_t>(ng) == C && static_cast<int64_t>(nb) == C && static_cast<int64_t>(ndg) == C &&
+            static_cast<int64_t>(ndb) == C,
+        "instanceNormBackward: array lengths do not match params");
+  advise_output(dx, ndx * sizeof(float));
+  try {
+    g_table->inorm_bwd(static_cast<int>(N), S, static_cast<int>(C), dy, h, is, g, b, static_cast<float>(alpha),
+                       dx, dg, db);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+bool upsample_params(napi_env env, napi_value v, int* q) {
+  if (!read_params(env, v, 6, q)) return false;
+  for (int i = 0; i < 6; ++i)
+    if (q[i] < 1) return false;
+  return true;
+}
+
+// upsampleNearest3d(x, y, params=[N, D, H, W, C, f]) and upsampleNearest3dGrad(dy, dx, params)
+napi_value UpsampleImpl(napi_env env, napi_callback_info info, bool grad) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "upsample: expected (in, out, params)");
+  int q[6];
+  float *in, *out;
+  size_t nin, nout;
+  CHECK(upsample_params(env, a.argv[2], q), "upsample: bad params");
+  CHECK(f32(env, a.argv[0], &in, &nin) && f32(env, a.argv[1], &out, &nout), "upsample: arrays must be Float32Arrays");
+  const int64_t small = prod({q[0], q[1], q[2], q[3], q[4]});
+  const int64_t big = small * q[5] * q[5] * q[5];
+  CHECK(static_cast<int64_t>(grad ? nout : nin) == small && static_cast<int64_t>(grad ? nin : nout) == big,
+        "upsample: array lengths do not match params");
+  advise_output(out, nout * sizeof(float));
+  try {
+    if (grad)
+      g_table->upsample_grad(q[0], q[1], q[2], q[3], q[4], q[5], in, out);
+    else
+      g_table->upsample(q[0], q[1], q[2], q[3], q[4], q[5], in, out);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+napi_value Upsample(napi_env env, napi_callback_info info) { return UpsampleImpl(env, info, false); }
+napi_value UpsampleGrad(napi_env env, napi_callback_info info) { return UpsampleImpl(env, info, true); }
+
+// binary(op, a, b, out): op 0 add, 1 sub, 2 mul; all the same length.
+napi_value Binary(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "binary: expected (op, a, b, out)");
+  double op;
+  float *x, *y, *o;
+  size_t nx, ny, no;
+  CHECK(number(env, a.argv[0], &op) && op >= 0 && op <= 2, "binary: bad op");
+  CHECK(f32(env, a.argv[1], &x, &nx) && f32(env, a.argv[2], &y, &ny) && f32(env, a.argv[3], &o, &no),
+        "binary: arrays must be Float32Arrays");
+  CHECK(nx == ny && nx == no, "binary: lengths differ");
+  advise_output(o, no * sizeof(float));
+  try {
+    g_table->binary(static_cast<int>(op), static_cast<int64_t>(nx), x, y, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// leakyRelu(x, alpha, out)
+napi_value LeakyRelu(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "leakyRelu: expected (x, alpha, out)");
+  double alpha;
+  float *x, *o;
+  size_t nx, no;
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[2], &o, &no) && nx == no,
+        "leakyRelu: x, out must be Float32Arrays of one length");
+  CHECK(number(env, a.argv[1], &alpha), "leakyRelu: bad alpha");
+  advise_output(o, no * sizeof(float));
+  try {
+    g_table->leaky_relu(static_cast<int64_t>(nx), x, alpha, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// fmaPeak(seconds) -> measured FMA GFLOP/s of the active code path on all pool threads.
+napi_value FmaPeak(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info), "fmaPeak: bad arguments");
+  double seconds = 0.1;
+  if (a.argc >= 1) number(env, a.argv[0], &seconds);
+  seconds = std::min(std::max(seconds, 0.005), 5.0);
+  // Calibrate on a short run, then run for about `seconds`.
+  int64_t iters = 1 << 16;
+  double gflops = 0.0;
+  for (int round = 0; round < 2; ++round) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const double flops = g_table->fma_probe(iters);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    gflops = flops / std::max(s, 1e-9) / 1e9;
+    if (round == 0) iters = std::max<int64_t>(1 << 16, static_cast<int64_t>(iters * seconds / std::max(s, 1e-9)));
+  }
+  napi_value v;
+  napi_create_double(env, gflops, &v);
+  return v;
+}
+
+bool f64(napi_env env, napi_value v, const double** data, size_t* len) {
+  void* d = nullptr;
+  if (!typed_array(env, v, napi_float64_array, &d, len)) return false;
+  *data = static_cast<const double*>(d);
+  return true;
+}
+
+// Any numeric typed array: data, element count, element size in bytes, and its type.
+bool any_typed(napi_env env, napi_value v, uint8_t** data, size_t* len, int* elemBytes,
+               napi_typedarray_type* type) {
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return false;
+  napi_value ab;
+  size_t off;
+  void* d = nullptr;
+  if (napi_get_typedarray_info(env, v, type, len, &d, &ab, &off) != napi_ok) return false;
+  switch (*type) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: *elemBytes = 1; break;
+    case napi_int16_array: case napi_uint16_array: *elemBytes = 2; break;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: *elemBytes = 4; break;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: *elemBytes = 8; break;
+    default: return false;
+  }
+  *data = static_cast<uint8_t*>(d);
+  return true;
+}
+
+// binaryBroadcast(op, a, b, out, params: Float64Array [shape x6, aStrides x6, bStrides x6])
+napi_value BinaryBroadcast(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 5, "binaryBroadcast: expected (op, a, b, out, params)");
+  double op;
+  float *x, *y, *o;
+  size_t nx, ny, no, np;
+  const double* pr;
+  CHECK(number(env, a.argv[0], &op) && op >= 0 && op <= 3, "binaryBroadcast: bad op");
+  CHECK(f32(env, a.argv[1], &x, &nx) && f32(env, a.argv[2], &y, &ny) && f32(env, a.argv[3], &o, &no),
+        "binaryBroadcast: arrays must be Float32Arrays");
+  CHECK(f64(env, a.argv[4], &pr, &np) && np == 18, "binaryBroadcast: bad params");
+  int64_t shape[6], as[6], bs[6];
+  int64_t total = 1, amax = 0, bmax = 0;
+  for (int d = 0; d < 6; ++d) {
+    shape[d] = static_cast<int64_t>(pr[d]);
+    as[d] = static_cast<int64_t>(pr[6 + d]);
+    bs[d] = static_cast<int64_t>(pr[12 + d]);
+    CHECK(shape[d] >= 1 && as[d] >= 0 && bs[d] >= 0, "binaryBroadcast: bad params");
+    total *= shape[d];
+    amax += (shape[d] - 1) * as[d];
+    bmax += (shape[d] - 1) * bs[d];
+  }
+  CHECK(static_cast<int64_t>(no) == total && amax < static_cast<int64_t>(nx) && bmax < static_cast<int64_t>(ny),
+        "binaryBroadcast: array lengths do not match params");
+  advise_output(o, no * sizeof(float));
+  try {
+    g_table->binary_bcast(static_cast<int>(op), shape, as, bs, x, y, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// unary(op, x, out): 0 relu, 1 square, 2 sigmoid, 3 exp, 4 log
+napi_value Unary(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "unary: expected (op, x, out)");
+  double op;
+  float *x, *o;
+  size_t nx, no;
+  CHECK(number(env, a.argv[0], &op) && op >= 0 && op <= 4, "unary: bad op");
+  CHECK(f32(env, a.argv[1], &x, &nx) && f32(env, a.argv[2], &o, &no) && nx == no,
+        "unary: x, out must be Float32Arrays of one length");
+  advise_output(o, no * sizeof(float));
+  try {
+    g_table->unary(static_cast<int>(op), static_cast<int64_t>(nx), x, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// reduceSum(x, out, outer, red, inner, divisor)
+napi_value ReduceSum(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 6, "reduceSum: expected (x, out, outer, red, inner, divisor)");
+  float *x, *o;
+  size_t nx, no;
+  double outer, red, inner, divisor;
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &o, &no), "reduceSum: arrays must be Float32Arrays");
+  CHECK(number(env, a.argv[2], &outer) && number(env, a.argv[3], &red) && number(env, a.argv[4], &inner) &&
+            number(env, a.argv[5], &divisor) && outer >= 1 && red >= 1 && inner >= 1,
+        "reduceSum: bad sizes");
+  const int64_t O = static_cast<int64_t>(outer), R = static_cast<int64_t>(red), I = static_cast<int64_t>(inner);
+  CHECK(static_cast<int64_t>(nx) == O * R * I && static_cast<int64_t>(no) == O * I,
+        "reduceSum: array lengths do not match sizes");
+  try {
+    g_table->reduce_sum(O, R, I, static_cast<float>(divisor), x, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// softmax(x, out, rows, cols): over the last axis
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 4, "softmax: expected (x, out, rows, cols)");
+  float *x, *o;
+  size_t nx, no;
+  double rows, cols;
+  CHECK(f32(env, a.argv[0], &x, &nx) && f32(env, a.argv[1], &o, &no), "softmax: arrays must be Float32Arrays");
+  CHECK(number(env, a.argv[2], &rows) && number(env, a.argv[3], &cols) && rows >= 1 && cols >= 1,
+        "softmax: bad sizes");
+  const int64_t R = static_cast<int64_t>(rows), Cc = static_cast<int64_t>(cols);
+  CHECK(static_cast<int64_t>(nx) == R * Cc && nx == no, "softmax: array lengths do not match sizes");
+  advise_output(o, no * sizeof(float));
+  try {
+    g_table->softmax(R, Cc, x, o);
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// slice(src, dst, params: Float64Array [shape x6, begin x6, size x6]); src and dst of one type.
+napi_value Slice(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "slice: expected (src, dst, params)");
+  uint8_t *src, *dst;
+  size_t ns, nd, np;
+  int es, ed;
+  napi_typedarray_type ts, td;
+  const double* pr;
+  CHECK(any_typed(env, a.argv[0], &src, &ns, &es, &ts) && any_typed(env, a.argv[1], &dst, &nd, &ed, &td) &&
+            ts == td,
+        "slice: src and dst must be typed arrays of one type");
+  CHECK(f64(env, a.argv[2], &pr, &np) && np == 18, "slice: bad params");
+  int64_t shape[6], begin[6], size[6];
+  int64_t total = 1, stotal = 1;
+  for (int d = 0; d < 6; ++d) {
+    shape[d] = static_cast<int64_t>(pr[d]);
+    begin[d] = static_cast<int64_t>(pr[6 + d]);
+    size[d] = static_cast<int64_t>(pr[12 + d]);
+    CHECK(shape[d] >= 1 && size[d] >= 1 && begin[d] >= 0 && begin[d] + size[d] <= shape[d], "slice: bad params");
+    total *= size[d];
+    stotal *= shape[d];
+  }
+  CHECK(static_cast<int64_t>(ns) == stotal && static_cast<int64_t>(nd) == total,
+        "slice: array lengths do not match params");
+  // Merge trailing dims that are taken whole into one contiguous run.
+  int inner = 5;
+  int64_t run = size[5];
+  while (inner > 0 && size[inner] == shape[inner]) {
+    --inner;
+    run *= size[inner];
+  }
+  // dims [0, inner) are iterated; dim `inner` contributes run = size[inner] * (whole dims after)
+  int64_t sstr[6];
+  sstr[5] = 1;
+  for (int d = 4; d >= 0; --d) sstr[d] = sstr[d + 1] * shape[d + 1];
+  int64_t rows = 1;
+  for (int d = 0; d < inner; ++d) rows *= size[d];
+  const size_t runBytes = static_cast<size_t>(run) * es;
+  const int64_t base = [&] {
+    int64_t b = 0;
+    for (int d = 0; d < 6; ++d) b += begin[d] * sstr[d];
+    return b;
+  }();
+  advise_output(dst, nd * es);
+  struct Ctx {
+    uint8_t *src, *dst;
+    int inner, es;
+    int64_t base;
+    size_t runBytes;
+    const int64_t *size, *sstr;
+  } ctx{src, dst, inner, es, base, runBytes, size, sstr};
+  try {
+    parallel_for(
+        rows,
+        [&ctx](int64_t r, int) {
+          int64_t t = r, off = ctx.base;
+          for (int d = ctx.inner - 1; d >= 0; --d) {
+            off += (t % ctx.size[d]) * ctx.sstr[d];
+            t /= ctx.size[d];
+          }
+          std::memcpy(ctx.dst + r * ctx.runBytes, ctx.src + off * ctx.es, ctx.runBytes);
+        },
+        std::max<int64_t>(1, 16384 / static_cast<int64_t>(std::max<size_t>(runBytes, 1))));
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+template <class T>
+void copy_box_rows(const T* src, T* dst, const int64_t* shape, const int64_t* ss, const int64_t* ds,
+                   int64_t so, int64_t dso) {
+  const int64_t rows = shape[0] * shape[1] * shape[2] * shape[3] * shape[4];
+  const int64_t n = shape[5];
+  const int64_t s5 = ss[5], d5 = ds[5];
+  parallel_for(
+      rows,
+      [&](int64_t r, int) {
+        int64_t t = r, si = so, di = dso;
+        for (int d = 4; d >= 0; --d) {
+          const int64_t i = t % shape[d];
+          t /= shape[d];
+          si += i * ss[d];
+          di += i * ds[d];
+        }
+        const T* sp = src + si;
+        T* dp = dst + di;
+        if (s5 == 1 && d5 == 1) {
+          std::memcpy(dp, sp, static_cast<size_t>(n) * sizeof(T));
+        } else {
+          for (int64_t k = 0; k < n; ++k) dp[k * d5] = sp[k * s5];
+        }
+      },
+      std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1)));
+}
+
+// copyBox(src, dst, params: Float64Array [shape x6, srcStrides x6, dstStrides x6, srcOffset,
+// dstOffset]): dst[dstOffset + sum i_d*dstStride_d] = src[srcOffset + sum i_d*srcStride_d] over
+// the 6-D box `shape` (strides in elements; transpose and pad are both such copies).
+napi_value CopyBox(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "copyBox: expected (src, dst, params)");
+  uint8_t *src, *dst;
+  size_t ns, nd, np;
+  int es, ed;
+  napi_typedarray_type ts, td;
+  const double* pr;
+  CHECK(any_typed(env, a.argv[0], &src, &ns, &es, &ts) && any_typed(env, a.argv[1], &dst, &nd, &ed, &td) &&
+            ts == td,
+        "copyBox: src and dst must be typed arrays of one type");
+  CHECK(f64(env, a.argv[2], &pr, &np) && np == 20, "copyBox: bad params");
+  int64_t shape[6], ss[6], ds[6];
+  const int64_t so = static_cast<int64_t>(pr[18]), dso = static_cast<int64_t>(pr[19]);
+  CHECK(so >= 0 && dso >= 0, "copyBox: bad offsets");
+  int64_t smax = so, dmax = dso;
+  for (int d = 0; d < 6; ++d) {
+    shape[d] = static_cast<int64_t>(pr[d]);
+    ss[d] = static_cast<int64_t>(pr[6 + d]);
+    ds[d] = static_cast<int64_t>(pr[12 + d]);
+    CHECK(shape[d] >= 1 && ss[d] >= 0 && ds[d] >= 0, "copyBox: bad params");
+    smax += (shape[d] - 1) * ss[d];
+    dmax += (shape[d] - 1) * ds[d];
+  }
+  CHECK(smax < static_cast<int64_t>(ns) && dmax < static_cast<int64_t>(nd), "copyBox: box outside the arrays");
+  try {
+    switch (es) {
+      case 1: copy_box_rows(src, dst, shape, ss, ds, so, dso); break;
+      case 2: copy_box_rows(reinterpret_cast<uint16_t*>(src), reinterpret_cast<uint16_t*>(dst), shape, ss, ds, so, dso); break;
+      case 4: copy_box_rows(reinterpret_cast<uint32_t*>(src), reinterpret_cast<uint32_t*>(dst), shape, ss, ds, so, dso); break;
+      default: copy_box_rows(reinterpret_cast<uint64_t*>(src), reinterpret_cast<uint64_t*>(dst), shape, ss, ds, so, dso); break;
+    }
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+// concat(inputs: TypedArray[], dst, outer): input i is [outer, inner_i]; dst is
+// [outer, sum inner_i], all of one type.
+napi_value Concat(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 3, "concat: expected (inputs, dst, outer)");
+  bool isArray = false;
+  CHECK(napi_is_array(env, a.argv[0], &isArray) == napi_ok && isArray, "concat: inputs must be an array");
+  uint32_t k = 0;
+  napi_get_array_length(env, a.argv[0], &k);
+  CHECK(k >= 1, "concat: no inputs");
+  uint8_t* dst;
+  size_t nd;
+  int ed;
+  napi_typedarray_type td;
+  double outerD;
+  CHECK(any_typed(env, a.argv[1], &dst, &nd, &ed, &td), "concat: dst must be a typed array");
+  CHECK(number(env, a.argv[2], &outerD) && outerD >= 1, "concat: bad outer");
+  const int64_t outer = static_cast<int64_t>(outerD);
+  std::vector<const uint8_t*> src(k);
+  std::vector<int64_t> innerBytes(k), offBytes(k);
+  int64_t rowBytes = 0;
+  for (uint32_t i = 0; i < k; ++i) {
+    napi_value el;
+    napi_get_element(env, a.argv[0], i, &el);
+    uint8_t* d;
+    size_t n;
+    int e;
+    napi_typedarray_type t;
+    CHECK(any_typed(env, el, &d, &n, &e, &t) && t == td, "concat: inputs must be typed arrays of dst's type");
+    CHECK(static_cast<int64_t>(n) % outer == 0, "concat: input length is not a multiple of outer");
+    src[i] = d;
+    innerBytes[i] = static_cast<int64_t>(n) / outer * e;
+    offBytes[i] = rowBytes;
+    rowBytes += innerBytes[i];
+  }
+  CHECK(static_cast<int64_t>(nd) * ed == outer * rowBytes, "concat: dst length does not match inputs");
+  advise_output(dst, nd * ed);
+  try {
+    parallel_for(
+        outer,
+        [&](int64_t o, int) {
+          uint8_t* row = dst + o * rowBytes;
+          for (uint32_t i = 0; i < k; ++i)
+            std::memcpy(row + offBytes[i], src[i] + o * innerBytes[i], static_cast<size_t>(innerBytes[i]));
+        },
+        std::max<int64_t>(1, 16384 / std::max<int64_t>(rowBytes, 1)));
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
+napi_value make_string(napi_env env, const char* s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+// info() -> { simd, threads, avx2Available }
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_set_named_property(env, obj, "simd", make_string(env, g_table->name));
+  napi_create_int32(env, pool_threads(), &v);
+  napi_set_named_property(env, obj, "threads", v);
+  napi_get_boolean(env, cpu_has_avx2_fma(), &v);
+  napi_set_named_property(env, obj, "avx2Available", v);
+  return obj;
+}
+
+// setSimd('avx2-fma' | 'portable') -> the active code path (for tests and benchmarks).
+napi_value SetSimd(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 1, "setSimd: expected a name");
+  char buf[32] = {0};
+  size_t len = 0;
+  CHECK(napi_get_value_string_utf8(env, a.argv[0], buf, sizeof(buf), &len) == napi_ok, "setSimd: expected a string");
+  if (std::strcmp(buf, "portable") == 0) {
+    g_table = &portable::table;
+  } else if (std::strcmp(buf, "avx2-fma") == 0) {
+    CHECK(cpu_has_avx2_fma(), "setSimd: this CPU lacks AVX2/FMA");
+    g_table = &avx2::table;
+  } else {
+    return throw_error(env, "setSimd: unknown code path");
+  }
+  return make_string(env, g_table->name);
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  const char* force = std::getenv("VOLSEG_NATIVE_SIMD");
+  const bool wantPortable = force && std::strcmp(force, "portable") == 0;
+  g_table = (!wantPortable && cpu_has_avx2_fma()) ? &avx2::table : &portable::table;
+  const napi_property_descriptor props[] = {
+      {"conv3d", nullptr, Conv3D, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv3dBackpropInput", nullptr, Conv3DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv3dBackpropFilter", nullptr, Conv3DBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"pool3d", nullptr, Pool3D, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"maxPool3dGrad", nullptr, MaxPool3DGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"avgPool3dGrad", nullptr, AvgPool3DGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"instanceNormForward", nullptr, InstanceNormForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"instanceNormBackward", nullptr, InstanceNormBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"upsampleNearest3d", nullptr, Upsample, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"upsampleNearest3dGrad", nullptr, UpsampleGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binary", nullptr, Binary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"leakyRelu", nullptr, LeakyRelu, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"binaryBroadcast", nullptr, BinaryBroadcast, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unary", nullptr, Unary, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reduceSum", nullptr, ReduceSum, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"slice", nullptr, Slice, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"copyBox", nullptr, CopyBox, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"fmaPeak", nullptr, FmaPeak, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setSimd", nullptr, SetSimd, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+}  // namespace volseg
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, volseg::Init)

@@ -1,0 +1,85 @@
+/**
+ * `npm run bench [-- --repeats N] [--quick] [--json]`
+ *
+ * Times the kernels (native and tfjs's JavaScript ones) and prints a table; `--json` prints the
+ * same rows as one JSON array on stdout and nothing else (progress goes to stderr).
+ * Each row source is one `rows.push(...await source(options))` line in `main` below.
+ */
+import {
+  formatTable,
+  kernelBenchRows,
+  machineInfo,
+  measuredFmaPeak,
+  type BenchOptions,
+  type BenchRow,
+} from '../../core/bench/kernels.js';
+import { stepBenchRows } from '../../core/bench/step.js';
+
+function parseArgs(argv: string[]): { json: boolean; options: BenchOptions } {
+  let json = false;
+  let quick = false;
+  let repeats = 7;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--json') json = true;
+    else if (a === '--quick') quick = true;
+    else if (a === '--repeats' || a.startsWith('--repeats=')) {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--repeats needs a positive integer, got ${v}`);
+      repeats = n;
+    } else if (a === '--help' || a === '-h') {
+      process.stderr.write('usage: npm run bench -- [--repeats N] [--quick] [--json]\n');
+      process.exit(0);
+    } else {
+      throw new Error(`unknown argument ${a} (try --help)`);
+    }
+  }
+  if (quick && !argv.some((a) => a.startsWith('--repeats'))) repeats = 3;
+  return { json, options: { repeats, quick } };
+}
+
+async function main(): Promise<void> {
+  const { json, options } = parseArgs(process.argv.slice(2));
+  const out = (line: string) => process.stderr.write(`${line}\n`);
+  // With --json, stdout carries the JSON array only: anything else logged goes to stderr.
+  if (json) console.log = (...args: unknown[]) => out(args.map(String).join(' '));
+  const log = json ? out : (line: string) => process.stdout.write(`${line}\n`);
+  options.log = log;
+
+  const m = machineInfo();
+  log(`machine: ${m.cpuModel}, ${m.cores} cores`);
+  log(`FMA peak estimate (nominal): ${m.peakFormula}`);
+  const peakBefore = measuredFmaPeak();
+  if (peakBefore !== null) {
+    log(`FMA peak measured (AVX2, ${m.native.threads} threads, 12 FMA chains each): ${peakBefore.toFixed(0)} GFLOP/s`);
+  }
+  log(
+    m.native.loaded
+      ? `native kernels: loaded (${m.native.simd}, ${m.native.threads} threads, ${m.native.kernels.length} kernels)`
+      : `native kernels: not loaded (${m.native.reason})`,
+  );
+
+  const rows: BenchRow[] = [];
+  rows.push(...(await kernelBenchRows(options)));
+  rows.push(...(await stepBenchRows(options)));
+
+  const peakAfter = measuredFmaPeak();
+  if (json) {
+    process.stdout.write(`${JSON.stringify(rows)}\n`);
+  } else {
+    // % peak uses the best FMA throughput measured before/after the rows (the nominal estimate
+    // uses the base clock from /proc/cpuinfo, which turbo exceeds); without the addon, nominal.
+    const measured = Math.max(peakBefore ?? 0, peakAfter ?? 0);
+    const peak = measured > 0 ? measured : m.fmaPeakGflops;
+    log('');
+    if (peakAfter !== null) log(`FMA peak measured after the rows: ${peakAfter.toFixed(0)} GFLOP/s`);
+    log(`% peak below is relative to ${peak.toFixed(0)} GFLOP/s (${measured > 0 ? 'measured' : 'nominal'})`);
+    log(formatTable(rows, peak));
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,520 @@
+/**
+ * Native kernels vs references, on random inputs of odd sizes.
+ *
+ * - tfjs kernels (Conv3D and its backprops, pooling and its gradients, and the general ops:
+ *   broadcasting arithmetic, unary ops, Sum/Mean, Softmax, Slice/SplitV/Concat, Transpose, PadV2):
+ *   the reference is tfjs's own JavaScript kernel, run through the engine with the native kernels
+ *   switched off (setNativeKernelsEnabled(false)); data movement and + - * / are required to match
+ *   exactly.
+ * - the project's custom kernels (VolInstanceNorm*, VolUpsampleNearest3D*): the reference is a
+ *   straightforward double-precision JavaScript implementation of the contract written below,
+ *   and also the project's JavaScript kernel (core/kernels.ts) when that file is registered.
+ *
+ * Error measure, per output tensor: rel = max|a - b| / max(1e-6, max|b|), with a the native
+ * result and b the reference; every test requires rel <= 1e-4.
+ *
+ * Every kernel test runs with both native code paths (AVX2+FMA, when the CPU has it, and portable).
+ * The whole file is skipped, with the reason in the suite name, when the addon is not built.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  nativeAddon,
+  nativeStatus,
+  originalKernel,
+  registerNativeKernels,
+  setNativeKernelsEnabled,
+  setNativeSimd,
+  type NativeSimd,
+} from '../core/backends/native-kernels.js';
+
+// The project's JavaScript kernels register under the custom names; import them first (when the
+// file exists) so the native registration goes on top and they become the fallback/reference.
+const kernelsModule = '../core/kernels.js';
+const hasProjectKernels = existsSync(fileURLToPath(new URL('../core/kernels.ts', import.meta.url)));
+if (hasProjectKernels) {
+  const mod = (await import(/* @vite-ignore */ kernelsModule)) as { registerProjectKernels?: () => void };
+  mod.registerProjectKernels?.();
+}
+
+await tf.setBackend('cpu');
+const status = registerNativeKernels();
+const TOL = 1e-4;
+
+type Shape5 = [number, number, number, number, number];
+
+/**
+ * max|a - b| / max(1e-6, max|b|) over finite values; equal values (infinities included) and
+ * NaN against NaN count as no difference, NaN against a number as an infinite one.
+ */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (Number.isFinite(b[i])) maxRef = Math.max(maxRef, Math.abs(b[i]));
+    if (a[i] === b[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i]))) continue;
+    const d = Math.abs(a[i] - b[i]);
+    maxDiff = Number.isFinite(d) ? Math.max(maxDiff, d) : Infinity;
+  }
+  return maxDiff / Math.max(1e-6, maxRef);
+}
+
+/** Runs a kernel through the engine and returns its outputs' values and shapes. */
+function run(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) {
+  const out = tf.engine().runKernel(kernel, inputs as tf.NamedTensorMap, attrs as tf.NamedAttrMap) as
+    | tf.Tensor
+    | tf.Tensor[];
+  const list = Array.isArray(out) ? out : [out];
+  const res = list.map((t) => ({ shape: t.shape, dtype: t.dtype, values: t.dataSync() as Float32Array }));
+  tf.dispose(list);
+  return res;
+}
+
+/** Native result vs tfjs's JavaScript kernel (native switched off); returns the worst rel. */
+function compareWithTfjs(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>): number {
+  setNativeKernelsEnabled(false);
+  let ref;
+  try {
+    ref = run(kernel, inputs, attrs);
+  } finally {
+    setNativeKernelsEnabled(true);
+  }
+  const got = run(kernel, inputs, attrs);
+  expect(got.length).toBe(ref.length);
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    expect(got[i].shape).toEqual(ref[i].shape);
+    expect(got[i].dtype).toBe(ref[i].dtype);
+    worst = Math.max(worst, relDiff(got[i].values, ref[i].values));
+  }
+  return worst;
+}
+
+let seed = 12345;
+function rand(shape: number[], lo = -1, hi = 1): tf.Tensor {
+  return tf.randomUniform(shape, lo, hi, 'float32', seed++);
+}
+
+/** The code paths to test: AVX2+FMA (when this CPU has it) and portable. */
+const simdPaths: NativeSimd[] = !status.loaded
+  ? []
+  : nativeAddon()!.info().avx2Available
+    ? ['avx2-fma', 'portable']
+    : ['portable'];
+
+describe.skipIf(!status.loaded)(
+  status.loaded ? 'native kernels' : `native kernels: SKIPPED, addon not available (${status.reason})`,
+  () => {
+    afterAll(() => {
+      const info = nativeAddon()!.info();
+      setNativeSimd(info.avx2Available ? 'avx2-fma' : 'portable');
+    });
+
+    it('registers idempotently and reports its status', () => {
+      const again = registerNativeKernels();
+      expect(again.loaded).toBe(true);
+      expect(again.kernels).toEqual(status.kernels);
+      expect(nativeStatus().kernels).toEqual(status.kernels);
+      for (const k of ['Conv3D', 'Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2', 'MaxPool3D', 'MaxPool3DGrad', 'AvgPool3D', 'AvgPool3DGrad', 'VolInstanceNormForward', 'VolInstanceNormBackward', 'VolUpsampleNearest3D', 'VolUpsampleNearest3DGrad']) {
+        expect(status.kernels).toContain(k);
+      }
+      expect(['avx2-fma', 'portable']).toContain(status.simd);
+      expect(status.threads).toBeGreaterThanOrEqual(1);
+      expect(originalKernel('Conv3D')).toBeTypeOf('function');
+      // With core/kernels.ts present, its JavaScript kernels are the fallback and the reference.
+      if (hasProjectKernels) expect(originalKernel('VolInstanceNormForward')).toBeTypeOf('function');
+    });
+
+    it('VOLSEG_NO_NATIVE=1 puts the JavaScript kernels back; registering again restores native', () => {
+      const native = tf.getKernel('Conv3D', 'cpu').kernelFunc;
+      process.env.VOLSEG_NO_NATIVE = '1';
+      try {
+        const off = registerNativeKernels();
+        expect(off.loaded).toBe(false);
+        expect(off.reason).toMatch(/VOLSEG_NO_NATIVE/);
+        expect(tf.getKernel('Conv3D', 'cpu').kernelFunc).not.toBe(native);
+      } finally {
+        delete process.env.VOLSEG_NO_NATIVE;
+      }
+      const on = registerNativeKernels();
+      expect(on.loaded).toBe(true);
+      expect(on.kernels).toEqual(status.kernels);
+      expect(tf.getKernel('Conv3D', 'cpu').kernelFunc).not.toBe(originalKernel('Conv3D'));
+    });
+
+    for (const simd of simdPaths) {
+      describe(`${simd} code path`, () => {
+        beforeAll(() => {
+          setNativeSimd(simd);
+        });
+
+      // ------------------------------------------------------------------------------------------
+      // Convolutions
+      // ------------------------------------------------------------------------------------------
+      interface ConvCase {
+        x: Shape5;
+        co: number;
+        k: [number, number, number];
+        s: [number, number, number];
+        pad: 'same' | 'valid';
+      }
+      const convCases: ConvCase[] = [
+        { x: [1, 7, 9, 5, 1], co: 3, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 11, 6, 13, 3], co: 5, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 7, 9, 5, 5], co: 8, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
+        { x: [2, 11, 6, 13, 8], co: 17, k: [3, 3, 3], s: [2, 2, 2], pad: 'valid' },
+        { x: [1, 9, 7, 11, 17], co: 3, k: [3, 3, 3], s: [1, 1, 1], pad: 'valid' },
+        { x: [1, 7, 9, 5, 8], co: 1, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 6, 5, 7, 5], co: 17, k: [1, 1, 1], s: [2, 2, 2], pad: 'valid' },
+        { x: [1, 10, 9, 12, 17], co: 24, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
+        { x: [1, 8, 8, 20, 16], co: 40, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 5, 9, 7, 3], co: 5, k: [1, 3, 3], s: [1, 2, 1], pad: 'same' },
+        { x: [1, 9, 6, 8, 4], co: 6, k: [3, 1, 2], s: [2, 1, 2], pad: 'valid' },
+        { x: [1, 6, 7, 9, 2], co: 4, k: [2, 2, 2], s: [2, 2, 2], pad: 'same' },
+        // Filters larger than the kernels' L2 budget: weights are processed in several passes.
+        { x: [1, 4, 5, 3, 200], co: 136, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+      ];
+
+      for (const c of convCases) {
+        const label = `${c.x.join('x')} -> ${c.co}, filter ${c.k.join('x')}, strides ${c.s.join(',')}, ${c.pad}`;
+        it(`Conv3D and its backprops match tfjs: ${label}`, () => {
+          const x = rand(c.x);
+          const filter = rand([...c.k, c.x[4], c.co]);
+          const y = tf.conv3d(x as tf.Tensor5D, filter as tf.Tensor5D, c.s, c.pad);
+          const dy = rand(y.shape);
+          const fwd = compareWithTfjs('Conv3D', { x, filter }, { strides: c.s, pad: c.pad, dataFormat: 'NDHWC', dilations: [1, 1, 1] });
+          const bin = compareWithTfjs('Conv3DBackpropInputV2', { dy, filter }, { strides: c.s, pad: c.pad, inputShape: c.x });
+          const bfl = compareWithTfjs('Conv3DBackpropFilterV2', { x, dy }, { strides: c.s, pad: c.pad, filterShape: filter.shape });
+          expect(fwd, 'Conv3D').toBeLessThanOrEqual(TOL);
+          expect(bin, 'Conv3DBackpropInputV2').toBeLessThanOrEqual(TOL);
+          expect(bfl, 'Conv3DBackpropFilterV2').toBeLessThanOrEqual(TOL);
+          tf.dispose([x, filter, y, dy]);
+        });
+      }
+
+      it('Conv3D falls back to tfjs for dilations > 1', () => {
+        const x = rand([1, 9, 8, 7, 3]);
+        const filter = rand([3, 3, 3, 3, 4]);
+        const rel = compareWithTfjs('Conv3D', { x, filter }, { strides: [1, 1, 1], pad: 'same', dataFormat: 'NDHWC', dilations: [2, 2, 2] });
+        expect(rel).toBe(0);
+        tf.dispose([x, filter]);
+      });
+
+      it('Conv3D on a larger shape (both threads busy)', () => {
+        const x = rand([2, 12, 14, 16, 16]);
+        const filter = rand([3, 3, 3, 16, 32]);
+        const rel = compareWithTfjs('Conv3D', { x, filter }, { strides: [1, 1, 1], pad: 'same', dataFormat: 'NDHWC', dilations: [1, 1, 1] });
+        expect(rel).toBeLessThanOrEqual(TOL);
+        tf.dispose([x, filter]);
+      });
+
+      // ------------------------------------------------------------------------------------------
+      // Pooling
+      // ------------------------------------------------------------------------------------------
+      interface PoolCase {
+        x: Shape5;
+        f: [number, number, number];
+        s: [number, number, number];
+        pad: 'same' | 'valid' | number;
+        round?: 'floor' | 'round' | 'ceil';
+      }
+      const poolCases: PoolCase[] = [
+        { x: [1, 7, 9, 5, 3], f: [2, 2, 2], s: [2, 2, 2], pad: 'same' },
+        { x: [2, 11, 6, 13, 5], f: [2, 2, 2], s: [2, 2, 2], pad: 'valid' },
+        { x: [1, 7, 9, 5, 8], f: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
+        { x: [1, 9, 7, 11, 17], f: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 6, 5, 7, 1], f: [3, 3, 3], s: [2, 2, 2], pad: 1, round: 'ceil' },
+        { x: [1, 8, 7, 6, 4], f: [1, 2, 2], s: [1, 2, 2], pad: 'valid' },
+        { x: [1, 7, 8, 9, 3], f: [2, 3, 2], s: [2, 2, 1], pad: 'same' },
+      ];
+      for (const c of poolCases) {
+        const label = `${c.x.join('x')}, filter ${c.f.join('x')}, strides ${c.s.join(',')}, pad ${c.pad}${c.round ? ` ${c.round}` : ''}`;
+        it(`MaxPool3D/AvgPool3D and their gradients match tfjs: ${label}`, () => {
+          const attrs = { filterSize: c.f, strides: c.s, pad: c.pad, dimRoundingMode: c.round, dataFormat: 'NDHWC' };
+          // Random values and, for max pooling, also many ties (small integers): tfjs routes the
+          // gradient to the last maximum in scan order.
+          for (const ties of [false, true]) {
+            const x = ties ? tf.round(rand(c.x, 0, 2)) : rand(c.x);
+            const out = tf.maxPool3d(x as tf.Tensor5D, c.f, c.s, c.pad, c.round);
+            const dy = rand(out.shape);
+            expect(compareWithTfjs('MaxPool3D', { x }, attrs), 'MaxPool3D').toBeLessThanOrEqual(TOL);
+            expect(compareWithTfjs('AvgPool3D', { x }, attrs), 'AvgPool3D').toBeLessThanOrEqual(TOL);
+            expect(compareWithTfjs('MaxPool3DGrad', { dy, input: x, output: out }, attrs), 'MaxPool3DGrad').toBeLessThanOrEqual(TOL);
+            expect(compareWithTfjs('AvgPool3DGrad', { dy, input: x }, attrs), 'AvgPool3DGrad').toBeLessThanOrEqual(TOL);
+            tf.dispose([x, out, dy]);
+          }
+        });
+      }
+
+      // ------------------------------------------------------------------------------------------
+      // Custom kernels: contract references (double precision)
+      // ------------------------------------------------------------------------------------------
+      function inormForwardRef(x: Float32Array, shape: Shape5, gamma: Float32Array, beta: Float32Array, epsilon: number, alpha: number) {
+        const [N, D, H, W, C] = shape;
+        const S = D * H * W;
+        const y = new Float64Array(x.length), xhat = new Float64Array(x.length), invStd = new Float64Array(N * C);
+        for (let n = 0; n < N; n++) {
+          for (let c = 0; c < C; c++) {
+            let sum = 0;
+            for (let s = 0; s < S; s++) sum += x[(n * S + s) * C + c];
+            const mean = sum / S;
+            let sq = 0;
+            for (let s = 0; s < S; s++) sq += (x[(n * S + s) * C + c] - mean) ** 2;
+            const inv = 1 / Math.sqrt(sq / S + epsilon);
+            invStd[n * C + c] = inv;
+            for (let s = 0; s < S; s++) {
+              const i = (n * S + s) * C + c;
+              xhat[i] = (x[i] - mean) * inv;
+              const z = gamma[c] * xhat[i] + beta[c];
+              y[i] = z >= 0 ? z : alpha * z;
+            }
+          }
+        }
+        return [y, xhat, invStd];
+      }
+
+      function inormBackwardRef(dy: Float32Array, xhat: Float32Array, invStd: Float32Array, gamma: Float32Array, beta: Float32Array, shape: Shape5, alpha: number) {
+        const [N, D, H, W, C] = shape;
+        const S = D * H * W;
+        const dx = new Float64Array(dy.length), dgamma = new Float64Array(C), dbeta = new Float64Array(C);
+        const g = new Float64Array(dy.length);
+        for (let i = 0; i < dy.length; i++) {
+          const c = i % C;
+          const z = gamma[c] * xhat[i] + beta[c];
+          g[i] = dy[i] * (z >= 0 ? 1 : alpha);
+        }
+        for (let n = 0; n < N; n++) {
+          for (let c = 0; c < C; c++) {
+            let m1 = 0, m2 = 0;
+            for (let s = 0; s < S; s++) {
+              const i = (n * S + s) * C + c;
+              m1 += g[i] * gamma[c];
+              m2 += g[i] * gamma[c] * xhat[i];
+              dgamma[c] += g[i] * xhat[i];
+              dbeta[c] += g[i];
+            }
+            m1 /= S;
+            m2 /= S;
+            for (let s = 0; s < S; s++) {
+              const i = (n * S + s) * C + c;
+              dx[i] = invStd[n * C + c] * (g[i] * gamma[c] - m1 - xhat[i] * m2);
+            }
+          }
+        }
+        return [dx, dgamma, dbeta];
+      }
+
+      function upsampleRef(x: Float32Array, [N, D, H, W, C]: Shape5, f: number): Float64Array {
+        const out = new Float64Array(x.length * f ** 3);
+        for (let n = 0; n < N; n++)
+          for (let d = 0; d < D * f; d++)
+            for (let h = 0; h < H * f; h++)
+              for (let w = 0; w < W * f; w++)
+                for (let c = 0; c < C; c++)
+                  out[(((n * D * f + d) * H * f + h) * W * f + w) * C + c] =
+                    x[(((n * D + Math.floor(d / f)) * H + Math.floor(h / f)) * W + Math.floor(w / f)) * C + c];
+        return out;
+      }
+
+      function upsampleGradRef(dy: Float32Array, [N, D, H, W, C]: Shape5, f: number): Float64Array {
+        const out = new Float64Array(N * D * H * W * C);
+        for (let n = 0; n < N; n++)
+          for (let d = 0; d < D * f; d++)
+            for (let h = 0; h < H * f; h++)
+              for (let w = 0; w < W * f; w++)
+                for (let c = 0; c < C; c++)
+                  out[(((n * D + Math.floor(d / f)) * H + Math.floor(h / f)) * W + Math.floor(w / f)) * C + c] +=
+                    dy[(((n * D * f + d) * H * f + h) * W * f + w) * C + c];
+        return out;
+      }
+
+      /** Also compares with the project's JavaScript kernel when core/kernels.ts registered one. */
+      function compareWithProjectKernel(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) {
+        if (!originalKernel(kernel)) return;
+        expect(compareWithTfjs(kernel, inputs, attrs), `${kernel} vs core/kernels.ts`).toBeLessThanOrEqual(TOL);
+      }
+
+      const normShapes: Shape5[] = [
+        [1, 7, 9, 5, 3],
+        [2, 6, 5, 7, 8],
+        [1, 11, 6, 13, 17],
+        [2, 5, 4, 3, 1],
+      ];
+      for (const shape of normShapes) {
+        for (const alpha of [1, 0.01]) {
+          it(`VolInstanceNormForward/Backward match the contract: ${shape.join('x')}, alpha ${alpha}`, () => {
+            const C = shape[4];
+            // An offset and scale per channel, so mean/variance are not trivial.
+            const x = tf.tidy(() => tf.add(tf.mul(rand(shape), rand([C], 0.5, 3)), rand([C], -2, 2)));
+            const gamma = rand([C], 0.5, 1.5), beta = rand([C], -0.3, 0.3);
+            const epsilon = 1e-5;
+            const fwd = run('VolInstanceNormForward', { x, gamma, beta }, { epsilon, alpha });
+            expect(fwd.map((o) => o.shape)).toEqual([shape, shape, [shape[0], C]]);
+            const ref = inormForwardRef(x.dataSync() as Float32Array, shape, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array, epsilon, alpha);
+            for (let i = 0; i < 3; i++) expect(relDiff(fwd[i].values, ref[i]), `forward output ${i}`).toBeLessThanOrEqual(TOL);
+            compareWithProjectKernel('VolInstanceNormForward', { x, gamma, beta }, { epsilon, alpha });
+
+            const dy = rand(shape);
+            const xhat = tf.tensor(fwd[1].values, shape);
+            const invStd = tf.tensor(fwd[2].values, [shape[0], C]);
+            const bwd = run('VolInstanceNormBackward', { dy, xhat, invStd, gamma, beta }, { alpha });
+            expect(bwd.map((o) => o.shape)).toEqual([shape, [C], [C]]);
+            const bref = inormBackwardRef(dy.dataSync() as Float32Array, fwd[1].values, fwd[2].values, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array, shape, alpha);
+            for (let i = 0; i < 3; i++) expect(relDiff(bwd[i].values, bref[i]), `backward output ${i}`).toBeLessThanOrEqual(TOL);
+            compareWithProjectKernel('VolInstanceNormBackward', { dy, xhat, invStd, gamma, beta }, { alpha });
+            tf.dispose([x, gamma, beta, dy, xhat, invStd]);
+          });
+        }
+      }
+
+      it('VolInstanceNormForward stays accurate for a large mean and an outlying first voxel', () => {
+        const shape: Shape5 = [1, 6, 7, 5, 4];
+        const base = tf.tidy(() => tf.add(tf.mul(rand(shape), 0.01), 1000));
+        // first voxel 0 in every channel: the one-pass shifted sums then shift by 0, not ~1000
+        const x = tf.tidy(() => {
+          const mask = tf.concat([tf.zeros([1, 1, 1, 1, 4]), tf.ones([1, 6 * 7 * 5 - 1, 1, 1, 4])], 1).reshape(shape);
+          return tf.mul(base, mask);
+        });
+        for (const input of [base, x]) {
+          const gamma = tf.ones([4]), beta = tf.zeros([4]);
+          const fwd = run('VolInstanceNormForward', { x: input, gamma, beta }, { epsilon: 1e-5, alpha: 1 });
+          const ref = inormForwardRef(input.dataSync() as Float32Array, shape, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array, 1e-5, 1);
+          for (let i = 0; i < 3; i++) expect(relDiff(fwd[i].values, ref[i]), `output ${i}`).toBeLessThanOrEqual(TOL);
+          tf.dispose([gamma, beta]);
+        }
+        tf.dispose([base, x]);
+      });
+
+      for (const [shape, f] of [[[1, 3, 4, 5, 3], 2], [[2, 2, 3, 2, 5], 3], [[1, 5, 3, 4, 1], 2]] as [Shape5, number][]) {
+        it(`VolUpsampleNearest3D and its gradient match the contract: ${shape.join('x')}, factor ${f}`, () => {
+          const x = rand(shape);
+          const up = run('VolUpsampleNearest3D', { x }, { factor: f });
+          expect(up[0].shape).toEqual([shape[0], shape[1] * f, shape[2] * f, shape[3] * f, shape[4]]);
+          expect(relDiff(up[0].values, upsampleRef(x.dataSync() as Float32Array, shape, f))).toBeLessThanOrEqual(TOL);
+          compareWithProjectKernel('VolUpsampleNearest3D', { x }, { factor: f });
+          const dy = rand(up[0].shape);
+          const down = run('VolUpsampleNearest3DGrad', { dy }, { factor: f });
+          expect(down[0].shape).toEqual(shape);
+          expect(relDiff(down[0].values, upsampleGradRef(dy.dataSync() as Float32Array, shape, f))).toBeLessThanOrEqual(TOL);
+          compareWithProjectKernel('VolUpsampleNearest3DGrad', { dy }, { factor: f });
+          tf.dispose([x, dy]);
+        });
+      }
+
+      // ------------------------------------------------------------------------------------------
+      // General ops (element-wise/broadcasting arithmetic, reductions, softmax, data movement)
+      // ------------------------------------------------------------------------------------------
+      const registered = () => new Set(nativeStatus().kernels);
+      const gshape: Shape5 = [2, 7, 9, 5, 3];
+
+      it('Add/Sub/Multiply/RealDiv match tfjs exactly, with and without broadcasting', () => {
+        const a = rand(gshape);
+        const others = [rand(gshape), rand([3]), rand([1, 7, 1, 5, 1]), rand([5, 3]), tf.scalar(0.37), rand([2, 1, 9, 1, 3])];
+        for (const k of ['Add', 'Sub', 'Multiply', 'RealDiv']) {
+          if (!registered().has(k)) continue;
+          for (const b of others) {
+            expect(compareWithTfjs(k, { a, b }, {}), `${k} ${b.shape}`).toBe(0);
+            expect(compareWithTfjs(k, { a: b, b: a }, {}), `${k} ${b.shape} swapped`).toBe(0);
+          }
+        }
+        // int32 falls back to tfjs
+        const ai = tf.tensor([1, 2, 3], [3], 'int32'), bi = tf.tensor([4, 5, 6], [3], 'int32');
+        expect(Array.from(run('Add', { a: ai, b: bi }, {})[0].values)).toEqual([5, 7, 9]);
+        expect(Array.from(run('Multiply', { a: ai, b: bi }, {})[0].values)).toEqual([4, 10, 18]);
+        tf.dispose([a, ...others, ai, bi]);
+      });
+
+      it('unary ops match tfjs (LeakyRelu, Relu, Square exactly; Sigmoid, Exp, Log)', () => {
+        const x = tf.tidy(() => tf.concat([rand([1000], -30, 30), tf.tensor([0, -0, NaN, Infinity, -Infinity, 1e-40])]));
+        const pos = tf.tidy(() => tf.concat([rand([1000], 0, 50), tf.tensor([0, 1e-30, -1, NaN, Infinity])]));
+        const exact: [string, Record<string, unknown>][] = [['LeakyRelu', { alpha: 0.2 }], ['Relu', {}], ['Square', {}]];
+        for (const [k, attrs] of exact) if (registered().has(k)) expect(compareWithTfjs(k, { x }, attrs), k).toBe(0);
+        for (const k of ['Sigmoid', 'Exp']) if (registered().has(k)) expect(compareWithTfjs(k, { x }, {}), k).toBeLessThanOrEqual(TOL);
+        if (registered().has('Log')) expect(compareWithTfjs('Log', { x: pos }, {}), 'Log').toBeLessThanOrEqual(TOL);
+        tf.dispose([x, pos]);
+      });
+
+      it('Sum/Mean over axes match tfjs (contiguous axes native, others fall back)', () => {
+        const x = rand(gshape, -2, 3);
+        const axesList: (number | number[] | null)[] = [[1, 2, 3], [4], [0], [0, 1, 2, 3, 4], null, [2, 3], [1, 3], [-1], [0, 4]];
+        for (const k of ['Sum', 'Mean']) {
+          if (!registered().has(k)) continue;
+          for (const axis of axesList)
+            for (const keepDims of [false, true])
+              expect(compareWithTfjs(k, { x }, { axis, keepDims }), `${k} ${JSON.stringify(axis)} ${keepDims}`).toBeLessThanOrEqual(TOL);
+        }
+        tf.dispose(x);
+      });
+
+      it('Softmax over the last axis matches tfjs', () => {
+        if (!registered().has('Softmax')) return;
+        for (const s of [gshape, [4, 1], [3, 17], [1, 5, 4, 3, 8]]) {
+          const logits = rand(s, -10, 10);
+          expect(compareWithTfjs('Softmax', { logits }, { dim: -1 }), `${s}`).toBeLessThanOrEqual(TOL);
+          tf.dispose(logits);
+        }
+      });
+
+      it('Slice/SplitV/Concat match tfjs exactly (float32, int32, bool)', () => {
+        const xs = [rand(gshape), tf.tidy(() => tf.cast(rand(gshape, -50, 50), 'int32')), tf.tidy(() => tf.greater(rand(gshape), 0))];
+        const list = (...t: tf.Tensor[]) => t as unknown as Record<string, tf.Tensor>;
+        for (const x of xs) {
+          if (registered().has('Slice')) {
+            const slices: [number[], number[]][] = [
+              [[0, 0, 0, 0, 1], [2, 7, 9, 5, 2]],
+              [[1, 2, 3, 1, 0], [1, 4, 5, 3, 3]],
+              [[1, 0, 0, 0, 0], [1, 7, 9, 5, 3]],
+              [[0, 3, 0, 0, 0], [2, 2, 9, 5, 3]],
+              [[0, 0, 0, 0, 2], [-1, -1, -1, -1, 1]],
+            ];
+            for (const [begin, size] of slices) expect(compareWithTfjs('Slice', { x }, { begin, size }), `Slice ${x.dtype} ${begin} ${size}`).toBe(0);
+          }
+          if (registered().has('SplitV')) {
+            expect(compareWithTfjs('SplitV', { x }, { numOrSizeSplits: [1, 2], axis: 4 }), `SplitV ${x.dtype} ch`).toBe(0);
+            expect(compareWithTfjs('SplitV', { x }, { numOrSizeSplits: [3, -1], axis: 1 }), `SplitV ${x.dtype} depth`).toBe(0);
+            expect(compareWithTfjs('SplitV', { x }, { numOrSizeSplits: 2, axis: 0 }), `SplitV ${x.dtype} batch`).toBe(0);
+          }
+          if (registered().has('Concat')) {
+            const y = tf.tidy(() => tf.reverse(x, 4));
+            const z = tf.tidy(() => tf.slice(x, [0, 0, 0, 0, 0], [2, 7, 9, 5, 1]));
+            expect(compareWithTfjs('Concat', list(x, y, z), { axis: 4 }), `Concat ${x.dtype} ch`).toBe(0);
+            expect(compareWithTfjs('Concat', list(x, y), { axis: 1 }), `Concat ${x.dtype} depth`).toBe(0);
+            expect(compareWithTfjs('Concat', list(x, y), { axis: -1 }), `Concat ${x.dtype} -1`).toBe(0);
+            tf.dispose([y, z]);
+          }
+        }
+        tf.dispose(xs);
+      });
+
+      it('Transpose/PadV2 match tfjs exactly', () => {
+        const xs = [rand(gshape), tf.tidy(() => tf.cast(rand(gshape, -50, 50), 'int32'))];
+        for (const x of xs) {
+          if (registered().has('Transpose'))
+            for (const perm of [[0, 4, 1, 2, 3], [0, 2, 3, 4, 1], [4, 3, 2, 1, 0], [0, 1, 3, 2, 4]])
+              expect(compareWithTfjs('Transpose', { x }, { perm }), `Transpose ${x.dtype} ${perm}`).toBe(0);
+          if (registered().has('PadV2'))
+            for (const [paddings, constantValue] of [
+              [[[0, 0], [1, 1], [2, 0], [0, 3], [0, 0]], 0],
+              [[[1, 0], [0, 0], [1, 1], [1, 1], [2, 1]], 1.5],
+            ] as [number[][], number][])
+              expect(compareWithTfjs('PadV2', { x }, { paddings, constantValue }), `PadV2 ${x.dtype} ${JSON.stringify(paddings)}`).toBe(0);
+        }
+        tf.dispose(xs);
+      });
+      });
+    }
+
+    it('the native kernels release the tensors they allocate', () => {
+      const x = rand([1, 6, 6, 6, 4]);
+      const filter = rand([3, 3, 3, 4, 4]);
+      const before = tf.memory().numTensors;
+      for (let i = 0; i < 3; i++) tf.dispose(tf.conv3d(x as tf.Tensor5D, filter as tf.Tensor5D, 1, 'same'));
+      expect(tf.memory().numTensors).toBe(before);
+      tf.dispose([x, filter]);
+    });
+  },
+);
