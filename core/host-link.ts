@@ -25,7 +25,15 @@
  *   copy (very fast links, e.g. 75 GB/s NVLink on a machine that copies at 10 GB/s), the transfer takes
  *   the copy's time; `stats` reports that as `overrunSeconds`.
  * Host buffers are pooled by size (like TFLMS's pinned host allocator), so a step does not allocate them
- * again; `hostLiveBytes`/`hostPeakBytes` count the buffers in use, not the pool.
+ * again; `hostLiveBytes`/`hostPeakBytes` count the buffers in use, not the pool. Device buffers of
+ * swap-ins come back through `recycle` (like a GPU's caching allocator; not counted as device memory).
+ *
+ * `copy: false` keeps the timing and drops the copies: the host copy of a swap-out is the source array
+ * itself (kept alive after the device tensor was freed) and a swap-in hands that array back. Nothing is
+ * moved, so neither this machine's memcpy speed nor the main thread's staging copy shows; only
+ * `latency + bytes / bandwidth` per transfer does, on the same FIFO lanes. For large volumes: a 128³
+ * unet3d step moves 2.6 GB each way, which a 75 GB/s link does in 35 ms but a 2-core machine copies in
+ * about a second on each side.
  *
  * On a GPU backend none of this is used: a real transfer is `await t.data()` (device→host) and
  * `tf.tensor(values)` (host→device); see strategies/swap.ts.
@@ -37,6 +45,13 @@ export interface HostLinkOptions {
   bandwidth: number;
   /** Seconds added to every transfer (set-up, synchronisation). */
   latency: number;
+  /**
+   * true (default): transfers really copy the bytes (worker threads; see the header). false: only the
+   * link's time is emulated: the host copy of a swap-out is the source array itself and a swap-in hands
+   * the host array back, no memcpy anywhere. For large volumes, where this machine's memcpy is slower
+   * than the link being emulated and the main thread's staging copies would show as step time.
+   */
+  copy?: boolean;
 }
 
 /** A buffer in (emulated) host memory, holding `bytes` bytes. */
@@ -195,9 +210,19 @@ class PooledHostBuffer implements HostBuffer {
   }
 }
 
+/** A host copy that is the source array itself (a link that does not copy). */
+class AliasHostBuffer implements HostBuffer {
+  readonly bytes: number;
+  constructor(readonly data: Float32Array) {
+    this.bytes = data.byteLength;
+  }
+}
+
 export class HostLink {
   readonly bandwidth: number;
   readonly latency: number;
+  /** Whether transfers copy the bytes (else only their time is emulated). */
+  readonly copies: boolean;
   private readonly flags = new Int32Array(new SharedArrayBuffer(4 * SLOTS));
   private readonly claims = new Int32Array(new SharedArrayBuffer(4 * SLOTS));
   /** Copies whose end a promise awaits (the worker then posts a message). */
@@ -229,6 +254,7 @@ export class HostLink {
     if (!(opts.latency >= 0)) throw new Error(`HostLink: latency must be ≥ 0 s, got ${opts.latency}`);
     this.bandwidth = opts.bandwidth;
     this.latency = opts.latency;
+    this.copies = opts.copy ?? true;
     const lane = (): Lane => {
       const stats = new Float64Array(new SharedArrayBuffer(8 * LANE_STATS));
       const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { flags: this.flags.buffer, claims: this.claims.buffer, listened: this.listened.buffer, stats: stats.buffer } });
@@ -253,6 +279,11 @@ export class HostLink {
    * contents are valid when the transfer is done. `src` must stay unchanged until then.
    */
   startOut(src: Float32Array): { transfer: Transfer; host: HostBuffer } {
+    if (!this.copies) {
+      const host = new AliasHostBuffer(src);
+      this.countHost(host.bytes);
+      return { transfer: this.enqueue('device-to-host', host.bytes, null, null), host };
+    }
     const host = this.allocate(src.byteLength) as PooledHostBuffer;
     const shared = src.buffer instanceof SharedArrayBuffer ? src.buffer : null;
     if (!shared) {
@@ -271,6 +302,7 @@ export class HostLink {
    * fills `host`, when it may still be on the link (this one starts when that one ended).
    */
   startIn(host: HostBuffer, after?: Transfer | null): { transfer: Transfer; data: Float32Array } {
+    if (host instanceof AliasHostBuffer) return { transfer: this.enqueue('host-to-device', host.bytes, after ?? null, null), data: host.data };
     // A device buffer given back by `recycle` (a GPU allocator reuses freed blocks too): a fresh one
     // costs page faults on first touch that would slow the emulated link below its bandwidth.
     const dst = this.devicePool.get(host.bytes)?.pop() ?? new SharedArrayBuffer(host.bytes);
@@ -310,13 +342,21 @@ export class HostLink {
     let shared = this.pool.get(bytes)?.pop();
     if (shared) this.counters.pooledBytes -= bytes;
     else shared = new SharedArrayBuffer(bytes);
+    this.countHost(bytes);
+    return new PooledHostBuffer(shared, bytes);
+  }
+
+  private countHost(bytes: number): void {
     this.counters.hostLiveBytes += bytes;
     this.counters.hostPeakBytes = Math.max(this.counters.hostPeakBytes, this.counters.hostLiveBytes);
-    return new PooledHostBuffer(shared, bytes);
   }
 
   /** Returns a host buffer to the pool. No transfer may still read or write it. */
   free(buf: HostBuffer): void {
+    if (buf instanceof AliasHostBuffer) {
+      this.counters.hostLiveBytes -= buf.bytes;
+      return;
+    }
     const b = buf as PooledHostBuffer;
     const list = this.pool.get(b.bytes) ?? [];
     list.push(b.shared);

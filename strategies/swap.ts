@@ -3,8 +3,8 @@
  * volume:
  * - Le T.D., Imai H., Negishi Y., Kawachiya K., "TFLMS: Large Model Support in TensorFlow by Graph
  *   Rewriting", 2018 (arXiv:1807.02037);
- * - Imai H., Matzek S., Le T.D., Negishi Y., Kawachiya K., "Fast and Accurate 3D Medical Image
- *   Segmentation with Data-swapping Method", 2018 (arXiv:1812.07816).
+ * - Imai H. et al., "Fast and Accurate 3D Medical Image Segmentation with Data-swapping Method", 2018
+ *   (arXiv:1812.07816).
  *
  * Forward: each tensor a layer saves for backward (a convolution's input, a normalisation's x̂) is copied
  * to a host store as soon as it is saved, and its device buffer is freed once that copy has finished (and
@@ -19,7 +19,9 @@
  * `await t.data()` into host memory and a swap-in `tf.tensor(values)` (`DirectTransport`, no added delay).
  * On the cpu backend device and host are the same RAM, so the link is emulated in real time by
  * core/host-link.ts (`EmulatedTransport`): worker threads move the bytes at `bandwidth` with `latency`
- * per transfer, one FIFO lane per direction, so overlap and stalls are real wall-clock time.
+ * per transfer, one FIFO lane per direction, so overlap and stalls are real wall-clock time. With
+ * `linkCopies: false` the link emulates the transfers' time only and moves nothing (for large volumes,
+ * where this machine's memcpy, not the emulated link, would set the pace).
  *
  * Device memory, as the memory meter sees it: a swapped-out tensor's device buffer lives until its
  * transfer to the host finished (the store holds a clone — an alias of the same buffer — until then and
@@ -52,6 +54,8 @@ export interface SwapSettings {
   latency: number;
   /** Saved tensors smaller than this stay on the device. */
   minBytes: number;
+  /** The emulated link (cpu backend) really copies the bytes; false: it emulates their time only. */
+  linkCopies: boolean;
 }
 
 export const SWAP_DEFAULTS: SwapSettings = {
@@ -62,6 +66,7 @@ export const SWAP_DEFAULTS: SwapSettings = {
   bandwidth: 16e9,
   latency: 10e-6,
   minBytes: 64 * 1024,
+  linkCopies: true,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -161,13 +166,20 @@ interface Transport {
   free(c: OutCopy): void;
   /** Between layers: reclaim what finished. */
   sweep(): void;
+  /** A swapped-in tensor handed to forward layers: never reuse its buffer (see EmulatedTransport). */
+  keep(t: Tensor): void;
   close(): Promise<void>;
 }
 
 /**
  * The cpu backend: the emulated link of core/host-link.ts. A swapped-in tensor is created on the shared
  * buffer the link wrote (no copy on the main thread); when the backend freed that tensor's buffer, the
- * shared buffer goes back to the link for the next swap-in of that size.
+ * shared buffer goes back to the link for the next swap-in of that size (fresh buffers would cost page
+ * faults on every transfer). That is safe only if no other tensor views the buffer: the cpu backend's
+ * Slice returns a view (subarray) for a contiguous slice. Saved tensors are read by their layer's
+ * backward only, which makes new tensors (a layer's backward never returns a view of what it saved), but
+ * a parked activation goes back into forward layers, where a slice may keep a view of it: its buffer is
+ * never reused (`keep`).
  */
 class EmulatedTransport implements Transport {
   readonly kind = 'emulated';
@@ -175,8 +187,8 @@ class EmulatedTransport implements Transport {
   private readonly backendData: { has(dataId: object): boolean } | null;
   private readonly lent: { dataId: object; data: Float32Array }[] = [];
 
-  constructor(bandwidth: number, latency: number) {
-    this.link = new HostLink({ bandwidth, latency });
+  constructor(bandwidth: number, latency: number, copy: boolean) {
+    this.link = new HostLink({ bandwidth, latency, copy });
     const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
     this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
   }
@@ -196,15 +208,23 @@ class EmulatedTransport implements Transport {
       wait: () => transfer.wait(),
       take: (shape) => {
         const t = tf.tensor(data, shape, 'float32');
-        if (this.backendData) this.lent.push({ dataId: t.dataId, data });
+        // Without copies `data` is the host array itself, never pooled: nothing to give back.
+        if (this.backendData && this.link.copies) this.lent.push({ dataId: t.dataId, data });
         return t;
       },
-      discard: () => this.link.recycle(data),
+      discard: () => {
+        if (this.link.copies) this.link.recycle(data);
+      },
     };
   }
 
   free(c: OutCopy): void {
     this.link.free((c as ReturnType<EmulatedTransport['out']>).host);
+  }
+
+  keep(t: Tensor): void {
+    const i = this.lent.findIndex((l) => l.dataId === t.dataId);
+    if (i >= 0) this.lent.splice(i, 1);
   }
 
   sweep(): void {
@@ -272,6 +292,8 @@ class DirectTransport implements Transport {
 
   sweep(): void {}
 
+  keep(): void {}
+
   async close(): Promise<void> {}
 }
 
@@ -308,6 +330,8 @@ export class SwapHandle implements PackedTensor {
   constructor(
     readonly entry: Entry,
     readonly bytes: number,
+    /** A forward branch parked until its next reader (else a saved tensor for backward). */
+    readonly parked = false,
   ) {}
 }
 
@@ -335,13 +359,13 @@ export class SwapStore {
     hostPeakBytes: 0,
   };
 
-  constructor(private readonly opts: { bandwidth: number; latency: number; transport?: 'auto' | 'emulated' | 'direct' }) {}
+  constructor(private readonly opts: { bandwidth: number; latency: number; copy?: boolean; transport?: 'auto' | 'emulated' | 'direct' }) {}
 
   /** The transport, chosen on first use: the emulated link on the cpu backend, real transfers elsewhere. */
   get link(): Transport {
     if (!this.transport) {
       const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : tf.getBackend() === 'cpu' ? 'emulated' : 'direct';
-      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency) : new DirectTransport();
+      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency, this.opts.copy ?? true) : new DirectTransport();
     }
     return this.transport;
   }
@@ -368,12 +392,11 @@ export class SwapStore {
     }
     if (parked) this.counters.parkedTensors++;
     e.refs++;
-    return new SwapHandle(e, e.bytes);
+    return new SwapHandle(e, e.bytes, parked);
   }
 
   prefetch(h: SwapHandle): void {
     if (h.wanted || h.used || h.released) return;
-    this.poll();
     const e = h.entry;
     h.wanted = true;
     e.wanted++;
@@ -399,14 +422,19 @@ export class SwapStore {
       }
       if (e.inCopy === c) this.completeIn(e);
     }
-    const t = tf.clone(e.device);
+    if (h.parked) this.link.keep(e.device);
     h.used = true;
     if (h.wanted) {
       h.wanted = false;
       e.wanted--;
     }
-    this.dropDeviceIfUnwanted(e);
-    return t;
+    if (e.wanted === 0 && e.waiting === 0) {
+      // The last holder that wants it takes the tensor itself (no alias to make and drop).
+      const t = e.device;
+      e.device = null;
+      return t;
+    }
+    return tf.clone(e.device);
   }
 
   release(h: SwapHandle): void {
@@ -541,7 +569,7 @@ export function createSwapStrategy(
   opts: { transport?: 'auto' | 'emulated' | 'direct' } = {},
 ): MemoryStrategy & { readonly store: SwapStore } {
   const s: SwapSettings = { ...SWAP_DEFAULTS, ...settings };
-  const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, transport: opts.transport ?? 'auto' });
+  const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, copy: s.linkCopies, transport: opts.transport ?? 'auto' });
   const full = fullVolume.create({ backward: 'owned' }, { baseDir: '.' });
   return {
     name: 'swap',
@@ -608,6 +636,12 @@ const plugin: StrategyPlugin = {
       min: 0,
       default: SWAP_DEFAULTS.minBytes,
       description: 'saved tensors smaller than this stay on the device (TFLMS ignores tiny tensors)',
+    },
+    linkCopies: {
+      type: 'boolean',
+      default: SWAP_DEFAULTS.linkCopies,
+      description:
+        "cpu backend: the emulated link really copies the bytes (worker threads); false: it emulates only the transfers' time (no memcpy; for large volumes, where this machine's memcpy is slower than the emulated link)",
     },
   },
   create(settings): MemoryStrategy {
