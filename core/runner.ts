@@ -18,7 +18,7 @@ import type { Architecture, Dataset, Shape3, Volume } from './types.js';
 import { cropTo, padShapeTo, padTo, voxels } from './volume.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from './metrics.js';
 import { DeviceMemoryMeter, type BufferLedger } from './memory.js';
-import { TrialRecorder, aggregateCaseMetrics, readTrials, writeSummary, type TrialRow } from './results.js';
+import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSummary, type TrialRow } from './results.js';
 import { formatBytes } from './settings.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from './model-store.js';
@@ -218,6 +218,8 @@ export class ExperimentRunner {
       const { dataset } = data;
       const task = dataset.task;
       const K = outputChannels(task);
+      // Every row of an experiment has the task's metric columns, empty where a trial has no value.
+      for (const c of regionColumns(task)) row[c] ??= null;
       const activation = task.kind === 'regions' ? 'sigmoid' : 'softmax';
       const arch = this.catalog.get<Architecture>('architecture', trial.architecture.name).create(trial.architecture.settings, { baseDir });
       const net = arch.build({ inChannels: dataset.channels.length, outChannels: K, activation });
@@ -366,6 +368,8 @@ export class ExperimentRunner {
     } catch (e) {
       if (e instanceof DeviceOutOfMemoryError) {
         row.status = 'did-not-fit';
+        // What it held when it stopped (above the budget), in the column of the phase that stopped.
+        row[row.train_seconds === undefined ? 'peak_train_bytes' : 'peak_infer_bytes'] = this.ledger.peak;
         row.status_detail = e.message;
         log(`  did not fit: ${e.message}`);
       } else {

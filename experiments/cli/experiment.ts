@@ -7,6 +7,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadExperiment, listExperiments, ExperimentError } from '../../core/config.js';
 import { ExperimentRunner } from '../../core/runner.js';
+import { chooseBackend, initBackend } from '../../core/backend.js';
 import { estimatePeak } from '../../core/estimator.js';
 import { formatBytes, SettingsError } from '../../core/settings.js';
 import { outputChannels } from '../../core/metrics.js';
@@ -48,6 +49,9 @@ async function main(): Promise<number> {
   console.log(`${exp.name}${exp.profile ? ` (profile ${exp.profile})` : ''}: ${exp.trials.length} trial(s) — ${exp.description}`);
 
   if (args.flags.has('dry-run')) {
+    // Estimates depend on the backend (the cpu backend's fused loss and optimizer allocate less).
+    const backend = await initBackend(chooseBackend(args.flags.get('backend')?.[0], exp.trials[0]?.training.backend as string | undefined));
+    console.log(`estimates for backend ${backend.label}`);
     for (const t of exp.trials) {
       try {
         const ds = catalog.get<Dataset>('dataset', t.dataset.name).create(t.dataset.settings, { baseDir: expDir });
@@ -61,7 +65,7 @@ async function main(): Promise<number> {
         const strategy = catalog.get<MemoryStrategy>('strategy', t.strategy.name).create(t.strategy.settings, { baseDir: expDir });
         const shape = strategy.trainingShape(v.shape, net);
         const inputShape = [t.training.batchSize as number, ...shape, ds.channels.length];
-        const est = estimatePeak(net, inputShape, strategy.plan(net, inputShape));
+        const est = estimatePeak(net, inputShape, strategy.plan(net, inputShape), { loss: t.training.loss as 'dice' | 'dice+ce' });
         const budget = t.training.deviceMemory as number | undefined;
         const fit = budget === undefined ? '' : est.peak <= budget ? `fits ${formatBytes(budget)}` : `exceeds ${formatBytes(budget)}`;
         console.log(
