@@ -417,7 +417,21 @@ export class Executor {
   }
 
   /** The baseline: forward under tfjs's tape and `tf.grads` for the parameters. */
-  private tapeStep(x: Tensor, params: Map<string, Tensor>, lossFn: LossFunction, observer?: StepObserver): StepResult {
+  private tapeStep(x: Tensor, params: Map<string, Tensor>, lossFn: LossFunction, outer?: StepObserver): StepResult {
+    // Nothing may throw through tf.grads: an exception inside it leaves tfjs's tape recording, and every
+    // later kernel then keeps its tensors. An observer's error (out of memory) waits until grads return.
+    let deferred: unknown = null;
+    const guard =
+      <A extends unknown[]>(fn?: (...a: A) => void) =>
+      (...a: A): void => {
+        if (deferred) return;
+        try {
+          fn?.(...a);
+        } catch (e) {
+          deferred = e;
+        }
+      };
+    const observer: StepObserver = { beforeOp: guard(outer?.beforeOp?.bind(outer)), afterOp: guard(outer?.afterOp?.bind(outer)) };
     const names = [...params.keys()];
     const t0 = now();
     let loss = NaN;
@@ -443,7 +457,11 @@ export class Executor {
       observer?.beforeOp?.('backward', 'tf.grads');
       return value;
     })(names.map((n) => params.get(n)!));
-    observer?.afterOp?.('backward', 'tf.grads');
+    observer.afterOp?.('backward', 'tf.grads');
+    if (deferred) {
+      tf.dispose(grads);
+      throw deferred;
+    }
     const result = new Map(names.map((n, i) => [n, grads[i]!]));
     const stats: StepStats = {
       forwardSeconds,
