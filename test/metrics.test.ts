@@ -12,16 +12,10 @@ import {
   surfaceMask,
 } from '../core/metrics.js';
 import { SeededRng } from '../core/rng.js';
+import { BRATS_TASK } from '../datasets/brats-task.js';
 import type { SegmentationTask, Shape3 } from '../core/types.js';
 
-const BRATS: SegmentationTask = {
-  kind: 'regions',
-  regions: [
-    { name: 'WT', labels: [1, 2, 4], paint: 2 },
-    { name: 'TC', labels: [1, 4], paint: 1 },
-    { name: 'ET', labels: [4], paint: 4 },
-  ],
-};
+const BRATS = BRATS_TASK;
 const MSD: SegmentationTask = {
   kind: 'labels',
   labels: [

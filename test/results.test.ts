@@ -16,16 +16,10 @@ import {
   writeSummary,
   type TrialRow,
 } from '../core/results.js';
+import { BRATS_TASK } from '../datasets/brats-task.js';
 import type { SegmentationTask } from '../core/types.js';
 
-const BRATS: SegmentationTask = {
-  kind: 'regions',
-  regions: [
-    { name: 'WT', labels: [1, 2, 4], paint: 2 },
-    { name: 'TC', labels: [1, 4], paint: 1 },
-    { name: 'ET', labels: [4], paint: 4 },
-  ],
-};
+const BRATS = BRATS_TASK;
 
 let dir: string;
 beforeEach(() => {
