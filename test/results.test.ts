@@ -17,7 +17,6 @@ import {
   type TrialRow,
 } from '../core/results.js';
 import { BRATS_TASK } from '../datasets/brats-task.js';
-import type { SegmentationTask } from '../core/types.js';
 
 const BRATS = BRATS_TASK;
 
