@@ -13,7 +13,7 @@ import {
   type BenchOptions,
   type BenchRow,
 } from '../../core/bench/kernels.js';
-import { stepBenchRows } from '../../core/bench/step.js';
+import { stepBenchRows } from './bench-step.js';
 
 function parseArgs(argv: string[]): { json: boolean; options: BenchOptions } {
   let json = false;

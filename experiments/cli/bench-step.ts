@@ -1,8 +1,8 @@
 /**
- * Training-step rows for `npm run bench`: one unet3d training step (forward, loss, the owned backward,
- * Adam) at a given size and strategy, median of repeats after a warm-up step, with GFLOP/s against the
+ * Training-step rows for `npm run bench` (here beside the commands, not in core/, because it builds
+ * plugins): one unet3d training step (forward, loss, the owned backward, Adam) at a given size and strategy, median of repeats after a warm-up step, with GFLOP/s against the
  * analytic convolution FLOP count (forward, filter gradient, and input gradient where it is computed).
- * The same step in PyTorch (core/bench/unet3d_torch.py) is measured in the same run when a python3 with
+ * The same step in PyTorch (experiments/cli/unet3d_torch.py) is measured in the same run when a python3 with
  * torch is found (e.g. Debian's python3-torch; never a project dependency), so the comparison is on the
  * same machine at the same moment.
  */
@@ -12,13 +12,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { Executor, type StepPlan } from '../executor.js';
-import { inferShapes, parameterCount, type Network } from '../graph.js';
-import { Adam, initParams } from '../optimizer.js';
-import { stepLoss } from '../loss.js';
-import { initBackend } from '../backend.js';
+import { Executor, type StepPlan } from '../../core/executor.js';
+import { inferShapes, parameterCount, type Network } from '../../core/graph.js';
+import { Adam, initParams } from '../../core/optimizer.js';
+import { stepLoss } from '../../core/loss.js';
+import { initBackend } from '../../core/backend.js';
 import { searchSegments } from '../../strategies/checkpoint.js';
-import type { BenchOptions, BenchRow } from './kernels.js';
+import type { BenchOptions, BenchRow } from '../../core/bench/kernels.js';
 
 /** Convolution FLOPs of one training step: forward + filter gradient + input gradient (not for the input). */
 export function stepConvFlops(net: Network, inputShape: number[]): number {
