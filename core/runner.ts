@@ -8,14 +8,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import type { Experiment, TrialConfig } from './config.js';
 import type { PluginCatalog } from './container.js';
-import { Executor, type StepObserver, type Phase } from './executor.js';
+import { Executor, type StepObserver, type Phase, type StepPlan } from './executor.js';
 import { inferShapes, parameterCount, type Network } from './graph.js';
-import { activate, stepLoss, type LossKind } from './loss.js';
+import { stepLoss, type LossKind } from './loss.js';
 import { Adam, initParams, type Params } from './optimizer.js';
 import { SeededRng } from './rng.js';
 import type { MemoryStrategy, PreparedCase, WindowPredictor } from './strategy.js';
-import type { Architecture, Dataset, Shape3, Volume } from './types.js';
-import { cropTo, padShapeTo, padTo, voxels } from './volume.js';
+import type { Architecture, Dataset, SegmentationTask, Shape3, Volume } from './types.js';
+import { voxels } from './volume.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from './metrics.js';
 import { DeviceMemoryMeter, type BufferLedger } from './memory.js';
 import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSummary, type TrialRow } from './results.js';
@@ -24,7 +24,7 @@ import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from './model-store.js';
 import { windowPredictor } from './inference.js';
 import { chooseBackend, initBackend, type BackendInfo } from './backend.js';
-import { estimatePeak } from './estimator.js';
+import { estimatePeak, type Estimate } from './estimator.js';
 
 /** Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes. */
 export class DeviceOutOfMemoryError extends Error {
@@ -55,6 +55,24 @@ export interface CaseResult {
   region: string;
   dice: number;
   hd95: number;
+}
+
+/** A trial's decisions before training (see ExperimentRunner.planTrial). */
+export interface TrialPlan {
+  data: LoadedData;
+  task: SegmentationTask;
+  K: number;
+  activation: 'sigmoid' | 'softmax';
+  net: Network;
+  strategy: MemoryStrategy;
+  train: string[];
+  validation: string[];
+  /** Shape of the first training case, and of the step's input for it. */
+  caseShape: Shape3;
+  stepShape: Shape3;
+  inputShape: number[];
+  plan: StepPlan;
+  estimate: Estimate;
 }
 
 interface LoadedData {
@@ -173,6 +191,42 @@ export class ExperimentRunner {
     };
   }
 
+  /**
+   * What a trial decides before it trains: the network, the strategy, the split, the step's input shape
+   * (from the first training case), the plan and the estimated peak. `--dry-run` prints exactly this.
+   * The caller disposes `strategy`.
+   */
+  async planTrial(exp: Experiment, trial: TrialConfig): Promise<TrialPlan> {
+    const tr = trial.training;
+    const baseDir = join(exp.file, '..');
+    const data = await this.loadData(trial, baseDir);
+    const { dataset } = data;
+    const task = dataset.task;
+    const K = outputChannels(task);
+    const activation = task.kind === 'regions' ? 'sigmoid' : 'softmax';
+    const arch = this.catalog.get<Architecture>('architecture', trial.architecture.name).create(trial.architecture.settings, { baseDir });
+    const net = arch.build({ inChannels: dataset.channels.length, outChannels: K, activation });
+    const strategy = this.catalog.get<MemoryStrategy>('strategy', trial.strategy.name).create(trial.strategy.settings, { baseDir });
+    try {
+      const { train, validation } = ExperimentRunner.split(
+        dataset.labelledCaseIds(),
+        trial.seed,
+        tr.validationFraction as number,
+        tr.maxValidationCases as number | undefined,
+      );
+      const caseShape = (await this.volume(data, train[0]!)).shape;
+      const stepShape = strategy.trainingShape(caseShape, net);
+      const inputShape = [tr.batchSize as number, ...stepShape, dataset.channels.length];
+      inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
+      const plan = strategy.plan(net, inputShape);
+      const estimate = estimatePeak(net, inputShape, plan, { optimizerSlots: 2, loss: tr.loss as LossKind });
+      return { data, task, K, activation, net, strategy, train, validation, caseShape, stepShape, inputShape, plan, estimate };
+    } catch (e) {
+      await strategy.dispose?.();
+      throw e;
+    }
+  }
+
   async runTrial(
     exp: Experiment,
     trial: TrialConfig,
@@ -205,7 +259,6 @@ export class ExperimentRunner {
     };
     const cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
-    let params: Params | null = null;
     let adam: Adam | null = null;
     const hostPeak = { rss: process.memoryUsage().rss };
     const sampleHost = (): void => {
@@ -213,25 +266,17 @@ export class ExperimentRunner {
     };
     tf.engine().startScope();
     try {
-      const baseDir = join(exp.file, '..');
-      const data = await this.loadData(trial, baseDir);
-      const { dataset } = data;
-      const task = dataset.task;
-      const K = outputChannels(task);
       // Every row of an experiment has the task's metric columns, empty where a trial has no value.
-      for (const c of regionColumns(task)) row[c] ??= null;
-      const activation = task.kind === 'regions' ? 'sigmoid' : 'softmax';
-      const arch = this.catalog.get<Architecture>('architecture', trial.architecture.name).create(trial.architecture.settings, { baseDir });
-      const net = arch.build({ inChannels: dataset.channels.length, outChannels: K, activation });
-      strategy = this.catalog.get<MemoryStrategy>('strategy', trial.strategy.name).create(trial.strategy.settings, { baseDir });
+      const { dataset } = await this.loadData(trial, join(exp.file, '..'));
+      for (const c of regionColumns(dataset.task)) row[c] ??= null;
+      const p = await this.planTrial(exp, trial);
+      strategy = p.strategy;
+      const { data, task, K, activation, net, train, validation, plan } = p;
       row.params = parameterCount(net);
-
-      const { train, validation } = ExperimentRunner.split(
-        dataset.labelledCaseIds(),
-        trial.seed,
-        tr.validationFraction as number,
-        tr.maxValidationCases as number | undefined,
-      );
+      row.volume_shape = shapeText(p.caseShape);
+      row.input_shape = shapeText(p.stepShape);
+      row.est_peak_train_bytes = p.estimate.peak;
+      const batch = tr.batchSize as number;
       const prepared = new Map<string, PreparedCase>();
       const prepare = async (id: string): Promise<PreparedCase> => {
         let p = prepared.get(id);
@@ -251,21 +296,12 @@ export class ExperimentRunner {
         }
         return p;
       };
-      const first = await prepare(train[0]!);
-      const stepShape = strategy.trainingShape(first.shape, net);
-      row.volume_shape = shapeText(first.shape);
-      row.input_shape = shapeText(stepShape);
-      const batch = tr.batchSize as number;
-      const inputShape = [batch, ...stepShape, dataset.channels.length];
-      inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
-      const plan = strategy.plan(net, inputShape);
-      row.est_peak_train_bytes = estimatePeak(net, inputShape, plan, { optimizerSlots: 2, loss: tr.loss as LossKind }).peak;
 
       // ---- training
       const rng = new SeededRng(trial.seed);
       const sampleRng = rng.fork('samples');
       const caseRng = rng.fork('cases');
-      params = initParams(net, trial.seed);
+      const params = initParams(net, trial.seed);
       adam = new Adam({ learningRate: tr.learningRate as number });
       const executor = new Executor(net);
       const budget = (tr.deviceMemory as number | undefined) ?? null;
@@ -385,7 +421,6 @@ export class ExperimentRunner {
       await strategy?.dispose?.();
       // Everything the trial made (params, and whatever a failed step left) goes with the scope.
       tf.engine().endScope();
-      void params;
       row.rss_peak_bytes = hostPeak.rss;
     }
     return { row, cases };
@@ -405,10 +440,6 @@ function concat(parts: Float32Array[]): Float32Array {
     o += p.length;
   }
   return out;
-}
-
-function mean(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
 }
 
 function fmt(v: unknown): string {

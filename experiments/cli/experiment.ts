@@ -8,12 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { loadExperiment, listExperiments, ExperimentError } from '../../core/config.js';
 import { ExperimentRunner } from '../../core/runner.js';
 import { chooseBackend, initBackend } from '../../core/backend.js';
-import { estimatePeak } from '../../core/estimator.js';
 import { formatBytes, SettingsError } from '../../core/settings.js';
-import { outputChannels } from '../../core/metrics.js';
 import { parameterCount } from '../../core/graph.js';
-import type { Architecture, Dataset } from '../../core/types.js';
-import type { MemoryStrategy } from '../../core/strategy.js';
 import { buildContainer } from './plugins.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 
@@ -52,26 +48,16 @@ async function main(): Promise<number> {
     // Estimates depend on the backend (the cpu backend's fused loss and optimizer allocate less).
     const backend = await initBackend(chooseBackend(args.flags.get('backend')?.[0], exp.trials[0]?.training.backend as string | undefined));
     console.log(`estimates for backend ${backend.label}`);
+    const runner = new ExperimentRunner(catalog);
     for (const t of exp.trials) {
       try {
-        const ds = catalog.get<Dataset>('dataset', t.dataset.name).create(t.dataset.settings, { baseDir: expDir });
-        const ids = ds.labelledCaseIds();
-        const v = await ds.load(ids[0]!);
-        const K = outputChannels(ds.task);
-        const net = catalog
-          .get<Architecture>('architecture', t.architecture.name)
-          .create(t.architecture.settings, { baseDir: expDir })
-          .build({ inChannels: ds.channels.length, outChannels: K, activation: ds.task.kind === 'regions' ? 'sigmoid' : 'softmax' });
-        const strategy = catalog.get<MemoryStrategy>('strategy', t.strategy.name).create(t.strategy.settings, { baseDir: expDir });
-        const shape = strategy.trainingShape(v.shape, net);
-        const inputShape = [t.training.batchSize as number, ...shape, ds.channels.length];
-        const est = estimatePeak(net, inputShape, strategy.plan(net, inputShape), { loss: t.training.loss as 'dice' | 'dice+ce' });
+        const p = await runner.planTrial(exp, t);
+        await p.strategy.dispose?.();
         const budget = t.training.deviceMemory as number | undefined;
-        const fit = budget === undefined ? '' : est.peak <= budget ? `fits ${formatBytes(budget)}` : `exceeds ${formatBytes(budget)}`;
+        const fit = budget === undefined ? '' : p.estimate.peak <= budget ? `fits ${formatBytes(budget)}` : `exceeds ${formatBytes(budget)}`;
         console.log(
-          `  trial ${t.trial}: ${t.label}\n     input ${shape.join('x')}, ${parameterCount(net)} params, estimated peak ${formatBytes(est.peak)} (at ${est.at})${fit ? `, ${fit}` : ''}`,
+          `  trial ${t.trial}: ${t.label}\n     input ${p.stepShape.join('x')}, ${parameterCount(p.net)} params, estimated peak ${formatBytes(p.estimate.peak)} (at ${p.estimate.at})${fit ? `, ${fit}` : ''}`,
         );
-        await strategy.dispose?.();
       } catch (e) {
         console.log(`  trial ${t.trial}: ${t.label}\n     cannot estimate: ${(e as Error).message}`);
       }
