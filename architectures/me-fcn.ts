@@ -78,7 +78,6 @@ import {
   type Shape,
 } from '../core/graph.js';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/layers.js';
-import { instanceNormActBackward } from '../core/kernels.js';
 import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
 
 // ---------------------------------------------------------------------------------------------------

@@ -209,7 +209,6 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   };
   if (hooks) for (let p = 0; p <= lookahead; p++) prefetch(p);
   const recomputed = new Set<number>();
-  let paramGradBytes = 0;
   for (let pos = 0; pos < order.length; pos++) {
     const node = order[pos]!;
     if (hooks) prefetch(pos + lookahead + 1);
@@ -251,7 +250,6 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       // dParams, then dInputs (as Conv3d computes them), all alive together before dy is freed.
       const pBytes = node.layer.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
       grow(pBytes);
-      paramGradBytes += pBytes;
       const dInputs: (VBuffer | null)[] = node.inputs.map((i) => {
         if (!requiresGrad.get(i)) return null;
         if (node.layer.passesGradient) {
@@ -286,7 +284,6 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   where = 'adam';
   const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
   transient(largest * ((opts.fusedLoss ?? tf.getBackend() === 'cpu') ? 3 : 10));
-  void paramGradBytes;
   return { peak, at, fixed, hostBytes };
 }
 

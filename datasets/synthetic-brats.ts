@@ -42,7 +42,7 @@
  * and the same size gives the same bytes on every run. Shapes are defined in size-independent units, so
  * the same case at another size is the same head and tumour resampled (plus fresh noise).
  */
-import type { Dataset, DatasetPlugin, NiftiGeometry, SegmentationTask, Shape3, Volume } from '../core/types.js';
+import type { Dataset, DatasetPlugin, NiftiGeometry, Shape3, Volume } from '../core/types.js';
 import type { Settings, SettingsSchema } from '../core/settings.js';
 import { SeededRng } from '../core/rng.js';
 import { BRATS_CHANNELS, BRATS_TASK } from './brats-task.js';
