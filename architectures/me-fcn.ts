@@ -218,6 +218,7 @@ export class HalfSaved implements Layer {
   readonly type: string;
   readonly params: ParamSpec[];
   readonly passesGradient?: boolean;
+  readonly gradientInPlace?: boolean;
   private readonly shared: Set<number>;
   /** The shapes of the saved tensors, per input-shape signature (the packed tensors are flat). */
   private readonly savedShapes = new Map<string, Shape[]>();
@@ -229,6 +230,7 @@ export class HalfSaved implements Layer {
     this.type = `half:${inner.type}`;
     this.params = inner.params;
     if (inner.passesGradient) this.passesGradient = true;
+    if (inner.gradientInPlace) this.gradientInPlace = true;
     this.shared = new Set(opts.sharedInputs ?? []);
   }
 
@@ -279,7 +281,8 @@ export class HalfSaved implements Layer {
     }
     const saved = args.saved.map((p, k) => unpackHalf(p, shapes[k]!));
     try {
-      return this.inner.backward({ ...args, saved });
+      // The unpacked copies are this layer's own, freed below: the inner layer may overwrite them.
+      return this.inner.backward({ ...args, saved, overwritable: saved.map(() => true) });
     } finally {
       for (const t of saved) t.dispose();
     }

@@ -185,6 +185,12 @@ export const TRAINING_SCHEMA: SettingsSchema = {
     description: 'cap on the number of validation cases (all held-out cases when unset)',
   },
   deviceMemory: { type: 'bytes', description: 'accelerator memory budget, e.g. 16GiB (unlimited when unset)' },
+  optimizerInBackward: {
+    type: 'boolean',
+    default: true,
+    description:
+      "update each parameter inside backward as soon as its gradient is final, so parameter gradients never pile up (PyTorch's optimizer-in-backward; same arithmetic as updating after backward). No effect on memory with backward: tape",
+  },
   backend: {
     type: 'enum',
     values: ['auto', 'cpu', 'tensorflow', 'tensorflow-gpu', 'webgpu'],

@@ -24,6 +24,8 @@ export interface Estimate {
   fixed: number;
   /** Bytes moved to host memory in one step (swapping). */
   hostBytes: number;
+  /** With `breakdown: true`: what is live at the peak, largest first (label, bytes). */
+  breakdown?: { what: string; bytes: number }[];
 }
 
 export interface EstimateOptions {
@@ -35,6 +37,18 @@ export interface EstimateOptions {
   loss?: 'dice' | 'dice+ce';
   /** Whether the step uses the fused loss (the cpu backend does; default: whether tfjs runs on cpu). */
   fusedLoss?: boolean;
+  /**
+   * The optimizer updates each parameter inside backward, as soon as its gradient is final, instead of
+   * after it (the runner's `training.optimizerInBackward`): parameter gradients never pile up.
+   */
+  optimizerInBackward?: boolean;
+  /**
+   * Gradient sums and Adam's update write into an exclusively owned buffer instead of allocating
+   * (core/in-place.ts; default: whether tfjs runs on cpu).
+   */
+  inPlace?: boolean;
+  /** Record what is live at the peak (for diagnosis: `npm run experiment -- <name> --dry-run --explain`). */
+  breakdown?: boolean;
 }
 
 /**
@@ -52,6 +66,7 @@ export function lossWorkspace(kind: 'dice' | 'dice+ce', activation: 'sigmoid' | 
 interface VBuffer {
   bytes: number;
   refs: number;
+  what?: string;
 }
 
 export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, opts: EstimateOptions = {}): Estimate {
@@ -68,29 +83,55 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   let at = 'start';
   let phase = 'forward';
   let where = '';
-  const grow = (b: number): void => {
+  // With opts.breakdown: the live buffers, and a snapshot of them at each new high-water mark.
+  const track = opts.breakdown === true;
+  const liveSet = new Set<VBuffer>();
+  let paramGradBytes = 0;
+  let breakdown: { what: string; bytes: number }[] | undefined;
+  const snapshot = (transientWhat?: string, transientBytes = 0): void => {
+    const sums = new Map<string, number>();
+    const add = (what: string, bytes: number): void => void sums.set(what, (sums.get(what) ?? 0) + bytes);
+    for (const b of liveSet) add(b.what ?? '?', b.bytes);
+    if (paramGradBytes) add('parameter gradients', paramGradBytes);
+    if (transientWhat) add(transientWhat, transientBytes);
+    breakdown = [...sums].map(([what, bytes]) => ({ what, bytes })).sort((a, b) => b.bytes - a.bytes);
+  };
+  const grow = (b: number, buf?: VBuffer, transientWhat?: string): void => {
     live += b;
+    if (track && buf) liveSet.add(buf);
     if (live > peak) {
       peak = live;
       at = `${phase} / ${where}`;
+      if (track) snapshot(transientWhat, b);
     }
   };
-  const alloc = (bytes: number, refs = 1): VBuffer => {
-    grow(bytes);
-    return { bytes, refs };
+  const free = (b: VBuffer): void => {
+    live -= b.bytes;
+    if (track) liveSet.delete(b);
+  };
+  const alloc = (bytes: number, refs = 1, what?: string): VBuffer => {
+    const b = { bytes, refs, what };
+    grow(bytes, b);
+    return b;
   };
   const release = (b: VBuffer, n = 1): void => {
     b.refs -= n;
-    if (b.refs <= 0) live -= b.bytes;
+    if (b.refs <= 0) free(b);
   };
-  const transient = (bytes: number): void => {
-    grow(bytes);
+  const transient = (bytes: number, what = `workspace ${where}`): void => {
+    grow(bytes, undefined, what);
     live -= bytes;
   };
 
   // Parameters and optimizer state exist before the step; the step's input and targets for its duration.
   const fixed = paramBytes * (1 + slots) + inputBytes + targetBytes;
-  grow(fixed);
+  for (const [what, bytes] of [
+    ['parameters', paramBytes],
+    ['optimizer state', paramBytes * slots],
+    ['input', inputBytes],
+    ['targets', targetBytes],
+  ] as const)
+    alloc(bytes, Infinity, what);
   if (plan.backward === 'tape') return tapeEstimate(net, shapes, fixed, paramBytes, opts);
 
   const index = new Map(net.nodes.map((n, i) => [n.name, i]));
@@ -114,8 +155,27 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   for (const s of segments) for (const e of s.external) holds.set(e, (holds.get(e) ?? 0) + 1);
 
   const hooks = plan.hooks;
+  const onCpu = tf.getBackend() === 'cpu';
+  const inPlace = opts.inPlace ?? onCpu;
+  const fusedAdam = opts.fusedLoss ?? onCpu;
+  // Adam's transient buffers per parameter: none in place, its three new tensors fused, ~10 as tf ops.
+  const adamWorkspace = inPlace ? 0 : fusedAdam ? 3 : 10;
   const backwardPos = new Map([...net.nodes].reverse().map((n, i) => [n.name, i]));
   let hostBytes = 0;
+
+  // Swap-outs still on the link: with plan.packLag = L, a tensor packed during layer k (forward k, or
+  // backward position p as layer n + p) keeps its device buffer until the end of layer k + L, when the
+  // hooks wait for it. Without packLag the transfer is assumed to keep up (freed at once).
+  const packLag = plan.packLag ?? -1;
+  let tick = 0;
+  const inFlight: { b: VBuffer; due: number }[] = [];
+  const drainInFlight = (): void => {
+    for (let k = inFlight.length - 1; k >= 0; k--)
+      if (inFlight[k]!.due <= tick) {
+        release(inFlight[k]!.b);
+        inFlight.splice(k, 1);
+      }
+  };
 
   // Activation buffers by node (the network input is part of `fixed` and never freed here).
   const acts = new Map<string, VBuffer>([[NETWORK_INPUT, { bytes: 0, refs: Infinity }]]);
@@ -128,7 +188,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const outBytes = count(shapes.get(name)!) * BYTES;
     const ws = node.layer.workspace?.(inShapes);
     where = name;
-    const out = alloc(outBytes, 0);
+    const out = alloc(outBytes, 0, `activation ${name}`);
     if (ws?.forward) transient(ws.forward * BYTES);
     const spec = node.layer.saves(inShapes);
     const entry = { device: [] as VBuffer[], packed: [] as number[] };
@@ -145,6 +205,10 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       if (onDevice && hooks?.willPack?.(site(), bytes)) {
         entry.packed.push(bytes);
         hostBytes += bytes;
+        if (packLag >= 0 && !inFlight.some((f) => f.b === b)) {
+          b.refs++;
+          inFlight.push({ b, due: tick + packLag });
+        }
       } else {
         b.refs++;
         entry.device.push(b);
@@ -159,10 +223,11 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
         continue;
       }
       if (onDevice && hooks?.willPack?.(site(), bytes)) {
-        transient(bytes);
+        if (packLag >= 0) inFlight.push({ b: alloc(bytes, 1, `swap-out in flight from ${name}`), due: tick + packLag });
+        else transient(bytes);
         entry.packed.push(bytes);
         hostBytes += bytes;
-      } else entry.device.push(alloc(bytes));
+      } else entry.device.push(alloc(bytes, 1, `saved by ${name}`));
     }
     if (keep) saved.set(name, entry);
     return out;
@@ -177,7 +242,9 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     out.refs += consumers.get(node.name)! + (holds.get(node.name) ?? 0) + (held.has(node.name) ? 1 : 0);
     acts.set(node.name, out);
     for (const i of inputs) release(i);
-    if (out.refs === 0) live -= out.bytes;
+    if (out.refs === 0) free(out);
+    drainInFlight();
+    tick++;
   }
 
   // ---- loss
@@ -188,8 +255,8 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   // The fused loss covers a plain output; auxiliary outputs or a margin take the taped loss.
   const fused = (opts.fusedLoss ?? tf.getBackend() === 'cpu') && auxNames.length === 0 && !(net.outputMargin ?? []).some(Boolean);
   transient(lossWorkspace(opts.loss ?? 'dice+ce', net.activation, fused) * (logitsBytes + auxBytes.reduce((a, b) => a + b, 0)));
-  const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes)]]);
-  auxNames.forEach((n, k) => grads.set(n, alloc(auxBytes[k]!)));
+  const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes, 1, `gradient ${net.output}`)]]);
+  auxNames.forEach((n, k) => grads.set(n, alloc(auxBytes[k]!, 1, `gradient ${n}`)));
   release(acts.get(net.output)!);
   for (const n of auxNames) release(acts.get(n)!);
 
@@ -204,14 +271,14 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const e = saved.get(node.name);
     if (e?.packed.length && !unpacked.has(node.name)) {
       where = `prefetch ${node.name}`;
-      unpacked.set(node.name, e.packed.map((b) => alloc(b)));
+      unpacked.set(node.name, e.packed.map((b) => alloc(b, 1, `swapped in for ${node.name}`)));
     }
   };
-  if (hooks) for (let p = 0; p <= lookahead; p++) prefetch(p);
+  if (hooks) for (let p = 0; p < lookahead; p++) prefetch(p);
   const recomputed = new Set<number>();
   for (let pos = 0; pos < order.length; pos++) {
     const node = order[pos]!;
-    if (hooks) prefetch(pos + lookahead + 1);
+    if (hooks) prefetch(pos + lookahead);
     const seg = segmentOf.get(node.name);
     if (seg !== undefined && !recomputed.has(seg)) {
       recomputed.add(seg);
@@ -243,48 +310,70 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const entry = saved.get(node.name) ?? { device: [], packed: [] };
     saved.delete(node.name);
     if (dy && requiresGrad.get(node.name)) {
-      const fromHost = unpacked.get(node.name) ?? entry.packed.map((b) => alloc(b));
+      const fromHost = unpacked.get(node.name) ?? entry.packed.map((b) => alloc(b, 1, `swapped in for ${node.name}`));
       unpacked.delete(node.name);
       const inShapes = node.inputs.map((i) => shapes.get(i)!);
       const ws = node.layer.workspace?.(inShapes);
       // dParams, then dInputs (as Conv3d computes them), all alive together before dy is freed.
       const pBytes = node.layer.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
+      paramGradBytes += pBytes;
       grow(pBytes);
+      // A layer that writes its input gradient over dy (where nothing shares dy) allocates nothing for it.
+      const overDy = inPlace && node.layer.gradientInPlace === true && dy.refs === 1;
       const dInputs: (VBuffer | null)[] = node.inputs.map((i) => {
         if (!requiresGrad.get(i)) return null;
-        if (node.layer.passesGradient) {
+        if (node.layer.passesGradient || overDy) {
           dy.refs++;
           return dy;
         }
-        return alloc(count(shapes.get(i)!) * BYTES);
+        return alloc(count(shapes.get(i)!) * BYTES, 1, `gradient ${i}`);
       });
-      if (ws?.backward) transient(ws.backward * BYTES);
+      // Saves that only this node still holds (and swapped-in copies) may be overwritten by its backward.
+      const overwriting = entry.device.every((b) => b.refs === 1);
+      const wsBackward = overwriting ? (ws?.backwardOverwriting ?? ws?.backward) : ws?.backward;
+      if (wsBackward) transient(wsBackward * BYTES);
       release(dy);
       for (const b of fromHost) release(b);
       node.inputs.forEach((i, k) => {
         const g = dInputs[k];
         if (!g) return;
         const prev = grads.get(i);
-        if (prev) {
-          const sum = alloc(count(shapes.get(i)!) * BYTES);
+        if (prev && inPlace && prev.refs === 1) {
+          release(g); // summed into prev's own buffer
+        } else if (prev) {
+          const sum = alloc(count(shapes.get(i)!) * BYTES, 1, `gradient ${i}`);
           release(prev);
           release(g);
           grads.set(i, sum);
         } else grads.set(i, g);
       });
-    } else if (dy) release(dy);
-    for (const b of entry.device) release(b);
+      for (const b of entry.device) release(b);
+      if (opts.optimizerInBackward && pBytes) {
+        // Adam takes this node's parameter gradients now and frees them.
+        where = `adam ${node.name}`;
+        transient(pBytes * adamWorkspace, 'optimizer workspace');
+        paramGradBytes -= pBytes;
+        live -= pBytes;
+      }
+    } else {
+      if (dy) release(dy);
+      for (const b of entry.device) release(b);
+    }
     if (seg !== undefined && segments[seg]!.nodes[0] === node.name) for (const e of segments[seg]!.external) release(acts.get(e)!);
+    drainInFlight();
+    tick++;
   }
   for (const g of grads.values()) release(g);
 
-  // ---- optimizer: Adam replaces each parameter and both moments, one parameter at a time (the fused
-  // cpu update allocates the three new tensors; the tf-op update about ten temporaries).
-  phase = 'optimizer';
-  where = 'adam';
-  const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
-  transient(largest * ((opts.fusedLoss ?? tf.getBackend() === 'cpu') ? 3 : 10));
-  return { peak, at, fixed, hostBytes };
+  // ---- optimizer: Adam updates one parameter at a time (in place on cpu; else the fused cpu update
+  // allocates the three new tensors and the tf-op update about ten temporaries).
+  if (!opts.optimizerInBackward) {
+    phase = 'optimizer';
+    where = 'adam';
+    const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
+    transient(largest * adamWorkspace, 'optimizer workspace');
+  }
+  return { peak, at, fixed, hostBytes, ...(track ? { breakdown } : {}) };
 }
 
 /**

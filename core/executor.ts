@@ -14,6 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { NETWORK_INPUT, type GraphNode, type Network, type Shape } from './graph.js';
+import { addInto } from './in-place.js';
 
 /** A saved tensor that a hook moved off the device. */
 export interface PackedTensor {
@@ -68,7 +69,15 @@ export interface StepPlan {
   hooks?: SavedTensorHooks;
   /** Checkpoint segments: each a contiguous run of node names whose forward is re-run in backward. */
   recompute?: string[][];
-  /** Prefetch packed tensors this many layers before backward uses them (TFLMS `lb`). */
+  /**
+   * For the estimator: a packed tensor's device buffer lives until the end of this many further layers
+   * (the hooks' `poll` waits for older transfers); undefined: the transfer is assumed to keep up.
+   */
+  packLag?: number;
+  /**
+   * Start bringing packed tensors back this many layers before backward uses them (TFLMS `lb`): with 1
+   * the transfer overlaps the previous layer's backward; 0 fetches on demand (no overlap, least memory).
+   */
   prefetchDistance?: number;
 }
 
@@ -92,7 +101,10 @@ export interface StepStats {
 
 export interface StepResult {
   loss: number;
-  /** Gradient per qualified parameter name; the caller disposes them. */
+  /**
+   * Gradient per qualified parameter name; the caller disposes them. Empty where the step was given
+   * `applyGradient`, which took each of them.
+   */
   grads: Map<string, Tensor>;
   stats: StepStats;
 }
@@ -178,10 +190,16 @@ export class Executor {
     lossFn: LossFunction,
     plan: StepPlan = {},
     observer?: StepObserver,
+    applyGradient?: (name: string, grad: Tensor) => void,
   ): Promise<StepResult> {
     if (plan.backward === 'tape') {
       if (plan.hooks || plan.recompute?.length) throw new Error("a 'tape' step cannot use hooks or recompute segments");
-      return this.tapeStep(x, params, lossFn, observer);
+      const result = this.tapeStep(x, params, lossFn, observer);
+      if (applyGradient) {
+        for (const [name, g] of result.grads) applyGradient(name, g);
+        result.grads.clear();
+      }
+      return result;
     }
     const { nodes } = this.net;
     const hooks = plan.hooks;
@@ -273,8 +291,9 @@ export class Executor {
     let t0 = now();
     for (let i = 0; i < nodes.length; i++) {
       const node = nodes[i]!;
+      // A parked activation comes back `prefetchDistance` layers before its reader (0: when it is read).
       if (parked.size && hooks?.prefetch)
-        for (let j = i; j <= Math.min(nodes.length - 1, i + lookaheadFwd); j++)
+        for (let j = i; j <= Math.min(nodes.length - 1, i + lookaheadFwd - 1); j++)
           for (const n of nodes[j]!.inputs) {
             const p = parked.get(n);
             if (p && !p.prefetched) {
@@ -328,14 +347,18 @@ export class Executor {
 
     // ---- backward
     t0 = now();
+    // Gradient contributions are summed into the first one where nothing else shares its buffer (cpu).
+    const accumulate = (prev: Tensor, g: Tensor): Tensor => {
+      if (!refs.has(prev)) return addInto(prev, g);
+      const sum = tf.add(prev, g);
+      prev.dispose();
+      g.dispose();
+      return sum;
+    };
     const grads = new Map<string, Tensor>([[this.net.output, dLogits]]);
     auxNames.forEach((n, k) => {
       const prev = grads.get(n);
-      if (prev) {
-        grads.set(n, tf.add(prev, dAux[k]!));
-        prev.dispose();
-        dAux[k]!.dispose();
-      } else grads.set(n, dAux[k]!);
+      grads.set(n, prev ? accumulate(prev, dAux[k]!) : dAux[k]!);
     });
     const paramGrads = new Map<string, Tensor>();
     const recomputed = new Set<number>();
@@ -345,11 +368,13 @@ export class Executor {
       if (!node || !hooks?.prefetch) return;
       for (const e of saved.get(node.name) ?? []) if ('packed' in e) hooks.prefetch(e.packed);
     };
-    for (let p = 0; p <= lookahead; p++) prefetch(p);
+    // Node `pos + lookahead`'s packed saves start back as node `pos`'s backward starts: `lookahead`
+    // backward layers ahead of their use (0: fetched on demand, when the layer needs them).
+    for (let p = 0; p < lookahead; p++) prefetch(p);
 
     for (let pos = 0; pos < backwardOrder.length; pos++) {
       const node = backwardOrder[pos]!;
-      prefetch(pos + lookahead + 1);
+      prefetch(pos + lookahead);
       const seg = segmentOf.get(node.name);
       if (seg !== undefined && !recomputed.has(seg)) {
         recomputed.add(seg);
@@ -373,6 +398,8 @@ export class Executor {
           params: this.paramsOf(node, params),
           inputShapes: inputShapes.get(node.name)!,
           needInputGrad: node.inputs.map((n) => this.requiresGrad.get(n)!),
+          // A swapped-in copy, or a device save that only this entry still holds, is freed after this call.
+          overwritable: entries.map((e) => 'packed' in e || refs.get(e.tensor) === 1),
         });
         dy.dispose();
         savedTensors.forEach((t, k) => {
@@ -382,21 +409,13 @@ export class Executor {
           const g = dInputs[k];
           if (!g) return;
           const prev = grads.get(n);
-          if (prev) {
-            grads.set(n, tf.add(prev, g));
-            prev.dispose();
-            g.dispose();
-          } else grads.set(n, g);
+          grads.set(n, prev ? accumulate(prev, g) : g);
         });
         node.layer.params.forEach((p, k) => {
           const name = `${node.name}.${p.name}`;
           const g = dParams[k]!;
           const prev = paramGrads.get(name);
-          if (prev) {
-            paramGrads.set(name, tf.add(prev, g));
-            prev.dispose();
-            g.dispose();
-          } else paramGrads.set(name, g);
+          paramGrads.set(name, prev ? accumulate(prev, g) : g);
         });
         observer?.afterOp?.('backward', node.name);
       } else {
@@ -406,6 +425,15 @@ export class Executor {
         if ('tensor' in e) dec(e.tensor);
         else hooks!.release?.(e.packed);
       }
+      // Each parameter belongs to one node: its gradient is final once that node's backward is done.
+      if (applyGradient)
+        for (const p of node.layer.params) {
+          const name = `${node.name}.${p.name}`;
+          const g = paramGrads.get(name);
+          if (!g) continue;
+          paramGrads.delete(name);
+          applyGradient(name, g);
+        }
       // A segment's external inputs are released once its first node (in forward order) is done.
       if (seg !== undefined && segments[seg]!.nodes[0] === node.name)
         for (const e of segments[seg]!.external) dec(acts.get(e)!);

@@ -36,10 +36,18 @@ export interface BackwardArgs {
   inputShapes: Shape[];
   /** False where the input's gradient is not needed (the network input): return null there. */
   needInputGrad: boolean[];
+  /**
+   * Per saved tensor: true where nothing but this backward will read it again (the executor disposes it
+   * after), so the layer may overwrite its values (e.g. rebuild x̂ in the saved output's buffer).
+   */
+  overwritable?: boolean[];
 }
 
 export interface BackwardResult {
-  /** New tensors (never `dy` or a saved tensor itself: use tf.clone for a pass-through). */
+  /**
+   * New tensors (never `dy` or a saved tensor itself: use tf.clone for a pass-through; a tensor that
+   * shares dy's buffer, made by a kernel that wrote into it, is fine where dy was exclusively owned).
+   */
   dInputs: (Tensor | null)[];
   dParams: Tensor[];
 }
@@ -64,7 +72,12 @@ export interface Layer {
    * Largest transient device buffers (element counts) a layer's kernels allocate beyond its output,
    * for forward and backward; the estimator adds them at the layer's step.
    */
-  workspace?(inputShapes: Shape[]): { forward: number; backward: number };
+  workspace?(inputShapes: Shape[]): {
+    forward: number;
+    backward: number;
+    /** Backward's, where every saved tensor is overwritable (BackwardArgs.overwritable); default `backward`. */
+    backwardOverwriting?: number;
+  };
   /**
    * Extra elements the tape baseline (tf.grads) keeps for this layer beyond its saves and output gradient
    * (e.g. the zero gradients tfjs makes for a multi-output kernel's unused outputs).
@@ -72,6 +85,11 @@ export interface Layer {
   tapeExtra?(inputShapes: Shape[]): number;
   /** True where backward hands `dy` itself (an alias, no new buffer) to every input (element-wise sum). */
   readonly passesGradient?: boolean;
+  /**
+   * True where backward writes its (single) input gradient into dy's buffer when nothing else shares
+   * that buffer (core/in-place.ts, cpu backend), so no new buffer is allocated for it.
+   */
+  readonly gradientInPlace?: boolean;
   /** Multiply–add count ×2 of forward (for the benchmark's GFLOP/s). */
   flops?(inputShapes: Shape[]): number;
 }

@@ -25,6 +25,7 @@ export const UPSAMPLE_NEAREST_GRAD = 'VolUpsampleNearest3DGrad';
 interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
   makeTensorInfo(shape: number[], dtype: 'float32', values: Float32Array): TensorInfo;
+  incRef(dataId: object): void;
 }
 
 function values(backend: unknown, t: TensorInfo): Float32Array {
@@ -35,6 +36,12 @@ function values(backend: unknown, t: TensorInfo): Float32Array {
 
 function output(backend: unknown, shape: number[], data: Float32Array): TensorInfo {
   return (backend as CpuBackendLike).makeTensorInfo(shape, 'float32', data);
+}
+
+/** An output that is `t`'s own buffer, written in place (one more reference, as tfjs's Reshape does). */
+export function sameBuffer(backend: unknown, t: TensorInfo): TensorInfo {
+  (backend as CpuBackendLike).incRef(t.dataId);
+  return { dataId: t.dataId, shape: t.shape.slice(), dtype: t.dtype };
 }
 
 /** Spatial size S and channels C of an NDHWC shape. */
@@ -88,14 +95,15 @@ const instanceNormForward: KernelFunc = ({ inputs, backend, attrs }) => {
 
 const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, xhat, invStd, gamma, beta } = inputs as Record<string, TensorInfo>;
-  const { alpha } = attrs as unknown as { alpha: number };
+  const { alpha, inPlace } = attrs as unknown as { alpha: number; inPlace?: boolean };
   const dyv = values(backend, dy!);
   const xh = values(backend, xhat!);
   const inv = values(backend, invStd!);
   const g = values(backend, gamma!);
   const b = values(backend, beta!);
   const { n, s, c } = dims(dy!.shape);
-  const dx = new Float32Array(dyv.length);
+  // In place: dx overwrites dy element by element (each dx[i] reads only dy[i] and per-channel sums).
+  const dx = inPlace ? dyv : new Float32Array(dyv.length);
   const dgamma = new Float64Array(c);
   const dbeta = new Float64Array(c);
   const sumD = new Float64Array(c);
@@ -130,7 +138,7 @@ const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
     }
   }
   return [
-    output(backend, dy!.shape, dx),
+    inPlace ? sameBuffer(backend, dy!) : output(backend, dy!.shape, dx),
     output(backend, [c], Float32Array.from(dgamma)),
     output(backend, [c], Float32Array.from(dbeta)),
   ];
@@ -261,9 +269,11 @@ export function instanceNormActBackward(
   gamma: tf.Tensor,
   beta: tf.Tensor,
   alpha: number,
+  inPlace = false,
 ): tf.Tensor[] {
+  // inPlace: dx is written into dy's buffer (the caller guarantees nothing else shares it).
   if (hasKernel(INSTANCE_NORM_BACKWARD))
-    return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat, invStd, gamma, beta }, { alpha }) as tf.Tensor[];
+    return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat, invStd, gamma, beta }, { alpha, inPlace }) as tf.Tensor[];
   return tf.tidy(() => {
     const z = tf.add(tf.mul(xhat, gamma), beta);
     const g = alpha === 1 ? dy : tf.where(tf.greaterEqual(z, 0), dy, tf.mul(dy, alpha));

@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, Shape } from './graph.js';
+import { exclusiveValues } from './in-place.js';
 import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from './kernels.js';
 
 const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
@@ -106,6 +107,7 @@ export interface NormActOptions {
 /** Instance normalisation (affine) fused with leaky ReLU. Saves x̂ (or, in place, the output). */
 export class InstanceNormAct implements Layer {
   readonly type: string;
+  readonly gradientInPlace = true;
   readonly params: ParamSpec[];
   readonly alpha: number;
   readonly epsilon: number;
@@ -142,8 +144,16 @@ export class InstanceNormAct implements Layer {
     }
   }
 
-  /** x̂ from the saved output: one buffer on the cpu backend, two transients elsewhere. */
-  xhatFromOutput(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
+  /**
+   * x̂ from the saved output: rebuilt in y's own buffer where the caller may overwrite it and nothing
+   * shares it (returns y itself), else one new buffer on the cpu backend, two transients elsewhere.
+   */
+  xhatFromOutput(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, overwrite = false): tf.Tensor {
+    const own = overwrite ? exclusiveValues(y) : null;
+    if (own) {
+      this.xhatInPlace(own, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
+      return y;
+    }
     if (tf.getBackend() === 'cpu') {
       const v = Float32Array.from(y.dataSync() as Float32Array);
       this.xhatInPlace(v, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
@@ -157,20 +167,25 @@ export class InstanceNormAct implements Layer {
     return xhat;
   }
 
-  /** Backward given x̂ (which the caller owns) and the saved invStd. */
+  /**
+   * Backward given x̂ (which the caller owns) and the saved invStd. dx is written over dy where nothing
+   * else shares dy's buffer (the executor disposes dy after this call; cpu backend).
+   */
   backwardWithXhat({ dy, saved, params: [gamma, beta] }: BackwardArgs, xhat: tf.Tensor): BackwardResult {
-    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, saved[1]!, gamma!, beta!, this.alpha);
+    const inPlace = exclusiveValues(dy) !== null;
+    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, saved[1]!, gamma!, beta!, this.alpha, inPlace);
     return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
   }
 
   backward(args: BackwardArgs): BackwardResult {
     if (!this.opts.inPlace) return this.backwardWithXhat(args, args.saved[0]!);
     const [gamma, beta] = args.params;
-    const xhat = this.xhatFromOutput(args.saved[0]!, gamma!, beta!);
+    const y = args.saved[0]!;
+    const xhat = this.xhatFromOutput(y, gamma!, beta!, args.overwritable?.[0] === true);
     try {
       return this.backwardWithXhat(args, xhat);
     } finally {
-      xhat.dispose();
+      if (xhat !== y) xhat.dispose();
     }
   }
   saves([x]: Shape[]): SavedSpec {
@@ -181,11 +196,12 @@ export class InstanceNormAct implements Layer {
     // tf.grads makes zero gradients for the kernel's outputs x̂ and invStd, which nothing downstream reads.
     return size(x!) + x![0]! * x![4]!;
   }
-  workspace([x]: Shape[]): { forward: number; backward: number } {
+  workspace([x]: Shape[]): { forward: number; backward: number; backwardOverwriting: number } {
     // forward makes y, x̂ and invStd together; in place, x̂ is dropped at once and rebuilt in backward
-    // (one buffer on cpu, two transients elsewhere).
-    const rebuild = tf.getBackend() === 'cpu' ? 1 : 2;
-    return { forward: this.opts.inPlace ? size(x!) : 0, backward: this.opts.inPlace ? rebuild * size(x!) : 0 };
+    // (one buffer on cpu, two transients elsewhere; none on cpu where y may be overwritten).
+    const cpu = tf.getBackend() === 'cpu';
+    const rebuild = this.opts.inPlace ? (cpu ? 1 : 2) * size(x!) : 0;
+    return { forward: this.opts.inPlace ? size(x!) : 0, backward: rebuild, backwardOverwriting: cpu ? 0 : rebuild };
   }
 }
 

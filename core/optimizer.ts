@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { Network } from './graph.js';
 import { SeededRng } from './rng.js';
+import { exclusiveValues } from './in-place.js';
 
 export type Params = Map<string, Tensor>;
 
@@ -44,32 +45,49 @@ export class Adam {
   private t = 0;
   constructor(readonly opts: AdamOptions) {}
 
-  /** Updates `params` in place (the map's tensors are replaced) and disposes the gradients. */
+  /** Updates `params` in place (the map's tensors are replaced or overwritten) and disposes the gradients. */
   step(params: Params, grads: Map<string, Tensor>): void {
-    const { learningRate: lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8 } = this.opts;
+    this.begin();
+    for (const [name, g] of grads) this.update(params, name, g);
+    grads.clear();
+  }
+
+  /**
+   * Starts a step whose parameters are then updated one at a time with `update`, e.g. from inside the
+   * backward pass as each parameter's gradient becomes final (PyTorch's optimizer-in-backward): Adam is
+   * element-wise per parameter, so the result is the same as `step` after the whole backward.
+   */
+  begin(): void {
     this.t++;
+  }
+
+  /** Adam's update of one parameter with its gradient `g` (disposed), for the step `begin` started. */
+  update(params: Params, name: string, g: Tensor): void {
+    if (this.t === 0) throw new Error('Adam.update before begin()');
+    const { learningRate: lr, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8 } = this.opts;
     const c1 = 1 - beta1 ** this.t;
     const c2 = 1 - beta2 ** this.t;
-    for (const [name, g] of grads) {
-      const p = params.get(name);
-      if (!p) throw new Error(`Adam: gradient for unknown parameter ${name}`);
-      const m0 = this.m.get(name);
-      const v0 = this.v.get(name);
-      const [m, v, next] = tf.getBackend() === 'cpu' ? fusedAdam(p, g, m0, v0, lr / c1, c2, beta1, beta2, epsilon) : tf.tidy(() => {
-        const m = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(g, 1 - beta1)) : tf.mul(g, 1 - beta1);
-        const v = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.square(g), 1 - beta2)) : tf.mul(tf.square(g), 1 - beta2);
-        const update = tf.div(tf.mul(m, lr / c1), tf.add(tf.sqrt(tf.div(v, c2)), epsilon));
-        return [m, v, tf.sub(p, update)];
-      });
-      m0?.dispose();
-      v0?.dispose();
-      p.dispose();
+    const p = params.get(name);
+    if (!p) throw new Error(`Adam: gradient for unknown parameter ${name}`);
+    const m0 = this.m.get(name);
+    const v0 = this.v.get(name);
+    if (m0 && v0 && adamInPlace(p, g, m0, v0, lr / c1, c2, beta1, beta2, epsilon)) {
       g.dispose();
-      this.m.set(name, m!);
-      this.v.set(name, v!);
-      params.set(name, next!);
+      return;
     }
-    grads.clear();
+    const [m, v, next] = tf.getBackend() === 'cpu' ? fusedAdam(p, g, m0, v0, lr / c1, c2, beta1, beta2, epsilon) : tf.tidy(() => {
+      const m = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(g, 1 - beta1)) : tf.mul(g, 1 - beta1);
+      const v = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.square(g), 1 - beta2)) : tf.mul(tf.square(g), 1 - beta2);
+      const update = tf.div(tf.mul(m, lr / c1), tf.add(tf.sqrt(tf.div(v, c2)), epsilon));
+      return [m, v, tf.sub(p, update)];
+    });
+    m0?.dispose();
+    v0?.dispose();
+    p.dispose();
+    g.dispose();
+    this.m.set(name, m!);
+    this.v.set(name, v!);
+    params.set(name, next!);
   }
 
   dispose(): void {
@@ -77,6 +95,38 @@ export class Adam {
     this.m.clear();
     this.v.clear();
   }
+}
+
+/**
+ * The cpu backend's Adam update written into the parameter's and the moments' own arrays (no
+ * allocation), when each of them is exclusively owned (core/in-place.ts); false (nothing written) if not.
+ * The arithmetic is fusedAdam's.
+ */
+function adamInPlace(
+  p: Tensor,
+  g: Tensor,
+  m0: Tensor,
+  v0: Tensor,
+  stepSize: number,
+  c2: number,
+  beta1: number,
+  beta2: number,
+  epsilon: number,
+): boolean {
+  const pv = exclusiveValues(p);
+  const mv = exclusiveValues(m0);
+  const vv = exclusiveValues(v0);
+  if (!pv || !mv || !vv) return false;
+  const gv = g.dataSync() as Float32Array;
+  for (let i = 0; i < pv.length; i++) {
+    const gi = gv[i]!;
+    const mi = mv[i]! * beta1 + gi * (1 - beta1);
+    const vi = vv[i]! * beta2 + gi * gi * (1 - beta2);
+    mv[i] = mi;
+    vv[i] = vi;
+    pv[i] = pv[i]! - (mi * stepSize) / (Math.sqrt(vi / c2) + epsilon);
+  }
+  return true;
 }
 
 /**

@@ -196,7 +196,7 @@ export class ExperimentRunner {
    * (from the first training case), the plan and the estimated peak. `--dry-run` prints exactly this.
    * The caller disposes `strategy`.
    */
-  async planTrial(exp: Experiment, trial: TrialConfig): Promise<TrialPlan> {
+  async planTrial(exp: Experiment, trial: TrialConfig, opts: { breakdown?: boolean } = {}): Promise<TrialPlan> {
     const tr = trial.training;
     const baseDir = join(exp.file, '..');
     const data = await this.loadData(trial, baseDir);
@@ -219,7 +219,12 @@ export class ExperimentRunner {
       const inputShape = [tr.batchSize as number, ...stepShape, dataset.channels.length];
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
       const plan = strategy.plan(net, inputShape);
-      const estimate = estimatePeak(net, inputShape, plan, { optimizerSlots: 2, loss: tr.loss as LossKind });
+      const estimate = estimatePeak(net, inputShape, plan, {
+        optimizerSlots: 2,
+        loss: tr.loss as LossKind,
+        optimizerInBackward: tr.optimizerInBackward as boolean,
+        breakdown: opts.breakdown,
+      });
       return { data, task, K, activation, net, strategy, train, validation, caseShape, stepShape, inputShape, plan, estimate };
     } catch (e) {
       await strategy.dispose?.();
@@ -333,10 +338,18 @@ export class ExperimentRunner {
             throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
           const x = tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]);
           const y = tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]);
-          const result = await executor.trainStep(x, params, stepLoss(y, tr.loss as LossKind, activation, net), plan, observer);
+          const loss = stepLoss(y, tr.loss as LossKind, activation, net);
+          let result;
+          if (tr.optimizerInBackward) {
+            const opt = adam;
+            opt.begin();
+            result = await executor.trainStep(x, params, loss, plan, observer, (name, g) => opt.update(params, name, g));
+          } else {
+            result = await executor.trainStep(x, params, loss, plan, observer);
+            adam.step(params, result.grads);
+          }
           x.dispose();
           y.dispose();
-          adam.step(params, result.grads);
           stepTimes.push((performance.now() - t0) / 1000);
           stats.recompute += result.stats.recomputeSeconds;
           stats.wait += result.stats.unpackWaitSeconds;

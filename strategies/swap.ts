@@ -56,6 +56,11 @@ export interface SwapSettings {
   minBytes: number;
   /** The emulated link (cpu backend) really copies the bytes; false: it emulates their time only. */
   linkCopies: boolean;
+  /**
+   * A swap-out may stay in flight for this many more layers before the step waits for it (−1: never
+   * waits). Bounds the device memory that copies on their way to the host hold.
+   */
+  outLag: number;
 }
 
 export const SWAP_DEFAULTS: SwapSettings = {
@@ -67,6 +72,7 @@ export const SWAP_DEFAULTS: SwapSettings = {
   latency: 10e-6,
   minBytes: 64 * 1024,
   linkCopies: true,
+  outLag: 1,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -309,6 +315,8 @@ interface Entry {
   out: OutCopy;
   /** Alias of the swapped-out buffer, held until the device→host copy finished. */
   clone: Tensor | null;
+  /** The store's layer tick when the swap-out started (see SwapStore.endLayer). */
+  issued: number;
   inCopy: InCopy | null;
   /** The swapped-in tensor, held while a handle that prefetched it has not unpacked it yet. */
   device: Tensor | null;
@@ -350,6 +358,8 @@ export class SwapStore {
   private readonly outgoing = new Set<Entry>();
   private readonly incoming = new Set<Entry>();
   private readonly retiring = new Set<Entry>();
+  /** Layers ended so far (endLayer calls): the age of a swap-out in layers. */
+  private tick = 0;
   readonly counters: SwapCounters = {
     swapOutBytes: 0,
     swapInBytes: 0,
@@ -381,7 +391,7 @@ export class SwapStore {
     if (!e) {
       const clone = tf.clone(t);
       const out = this.link.out(clone);
-      e = { key: t.dataId, shape: [...t.shape], bytes: out.bytes, out, clone, inCopy: null, device: null, refs: 0, wanted: 0, waiting: 0, retired: false };
+      e = { key: t.dataId, shape: [...t.shape], bytes: out.bytes, out, clone, issued: this.tick, inCopy: null, device: null, refs: 0, wanted: 0, waiting: 0, retired: false };
       this.live.set(t.dataId, e);
       this.outgoing.add(e);
       const c = this.counters;
@@ -477,15 +487,34 @@ export class SwapStore {
     this.transport.sweep();
   }
 
-  /** Waits for every transfer in flight, then completes them. */
-  async settle(): Promise<void> {
-    for (const e of [...this.outgoing]) {
-      const c = e.out;
-      if (!c.done()) {
-        if (this.transport instanceof DirectTransport) await (c as ReturnType<DirectTransport['out']>).promise;
-        else (c as ReturnType<EmulatedTransport['out']>).transfer.wait();
+  /**
+   * The executor finished a layer: completes finished transfers and, with `outLag` ≥ 0, waits for every
+   * swap-out started more than `outLag` layers ago, so at most the saves of the last `outLag` + 1 layers
+   * hold device memory while their copies are on the link (−1: never waits; a slow link then lets
+   * forward's device copies pile up).
+   */
+  async endLayer(outLag: number): Promise<void> {
+    this.poll();
+    if (outLag >= 0) {
+      const due = [...this.outgoing].filter((e) => e.issued <= this.tick - outLag);
+      if (due.length) {
+        for (const e of due) await this.waitOut(e);
+        this.poll();
       }
     }
+    this.tick++;
+  }
+
+  private async waitOut(e: Entry): Promise<void> {
+    const c = e.out;
+    if (c.done()) return;
+    if (this.transport instanceof DirectTransport) await (c as ReturnType<DirectTransport['out']>).promise;
+    else (c as ReturnType<EmulatedTransport['out']>).transfer.wait();
+  }
+
+  /** Waits for every transfer in flight, then completes them. */
+  async settle(): Promise<void> {
+    for (const e of [...this.outgoing]) await this.waitOut(e);
     for (const e of [...this.incoming]) if (!e.inCopy!.done()) await e.inCopy!.wait();
     this.poll();
   }
@@ -555,7 +584,7 @@ export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: 
     unpack: (p) => store.unpack(handle(p)),
     prefetch: (p) => store.prefetch(handle(p)),
     release: (p) => store.release(handle(p)),
-    poll: () => store.poll(),
+    poll: () => store.endLayer(s.outLag),
   };
   if (s.swapBranches)
     hooks.park = (t, site) =>
@@ -576,7 +605,7 @@ export function createSwapStrategy(
     store,
     trainingShape: fullVolumeShape,
     sample: fullVolumeSample(),
-    plan: (net, inputShape): StepPlan => ({ hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb }),
+    plan: (net, inputShape): StepPlan => ({ hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb, packLag: s.outLag }),
     // One forward pass over the whole volume saves nothing, so nothing is swapped.
     infer: (input, predict, net) => full.infer(input, predict, net),
     report: () => ({
@@ -606,7 +635,7 @@ const plugin: StrategyPlugin = {
       type: 'integer',
       min: 0,
       default: SWAP_DEFAULTS.lb,
-      description: 'swap a tensor back in at least this many layers before its use (TFLMS lb)',
+      description: 'swap a tensor back in at least this many layers before its use (TFLMS lb); 0: on demand, when backward needs it (least device memory, no overlap)',
     },
     swapBranches: {
       type: 'boolean',
@@ -636,6 +665,13 @@ const plugin: StrategyPlugin = {
       min: 0,
       default: SWAP_DEFAULTS.minBytes,
       description: 'saved tensors smaller than this stay on the device (TFLMS ignores tiny tensors)',
+    },
+    outLag: {
+      type: 'integer',
+      min: -1,
+      default: SWAP_DEFAULTS.outLag,
+      description:
+        'a swap-out may overlap this many further layers before the step waits for it; bounds the device memory held by copies still on the link (−1: never wait)',
     },
     linkCopies: {
       type: 'boolean',

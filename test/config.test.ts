@@ -140,6 +140,7 @@ describe('the example experiment', () => {
       loss: 'dice+ce',
       validationFraction: 0.25,
       deviceMemory: 16 * 2 ** 30,
+      optimizerInBackward: true,
       backend: 'cpu',
       seed: 1,
       evaluate: true,

@@ -366,6 +366,23 @@ describe.skipIf(!status.loaded)(
             const bref = inormBackwardRef(dy.dataSync() as Float32Array, fwd[1].values, fwd[2].values, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array, shape, alpha);
             for (let i = 0; i < 3; i++) expect(relDiff(bwd[i].values, bref[i]), `backward output ${i}`).toBeLessThanOrEqual(TOL);
             compareWithProjectKernel('VolInstanceNormBackward', { dy, xhat, invStd, gamma, beta }, { alpha });
+            // inPlace: dx written over dy's own buffer (the output shares dy's dataId), same values,
+            // for the native kernel and (native off) core/kernels.ts's.
+            for (const native of originalKernel('VolInstanceNormBackward') ? [true, false] : [true]) {
+              setNativeKernelsEnabled(native);
+              try {
+                const own = tf.add(dy, 0); // a fresh buffer nothing else shares
+                const [dx, dg, db] = tf.engine().runKernel('VolInstanceNormBackward', { dy: own, xhat, invStd, gamma, beta }, { alpha, inPlace: true }) as tf.Tensor[];
+                expect(dx!.dataId, `native ${native}: dx shares dy's buffer`).toBe(own.dataId);
+                const outOfPlace = native ? bwd : run('VolInstanceNormBackward', { dy, xhat, invStd, gamma, beta }, { alpha });
+                expect(Array.from(dx!.dataSync()), `native ${native}: dx`).toEqual(Array.from(outOfPlace[0]!.values));
+                expect(Array.from(dg!.dataSync())).toEqual(Array.from(outOfPlace[1]!.values));
+                expect(Array.from(db!.dataSync())).toEqual(Array.from(outOfPlace[2]!.values));
+                tf.dispose([own, dx!, dg!, db!]);
+              } finally {
+                setNativeKernelsEnabled(true);
+              }
+            }
             tf.dispose([x, gamma, beta, dy, xhat, invStd]);
           });
         }

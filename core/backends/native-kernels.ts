@@ -87,6 +87,13 @@ export interface NativeAddon {
 interface CpuBackend {
   data: { get(dataId: object): { values?: unknown } };
   makeTensorInfo(shape: number[], dtype: TensorInfo['dtype'], values: Float32Array | Int32Array | Uint8Array): TensorInfo;
+  incRef(dataId: object): void;
+}
+
+/** An output that is `t`'s own buffer, written in place (one more reference, as tfjs's Reshape does). */
+function sameBuffer(b: CpuBackend, t: TensorInfo): TensorInfo {
+  b.incRef(t.dataId);
+  return { dataId: t.dataId, shape: t.shape.slice(), dtype: t.dtype };
 }
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
@@ -333,17 +340,18 @@ const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {
   const b = cpu(backend);
   const dy = req(inputs.dy), xhat = req(inputs.xhat), invStd = req(inputs.invStd);
   const gamma = req(inputs.gamma), beta = req(inputs.beta);
-  const { alpha } = (attrs ?? {}) as { alpha?: number };
+  const { alpha, inPlace } = (attrs ?? {}) as { alpha?: number; inPlace?: boolean };
   require1(typeof alpha === 'number');
   const [N, D, H, W, C] = rank5(dy);
   require1(sameShape(rank5(xhat), dy.shape));
   const dyv = f32(b, dy), hv = f32(b, xhat), isv = f32(b, invStd), gv = f32(b, gamma), bv = f32(b, beta);
   require1(isv.length === N * C && gv.length === C && bv.length === C);
   const S = D * H * W;
-  const dx = new Float32Array(dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
+  // In place: the kernel writes dx over dy element by element (core/kernels.ts's contract).
+  const dx = inPlace ? dyv : new Float32Array(dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
   a.instanceNormBackward(dyv, hv, isv, gv, bv, dx, dgamma, dbeta, Int32Array.of(N, S, C), alpha as number);
   return [
-    b.makeTensorInfo(dy.shape.slice(), 'float32', dx),
+    inPlace ? sameBuffer(b, dy) : b.makeTensorInfo(dy.shape.slice(), 'float32', dx),
     b.makeTensorInfo(gamma.shape.slice(), 'float32', dgamma),
     b.makeTensorInfo(beta.shape.slice(), 'float32', dbeta),
   ];

@@ -20,6 +20,7 @@ const FLAGS: FlagSpec = {
   set: { takesValue: true, repeatable: true, description: 'override a field: --set training.epochs=2 (repeatable)' },
   backend: { takesValue: true, description: 'cpu | tensorflow | tensorflow-gpu | webgpu | auto (overrides VOLSEG_BACKEND and the file)' },
   'dry-run': { takesValue: false, description: 'print the trials and their estimated peak memory; run nothing' },
+  explain: { takesValue: false, description: 'with --dry-run: also list what is live at each estimated peak' },
   results: { takesValue: true, description: 'results folder (default results/<experiment>)' },
   help: { takesValue: false, description: 'this help' },
 };
@@ -51,13 +52,19 @@ async function main(): Promise<number> {
     const runner = new ExperimentRunner(catalog);
     for (const t of exp.trials) {
       try {
-        const p = await runner.planTrial(exp, t);
+        const p = await runner.planTrial(exp, t, { breakdown: args.flags.has('explain') });
         await p.strategy.dispose?.();
         const budget = t.training.deviceMemory as number | undefined;
         const fit = budget === undefined ? '' : p.estimate.peak <= budget ? `fits ${formatBytes(budget)}` : `exceeds ${formatBytes(budget)}`;
         console.log(
           `  trial ${t.trial}: ${t.label}\n     input ${p.stepShape.join('x')}, ${parameterCount(p.net)} params, estimated peak ${formatBytes(p.estimate.peak)} (at ${p.estimate.at})${fit ? `, ${fit}` : ''}`,
         );
+        // What is live at the peak, largest first (entries under 1% of the peak summed into one line).
+        const parts = p.estimate.breakdown ?? [];
+        const big = parts.filter((b) => b.bytes >= p.estimate.peak / 100);
+        const rest = parts.filter((b) => b.bytes < p.estimate.peak / 100).reduce((n, b) => n + b.bytes, 0);
+        for (const b of big) console.log(`       ${formatBytes(b.bytes).padStart(11)}  ${b.what}`);
+        if (big.length && rest) console.log(`       ${formatBytes(rest).padStart(11)}  (${parts.length - big.length} smaller entries)`);
       } catch (e) {
         console.log(`  trial ${t.trial}: ${t.label}\n     cannot estimate: ${(e as Error).message}`);
       }

@@ -55,7 +55,13 @@ export function worstRelativeDifference(a: Map<string, Float32Array>, b: Map<str
 }
 
 /** Peak device bytes of a training step (the second one, after Adam's moments exist), measured. */
-export async function measuredPeak(meter: DeviceMemoryMeter, net: Network, spatial: [number, number, number], plan: StepPlan): Promise<number> {
+export async function measuredPeak(
+  meter: DeviceMemoryMeter,
+  net: Network,
+  spatial: [number, number, number],
+  plan: StepPlan,
+  opts: { optimizerInBackward?: boolean } = {},
+): Promise<number> {
   const { Adam } = await import('../../core/optimizer.js');
   const params = initParams(net, 1);
   const adam = new Adam({ learningRate: 1e-3 });
@@ -64,8 +70,11 @@ export async function measuredPeak(meter: DeviceMemoryMeter, net: Network, spati
   let peak = 0;
   for (let s = 0; s < 2; s++) {
     meter.ledger.resetPeak();
-    const r = await ex.trainStep(x, params, stepLoss(y, 'dice+ce', net.activation, net), plan);
-    adam.step(params, r.grads);
+    const loss = stepLoss(y, 'dice+ce', net.activation, net);
+    if (opts.optimizerInBackward) {
+      adam.begin();
+      await ex.trainStep(x, params, loss, plan, undefined, (name, g) => adam.update(params, name, g));
+    } else adam.step(params, (await ex.trainStep(x, params, loss, plan)).grads);
     peak = meter.ledger.peak;
   }
   x.dispose();

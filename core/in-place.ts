@@ -1,0 +1,51 @@
+/**
+ * In-place updates on the cpu backend, where a tensor's values are a Float32Array the backend owns.
+ *
+ * tfjs tensors are immutable, so `a + b` allocates a third buffer while both inputs are alive; gradient
+ * accumulation and the optimizer update do this for every tensor they touch. Where the backend is cpu
+ * and no other tensor shares the buffer (the backend's reference count is 1: no clone or reshape of it
+ * exists; and its values are a whole ArrayBuffer, not a slice's view), writing into it is safe and allocates nothing, as PyTorch's `grad +=` and its in-place Adam
+ * do. Other backends keep the allocating tf-op path.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Tensor } from '@tensorflow/tfjs-core';
+
+interface CpuBackendLike {
+  data: { get(dataId: object): { values: unknown } };
+  refCount(dataId: object): number;
+}
+
+/** The cpu backend's own values of `t` when it is float32 and no other tensor shares its buffer; else null. */
+export function exclusiveValues(t: Tensor): Float32Array | null {
+  if (t.dtype !== 'float32' || tf.getBackend() !== 'cpu' || t.isDisposed) return null;
+  const backend = tf.backend() as unknown as CpuBackendLike;
+  if (typeof backend.refCount !== 'function' || backend.refCount(t.dataId) !== 1) return null;
+  const v = backend.data.get(t.dataId).values;
+  // A view into a larger buffer (the cpu backend's contiguous slice) shares memory without sharing the id.
+  if (!(v instanceof Float32Array) || v.length !== t.size || v.byteOffset !== 0 || v.byteLength !== v.buffer.byteLength) return null;
+  return v;
+}
+
+/** Whether `addInto` would update in place (the memory estimator asks). */
+export function accumulatesInPlace(): boolean {
+  return tf.getBackend() === 'cpu';
+}
+
+/**
+ * `target + g`: written into `target` when it is exclusively owned on the cpu backend (returns `target`),
+ * else a new tensor (the caller then disposes `target`). Disposes `g` either way.
+ */
+export function addInto(target: Tensor, g: Tensor): Tensor {
+  if (target.shape.join() !== g.shape.join()) throw new Error(`gradient accumulation: shapes differ [${target.shape}] vs [${g.shape}]`);
+  const out = exclusiveValues(target);
+  if (out) {
+    const gv = g.dataSync() as Float32Array;
+    for (let i = 0; i < out.length; i++) out[i]! += gv[i]!;
+    g.dispose();
+    return target;
+  }
+  const sum = tf.add(target, g);
+  target.dispose();
+  g.dispose();
+  return sum;
+}
