@@ -399,7 +399,8 @@ export class Executor {
           inputShapes: inputShapes.get(node.name)!,
           needInputGrad: node.inputs.map((n) => this.requiresGrad.get(n)!),
           // A swapped-in copy, or a device save that only this entry still holds, is freed after this call.
-          overwritable: entries.map((e) => 'packed' in e || refs.get(e.tensor) === 1),
+          // (Never the step's input: the caller owns it.)
+          overwritable: entries.map((e) => 'packed' in e || (e.tensor !== x && refs.get(e.tensor) === 1)),
         });
         dy.dispose();
         savedTensors.forEach((t, k) => {
