@@ -6,9 +6,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { initParams } from '../core/optimizer.js';
 import { DeviceMemoryMeter } from '../core/memory.js';
-import { estimatePeak } from '../core/estimator.js';
 import checkpoint, { balancedSegments } from '../strategies/checkpoint.js';
-import { cpu, smallUNet, batch, gradients, worstRelativeDifference, measuredPeak } from './helpers/step.js';
+import { cpu, smallUNet, batch, gradients, worstRelativeDifference, measuredPeak, estimateAndMeasure, ESTIMATOR_SIZES } from './helpers/step.js';
 
 beforeAll(cpu);
 
@@ -62,11 +61,7 @@ describe('memory', () => {
 
   it('the estimator is within ±10% of the measured peak for each plan at three sizes', async () => {
     const net = smallUNet(3, 8, 4, 3);
-    for (const spatial of [
-      [16, 16, 16],
-      [24, 24, 24],
-      [32, 24, 16],
-    ] as [number, number, number][]) {
+    for (const spatial of ESTIMATOR_SIZES) {
       const shape = [1, ...spatial, 4];
       const plans = {
         tape: { backward: 'tape' as const },
@@ -75,9 +70,8 @@ describe('memory', () => {
         levels: { recompute: net.segments },
       };
       for (const [name, plan] of Object.entries(plans)) {
-        const measured = await measuredPeak(meter, net, spatial, plan);
-        const est = estimatePeak(net, shape, plan).peak;
-        expect(Math.abs(est / measured - 1), `${name} at ${spatial.join('x')}: estimated ${est}, measured ${measured}`).toBeLessThanOrEqual(0.1);
+        const { ratio, message } = await estimateAndMeasure(meter, net, spatial, plan, name);
+        expect(Math.abs(ratio - 1), message).toBeLessThanOrEqual(0.1);
       }
     }
   });

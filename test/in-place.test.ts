@@ -10,10 +10,9 @@ import { Adam, initParams, type Params } from '../core/optimizer.js';
 import { Executor, type StepPlan } from '../core/executor.js';
 import { stepLoss } from '../core/loss.js';
 import { DeviceMemoryMeter } from '../core/memory.js';
-import { estimatePeak } from '../core/estimator.js';
 import checkpoint from '../strategies/checkpoint.js';
 import { createSwapStrategy } from '../strategies/swap.js';
-import { cpu, smallUNet, batch, measuredPeak } from './helpers/step.js';
+import { cpu, smallUNet, batch, estimateAndMeasure, ESTIMATOR_SIZES } from './helpers/step.js';
 import type { Network } from '../core/graph.js';
 
 beforeAll(cpu);
@@ -98,11 +97,8 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
 
   it('is within ±10% of the measured peak at three sizes', async () => {
     const net = smallUNet(3, 8, 4, 3);
-    for (const spatial of [
-      [16, 16, 16],
-      [24, 24, 24],
-      [32, 24, 16],
-    ] as [number, number, number][]) {
+    const inBackward = { optimizerInBackward: true };
+    for (const spatial of ESTIMATOR_SIZES) {
       const shape = [1, ...spatial, 4];
       const plans: Record<string, () => StepPlan> = {
         owned: () => ({}),
@@ -110,18 +106,15 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
         'swap lb 0 outLag 0': () => createSwapStrategy({ lb: 0, outLag: 0, minBytes: 0 }).plan(net, shape),
       };
       for (const [name, make] of Object.entries(plans)) {
-        const plan = make();
-        const measured = await measuredPeak(meter, net, spatial, plan, { optimizerInBackward: true });
-        const est = estimatePeak(net, shape, plan, { optimizerInBackward: true }).peak;
-        expect(Math.abs(est / measured - 1), `${name} at ${spatial.join('x')}: estimated ${est}, measured ${measured}`).toBeLessThanOrEqual(0.1);
+        const { ratio, message } = await estimateAndMeasure(meter, net, spatial, make(), name, inBackward);
+        expect(Math.abs(ratio - 1), message).toBeLessThanOrEqual(0.1);
       }
       // With overlap (lb 1, outLag 1) a transfer that finishes early frees early: the estimate, which
       // books each transfer for its whole allowed window, is an upper bound.
       const overlap = createSwapStrategy({ lb: 1, outLag: 1, minBytes: 0 }).plan(net, shape);
-      const measured = await measuredPeak(meter, net, spatial, overlap, { optimizerInBackward: true });
-      const est = estimatePeak(net, shape, overlap, { optimizerInBackward: true }).peak;
-      expect(est / measured, `swap lb 1 outLag 1 at ${spatial.join('x')}: estimated ${est}, measured ${measured}`).toBeGreaterThanOrEqual(0.99);
-      expect(est / measured, `swap lb 1 outLag 1 at ${spatial.join('x')}`).toBeLessThanOrEqual(1.2);
+      const { ratio, message } = await estimateAndMeasure(meter, net, spatial, overlap, 'swap lb 1 outLag 1', inBackward);
+      expect(ratio, message).toBeGreaterThanOrEqual(0.99);
+      expect(ratio, message).toBeLessThanOrEqual(1.2);
     }
   });
 });

@@ -6,6 +6,7 @@ import { Executor, type StepPlan } from '../../core/executor.js';
 import { initParams, type Params } from '../../core/optimizer.js';
 import { stepLoss } from '../../core/loss.js';
 import { DeviceMemoryMeter } from '../../core/memory.js';
+import { estimatePeak } from '../../core/estimator.js';
 import type { Network } from '../../core/graph.js';
 
 export async function cpu(): Promise<void> {
@@ -82,4 +83,25 @@ export async function measuredPeak(
   adam.dispose();
   for (const p of params.values()) p.dispose();
   return peak;
+}
+
+/** The three input sizes the estimator is checked at. */
+export const ESTIMATOR_SIZES: [number, number, number][] = [
+  [16, 16, 16],
+  [24, 24, 24],
+  [32, 24, 16],
+];
+
+/** A plan's estimated and measured peak at one size (4 input channels), and a message naming both. */
+export async function estimateAndMeasure(
+  meter: DeviceMemoryMeter,
+  net: Network,
+  spatial: [number, number, number],
+  plan: StepPlan,
+  label: string,
+  opts: { optimizerInBackward?: boolean } = {},
+): Promise<{ ratio: number; message: string }> {
+  const measured = await measuredPeak(meter, net, spatial, plan, opts);
+  const est = estimatePeak(net, [1, ...spatial, net.inChannels], plan, opts).peak;
+  return { ratio: est / measured, message: `${label} at ${spatial.join('x')}: estimated ${est}, measured ${measured}` };
 }
