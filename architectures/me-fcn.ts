@@ -75,6 +75,7 @@ import {
   type Network,
   type ParamSpec,
   type SavedSpec,
+  type SaveMode,
   type Shape,
 } from '../core/graph.js';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/layers.js';
@@ -238,7 +239,9 @@ export class HalfSaved implements Layer {
     return this.inner.outputShape(inputShapes);
   }
 
-  forward({ inputs, params, save }: ForwardArgs): Tensor {
+  forward({ inputs, params, save, saveMode }: ForwardArgs): Tensor {
+    // Nothing kept (inference, a checkpointed forward): the wrapped layer alone, nothing packed.
+    if (saveMode === 'none') return this.inner.forward({ inputs, params, save, saveMode });
     const got: Tensor[] = [];
     const out = this.inner.forward({ inputs, params, save: (t) => void got.push(t) });
     const shapes: Shape[] = [];
@@ -273,7 +276,7 @@ export class HalfSaved implements Layer {
       const xhat = tf.tensor(v, shape, 'float32');
       const invStd = unpackHalf(args.saved[1]!, shapes[1]!);
       try {
-        return this.inner.backwardWithXhat({ ...args, saved: [xhat, invStd] }, xhat);
+        return this.inner.backwardWithXhat(args, xhat, invStd);
       } finally {
         xhat.dispose();
         invStd.dispose();
@@ -288,7 +291,8 @@ export class HalfSaved implements Layer {
     }
   }
 
-  saves(inputShapes: Shape[]): SavedSpec {
+  saves(inputShapes: Shape[], mode: SaveMode = 'all'): SavedSpec {
+    if (mode === 'none') return { inputs: [], output: false, extra: [] };
     const spec = this.inner.saves(inputShapes);
     const half = (n: number): number => Math.ceil(n / 2);
     const extra: number[] = [];
@@ -298,7 +302,8 @@ export class HalfSaved implements Layer {
     return { inputs: [], output: false, extra };
   }
 
-  workspace(inputShapes: Shape[]): { forward: number; backward: number } {
+  workspace(inputShapes: Shape[], mode: SaveMode = 'all'): { forward: number; backward: number } {
+    if (mode === 'none') return this.inner.workspace?.(inputShapes, 'none') ?? { forward: 0, backward: 0 };
     const ws = this.inner.workspace?.(inputShapes) ?? { forward: 0, backward: 0 };
     const spec = this.inner.saves(inputShapes);
     let all = spec.extra.reduce((a, b) => a + b, 0);

@@ -9,7 +9,7 @@
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { NETWORK_INPUT, inferShapes, type GraphNode, type Network, type Shape } from './graph.js';
+import { NETWORK_INPUT, inferShapes, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
 import { mergeSegments, type StepPlan } from './executor.js';
 
 const BYTES = 4;
@@ -26,6 +26,8 @@ export interface Estimate {
   hostBytes: number;
   /** With `breakdown: true`: what is live at the peak, largest first (label, bytes). */
   breakdown?: { what: string; bytes: number }[];
+  /** The high-water mark of each layer step (forward, then backward with its recompute), in order. */
+  steps: number[];
 }
 
 export interface EstimateOptions {
@@ -96,8 +98,11 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     if (transientWhat) add(transientWhat, transientBytes);
     breakdown = [...sums].map(([what, bytes]) => ({ what, bytes })).sort((a, b) => b.bytes - a.bytes);
   };
+  const steps: number[] = [];
+  let stepHigh = 0;
   const grow = (b: number, buf?: VBuffer, transientWhat?: string): void => {
     live += b;
+    if (live > stepHigh) stepHigh = live;
     if (track && buf) liveSet.add(buf);
     if (live > peak) {
       peak = live;
@@ -180,18 +185,40 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   // Activation buffers by node (the network input is part of `fixed` and never freed here).
   const acts = new Map<string, VBuffer>([[NETWORK_INPUT, { bytes: 0, refs: Infinity }]]);
   /** What each node keeps for backward: device buffers it holds a reference on, packed byte counts. */
-  const saved = new Map<string, { device: VBuffer[]; packed: number[] }>();
+  const saved = new Map<string, { device: VBuffer[]; packed: number[]; mode: SaveMode }>();
+  const saveMode = plan.saveMode ?? 'all';
+  const onlyOnce = (names: string[], n: string): boolean => names.indexOf(n) === names.lastIndexOf(n);
 
-  const forwardNode = (name: string, keep: boolean, inputs: VBuffer[], onDevice: boolean): VBuffer => {
+  /**
+   * One layer's forward. `lastRead[k]`: input k is read for the last time and nothing else holds it, so
+   * a layer with `forwardInPlace` writes its output into that buffer (cpu). `skipIfInputSaves`: a
+   * recomputed node whose output nothing reads and which saves only inputs is not run (the executor's
+   * savesOnlyInputs); returns null then.
+   */
+  const forwardNode = (name: string, keep: boolean, inputs: VBuffer[], onDevice: boolean, lastRead: boolean[], skipIfInputSaves = false): VBuffer | null => {
     const node = net.nodes[index.get(name)!]!;
     const inShapes = node.inputs.map((i) => shapes.get(i)!);
     const outBytes = count(shapes.get(name)!) * BYTES;
-    const ws = node.layer.workspace?.(inShapes);
+    const mode: SaveMode = keep ? saveMode : 'none';
+    const spec = node.layer.saves(inShapes, mode);
+    const entry = { device: [] as VBuffer[], packed: [] as number[], mode };
     where = name;
-    const out = alloc(outBytes, 0, `activation ${name}`);
+    if (skipIfInputSaves && spec.inputs.length && !spec.output && !spec.extra.length) {
+      for (const i of spec.inputs) {
+        inputs[i]!.refs++;
+        entry.device.push(inputs[i]!);
+      }
+      saved.set(name, entry);
+      return null;
+    }
+    const ws = node.layer.workspace?.(inShapes, mode);
+    const overwrite = inPlace && node.layer.forwardInPlace === true && lastRead[0] === true && onlyOnce(node.inputs, node.inputs[0]!) && node.inputs[0] !== NETWORK_INPUT;
+    let out: VBuffer;
+    if (overwrite) {
+      out = inputs[0]!;
+      out.what = `activation ${name}`;
+    } else out = alloc(outBytes, 0, `activation ${name}`);
     if (ws?.forward) transient(ws.forward * BYTES);
-    const spec = node.layer.saves(inShapes);
-    const entry = { device: [] as VBuffer[], packed: [] as number[] };
     let saveIndex = 0;
     const site = () => ({
       node: name,
@@ -238,13 +265,15 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   const held = new Set([net.output, ...auxNames]);
   for (const node of net.nodes) {
     const inputs = node.inputs.map((i) => acts.get(i)!);
-    const out = forwardNode(node.name, !segmentOf.has(node.name), inputs, true);
+    const out = forwardNode(node.name, !segmentOf.has(node.name), inputs, true, inputs.map((b) => b.refs === 1))!;
     out.refs += consumers.get(node.name)! + (holds.get(node.name) ?? 0) + (held.has(node.name) ? 1 : 0);
     acts.set(node.name, out);
     for (const i of inputs) release(i);
     if (out.refs === 0) free(out);
     drainInFlight();
     tick++;
+    steps.push(stepHigh);
+    stepHigh = live;
   }
 
   // ---- loss
@@ -291,29 +320,35 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       for (const n of s.nodes) {
         const nd = net.nodes[index.get(n)!]!;
         const inputs = nd.inputs.map((i) => (inside.has(i) ? local.get(i)! : acts.get(i)!));
-        const out = forwardNode(n, true, inputs, false);
-        out.refs += 1; // the segment's own reference while it reads it
-        local.set(n, out);
+        // A local input read for the last time holds only the segment's reference (refs 1: no save).
+        const lastRead = nd.inputs.map((i, k) => inside.has(i) && pending.get(i) === 1 && inputs[k]!.refs === 1);
+        const out = forwardNode(n, true, inputs, false, lastRead, !pending.get(n));
+        if (out) {
+          out.refs += 1; // the segment's own reference while it reads it
+          local.set(n, out);
+        }
         for (const i of nd.inputs) {
           if (!inside.has(i)) continue;
           const left = pending.get(i)! - 1;
           pending.set(i, left);
           if (left === 0) release(local.get(i)!);
         }
-        if (!pending.get(n)) release(out);
+        if (out && !pending.get(n)) release(out);
       }
+      // The external inputs were held for the recompute only.
+      for (const e of s.external) release(acts.get(e)!);
       phase = 'backward';
     }
     where = node.name;
     const dy = grads.get(node.name);
     grads.delete(node.name);
-    const entry = saved.get(node.name) ?? { device: [], packed: [] };
+    const entry = saved.get(node.name) ?? { device: [], packed: [], mode: saveMode };
     saved.delete(node.name);
     if (dy && requiresGrad.get(node.name)) {
       const fromHost = unpacked.get(node.name) ?? entry.packed.map((b) => alloc(b, 1, `swapped in for ${node.name}`));
       unpacked.delete(node.name);
       const inShapes = node.inputs.map((i) => shapes.get(i)!);
-      const ws = node.layer.workspace?.(inShapes);
+      const ws = node.layer.workspace?.(inShapes, entry.mode);
       // dParams, then dInputs (as Conv3d computes them), all alive together before dy is freed.
       const pBytes = node.layer.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
       paramGradBytes += pBytes;
@@ -359,9 +394,10 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       if (dy) release(dy);
       for (const b of entry.device) release(b);
     }
-    if (seg !== undefined && segments[seg]!.nodes[0] === node.name) for (const e of segments[seg]!.external) release(acts.get(e)!);
     drainInFlight();
     tick++;
+    steps.push(stepHigh);
+    stepHigh = live;
   }
   for (const g of grads.values()) release(g);
 
@@ -373,7 +409,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const largest = Math.max(0, ...net.params.map((p) => count(p.shape) * BYTES));
     transient(largest * adamWorkspace, 'optimizer workspace');
   }
-  return { peak, at, fixed, hostBytes, ...(track ? { breakdown } : {}) };
+  return { peak, at, fixed, hostBytes, steps, ...(track ? { breakdown } : {}) };
 }
 
 /**
@@ -405,5 +441,6 @@ function tapeEstimate(net: Network, shapes: Map<string, Shape>, fixed: number, p
   const auxNames = (net.auxOutputs ?? []).map((a) => a.node);
   const outBytes = [net.output, ...auxNames].reduce((n, o) => n + count(shapes.get(o)!) * BYTES, 0);
   const loss = lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * outBytes;
-  return { peak: fixed + savedBytes + gradBytes + paramBytes + loss, at: 'backward / end of tf.grads', fixed, hostBytes: 0 };
+  const peak = fixed + savedBytes + gradBytes + paramBytes + loss;
+  return { peak, at: 'backward / end of tf.grads', fixed, hostBytes: 0, steps: [peak] };
 }

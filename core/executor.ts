@@ -9,12 +9,14 @@
  *   on the device or is packed elsewhere (host memory) and unpacked in backward, with prefetch
  *   `prefetchDistance` layers ahead of use (TFLMS's `lb`);
  * - `recompute`: checkpoint segments (Chen et al. 2016): forward keeps only the segments' external
- *   inputs, and backward re-runs each segment's forward, saving, just before its backward.
+ *   inputs, and backward re-runs each segment's forward, saving, just before its backward;
+ * - `saveMode`: 'lean' asks layers to keep fewer buffers and recompute cheap values in backward.
+ * Everywhere, a layer with `forwardInPlace` writes its output over an input that nothing else needs.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { NETWORK_INPUT, type GraphNode, type Network, type Shape } from './graph.js';
-import { addInto } from './in-place.js';
+import { NETWORK_INPUT, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
+import { addInto, sharesStorage } from './in-place.js';
 
 /** A saved tensor that a hook moved off the device. */
 export interface PackedTensor {
@@ -79,6 +81,11 @@ export interface StepPlan {
    * the transfer overlaps the previous layer's backward; 0 fetches on demand (no overlap, least memory).
    */
   prefetchDistance?: number;
+  /**
+   * What layers keep for backward (ForwardArgs.saveMode): 'all' (default) or 'lean' (fewer buffers, cheap
+   * values recomputed in backward: a normalisation keeps its output, which the next layer saves anyway).
+   */
+  saveMode?: 'all' | 'lean';
 }
 
 export type Phase = 'forward' | 'loss' | 'backward' | 'recompute' | 'inference';
@@ -165,12 +172,24 @@ export class Executor {
     const pending = new Map(this.consumerCount);
     for (const o of outputs) pending.set(o, (pending.get(o) ?? 0) + 1);
     const acts = new Map<string, Tensor>([[NETWORK_INPUT, x]]);
+    // Under tf.grads (the tape baseline) layers run as they are: the tape keeps what kernels save.
+    const inference = phase === 'inference';
     for (const node of this.net.nodes) {
       if (!pending.get(node.name)) continue; // feeds nothing that was asked for (e.g. an auxiliary head)
       observer?.beforeOp?.(phase, node.name);
       const inputs = node.inputs.map((i) => acts.get(i)!);
       const extras: Tensor[] = [];
-      const out = node.layer.forward({ inputs, params: this.paramsOf(node, params), save: (t) => extras.push(t) });
+      const overwritable = inference
+        ? node.inputs.map(
+            (n, k) => n !== NETWORK_INPUT && pending.get(n) === 1 && onlyOnce(node.inputs, n) && !sharesStorage(inputs[k]!, acts.values()),
+          )
+        : undefined;
+      const out = node.layer.forward({
+        inputs,
+        params: this.paramsOf(node, params),
+        save: (t) => extras.push(t),
+        ...(inference ? { saveMode: 'none' as const, overwritable } : {}),
+      });
       for (const t of extras) if (t !== out && !inputs.includes(t)) t.dispose();
       acts.set(node.name, out);
       for (const i of node.inputs) {
@@ -237,14 +256,31 @@ export class Executor {
     register(NETWORK_INPUT, x);
 
     const saved = new Map<string, SavedEntry[]>();
+    const savedMode = new Map<string, SaveMode>();
+    const saveMode = plan.saveMode ?? 'all';
+    /** Every tensor the step holds (activations and saves), to rule out views when writing in place. */
+    const liveTensors = function* (): Generator<Tensor> {
+      yield* acts.values();
+      for (const entries of saved.values()) for (const e of entries) if ('tensor' in e) yield e.tensor;
+    };
     const inputShapes = new Map<string, Shape[]>();
     const backwardOrder = [...nodes].reverse();
     const backwardPos = new Map(backwardOrder.map((n, i) => [n.name, i]));
 
-    const runForward = (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean): Tensor => {
+    const runForward = (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean, lastRead: boolean[]): Tensor => {
       observer?.beforeOp?.(phase, node.name);
       const toSave: Tensor[] = [];
-      const out = node.layer.forward({ inputs, params: this.paramsOf(node, params), save: (t) => void toSave.push(t) });
+      const mode: SaveMode = keepSaves ? saveMode : 'none';
+      const out = node.layer.forward({
+        inputs,
+        params: this.paramsOf(node, params),
+        save: (t) => void toSave.push(t),
+        saveMode: mode,
+        // An input this node reads last, that no save or checkpoint holds (never the step's input).
+        overwritable: node.layer.forwardInPlace
+          ? inputs.map((t, k) => lastRead[k]! && t !== x && onlyOnce(node.inputs, node.inputs[k]!) && !sharesStorage(t, liveTensors()))
+          : undefined,
+      });
       inputShapes.set(node.name, inputs.map((t) => t.shape));
       const entries: SavedEntry[] = [];
       toSave.forEach((t, saveIndex) => {
@@ -275,9 +311,30 @@ export class Executor {
           if (!tracked) t.dispose();
         }
       });
-      if (keepSaves) saved.set(node.name, entries);
+      if (keepSaves) {
+        saved.set(node.name, entries);
+        savedMode.set(node.name, mode);
+      }
       observer?.afterOp?.(phase, node.name);
       return out;
+    };
+    /**
+     * A recomputed node whose output nothing reads again and which saves only (some of) its inputs: its
+     * saves are those inputs, so it is not run at all (e.g. a convolution that ends a segment). A layer
+     * whose spec lists no saved input is always run (a spec may leave out a tensor shared with another).
+     */
+    const savesOnlyInputs = (node: GraphNode, inputs: Tensor[]): boolean => {
+      const spec = node.layer.saves(inputs.map((t) => t.shape), saveMode);
+      if (!spec.inputs.length || spec.output || spec.extra.length) return false;
+      inputShapes.set(node.name, inputs.map((t) => t.shape));
+      const entries: SavedEntry[] = spec.inputs.map((k) => {
+        inc(inputs[k]!);
+        stats.savedOnDevice++;
+        return { tensor: inputs[k]! };
+      });
+      saved.set(node.name, entries);
+      savedMode.set(node.name, saveMode);
+      return true;
     };
 
     // ---- forward
@@ -313,7 +370,14 @@ export class Executor {
         inc(t, pendingReads.get(n)!);
       }
       const inputs = node.inputs.map((n) => acts.get(n)!);
-      const out = runForward(node, i, 'forward', inputs, !segmentOf.has(node.name));
+      const out = runForward(
+        node,
+        i,
+        'forward',
+        inputs,
+        !segmentOf.has(node.name),
+        inputs.map((t) => refs.get(t) === 1),
+      );
       register(node.name, out, outputHold.has(node.name) ? 1 : 0);
       for (const n of node.inputs) {
         pendingReads.set(n, pendingReads.get(n)! - 1);
@@ -379,13 +443,17 @@ export class Executor {
       if (seg !== undefined && !recomputed.has(seg)) {
         recomputed.add(seg);
         const r0 = now();
-        this.recomputeSegment(segments[seg]!, acts, runForward, (t) => refs.has(t));
+        this.recomputeSegment(segments[seg]!, acts, runForward, savesOnlyInputs, (t) => refs.has(t));
+        // The segment's external inputs were held for this recompute only; what its saves need, they hold.
+        for (const e of segments[seg]!.external) dec(acts.get(e)!);
         stats.recomputeSeconds += now() - r0;
       }
       const dy = grads.get(node.name);
       grads.delete(node.name);
       const entries = saved.get(node.name) ?? [];
       saved.delete(node.name);
+      const forwardMode = savedMode.get(node.name);
+      savedMode.delete(node.name);
 
       if (dy && this.requiresGrad.get(node.name)) {
         const w0 = now();
@@ -395,6 +463,7 @@ export class Executor {
         const { dInputs, dParams } = node.layer.backward({
           dy,
           saved: savedTensors,
+          saveMode: forwardMode ?? 'all',
           params: this.paramsOf(node, params),
           inputShapes: inputShapes.get(node.name)!,
           needInputGrad: node.inputs.map((n) => this.requiresGrad.get(n)!),
@@ -435,9 +504,6 @@ export class Executor {
           paramGrads.delete(name);
           applyGradient(name, g);
         }
-      // A segment's external inputs are released once its first node (in forward order) is done.
-      if (seg !== undefined && segments[seg]!.nodes[0] === node.name)
-        for (const e of segments[seg]!.external) dec(acts.get(e)!);
       await hooks?.poll?.();
     }
     for (const g of grads.values()) g.dispose();
@@ -510,7 +576,8 @@ export class Executor {
   private recomputeSegment(
     segment: { nodes: string[]; external: string[] },
     acts: Map<string, Tensor>,
-    runForward: (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean) => Tensor,
+    runForward: (node: GraphNode, i: number, phase: Phase, inputs: Tensor[], keepSaves: boolean, lastRead: boolean[]) => Tensor,
+    savesOnlyInputs: (node: GraphNode, inputs: Tensor[]) => boolean,
     isHeld: (t: Tensor) => boolean,
   ): void {
     const inside = new Set(segment.nodes);
@@ -526,7 +593,18 @@ export class Executor {
       const i = this.index.get(name)!;
       const node = this.net.nodes[i]!;
       const inputs = node.inputs.map((n) => (inside.has(n) ? local.get(n)! : acts.get(n)!));
-      const out = runForward(node, i, 'recompute', inputs, true);
+      if (!pending.get(name) && savesOnlyInputs(node, inputs)) {
+        for (const n of node.inputs) {
+          if (!inside.has(n)) continue;
+          const left = pending.get(n)! - 1;
+          pending.set(n, left);
+          if (left === 0) drop(local.get(n)!);
+        }
+        continue;
+      }
+      // A local input read for the last time and held by no save may be overwritten (external ones are held).
+      const lastRead = node.inputs.map((n, k) => inside.has(n) && pending.get(n) === 1 && !isHeld(inputs[k]!));
+      const out = runForward(node, i, 'recompute', inputs, true, lastRead);
       local.set(name, out);
       for (const n of node.inputs) {
         if (!inside.has(n)) continue;
@@ -554,6 +632,11 @@ export class Executor {
       return { nodes: names, external: [...external] };
     });
   }
+}
+
+/** Whether `name` occurs exactly once in `names` (a layer reading one tensor twice must not overwrite it). */
+function onlyOnce(names: string[], name: string): boolean {
+  return names.indexOf(name) === names.lastIndexOf(name);
 }
 
 /** The union of two sets of recompute segments; a segment of `a` that overlaps one of `b` yields to `b`. */

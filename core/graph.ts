@@ -17,9 +17,24 @@ export interface ParamSpec {
   fanIn?: number;
 }
 
+/**
+ * What backward will get of a layer's saves: 'all' (the default), 'lean' (as few saved buffers as the
+ * layer can manage, at the price of recomputing cheap values in backward: Chen et al. 2016's "drop the
+ * results of low-cost operations"), or 'none' (nothing is kept: an inference forward, or the forward of
+ * a checkpointed segment), where a layer may skip making what it would only have saved.
+ */
+export type SaveMode = 'all' | 'lean' | 'none';
+
 export interface ForwardArgs {
   inputs: Tensor[];
   params: Tensor[];
+  /** Default 'all'. */
+  saveMode?: SaveMode;
+  /**
+   * Per input: true where this forward is the input's last reader and nothing else holds it (the
+   * executor disposes it after this call), so a layer with `forwardInPlace` may write its output over it.
+   */
+  overwritable?: boolean[];
   /**
    * Keep `t` for backward. The executor owns saved tensors from then on (a layer never disposes what it
    * saved). A layer saves each tensor at most once; the order of saves is the order `saved` has in backward.
@@ -30,6 +45,8 @@ export interface ForwardArgs {
 export interface BackwardArgs {
   /** Gradient of the loss with respect to this layer's output (owned by the executor). */
   dy: Tensor;
+  /** The save mode forward ran with (default 'all'): what `saved` holds. */
+  saveMode?: SaveMode;
   /** What forward saved, in order (owned by the executor). */
   saved: Tensor[];
   params: Tensor[];
@@ -52,7 +69,10 @@ export interface BackwardResult {
   dParams: Tensor[];
 }
 
-/** What forward saves, for the memory estimator: indices of inputs, the output, and other shapes. */
+/**
+ * What forward saves, for the memory estimator: indices of inputs, the output, and other shapes, in the
+ * order forward saves them (inputs first, then the output, then the extra tensors).
+ */
 export interface SavedSpec {
   inputs: number[];
   output: boolean;
@@ -67,12 +87,13 @@ export interface Layer {
   outputShape(inputShapes: Shape[]): Shape;
   forward(args: ForwardArgs): Tensor;
   backward(args: BackwardArgs): BackwardResult;
-  saves(inputShapes: Shape[]): SavedSpec;
+  /** What forward saves in `mode` (default 'all'; 'none' saves nothing, whatever this says). */
+  saves(inputShapes: Shape[], mode?: SaveMode): SavedSpec;
   /**
    * Largest transient device buffers (element counts) a layer's kernels allocate beyond its output,
-   * for forward and backward; the estimator adds them at the layer's step.
+   * for forward (with saves in `mode`) and backward; the estimator adds them at the layer's step.
    */
-  workspace?(inputShapes: Shape[]): {
+  workspace?(inputShapes: Shape[], mode?: SaveMode): {
     forward: number;
     backward: number;
     /** Backward's, where every saved tensor is overwritable (BackwardArgs.overwritable); default `backward`. */
@@ -83,6 +104,11 @@ export interface Layer {
    * (e.g. the zero gradients tfjs makes for a multi-output kernel's unused outputs).
    */
   tapeExtra?(inputShapes: Shape[]): number;
+  /**
+   * True where forward writes its output into input 0's buffer when `ForwardArgs.overwritable[0]` and
+   * nothing else shares that buffer (core/in-place.ts, cpu backend), so the output needs no new buffer.
+   */
+  readonly forwardInPlace?: boolean;
   /** True where backward hands `dy` itself (an alias, no new buffer) to every input (element-wise sum). */
   readonly passesGradient?: boolean;
   /**

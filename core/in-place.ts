@@ -4,8 +4,10 @@
  * tfjs tensors are immutable, so `a + b` allocates a third buffer while both inputs are alive; gradient
  * accumulation and the optimizer update do this for every tensor they touch. Where the backend is cpu
  * and no other tensor shares the buffer (the backend's reference count is 1: no clone or reshape of it
- * exists; and its values are a whole ArrayBuffer, not a slice's view), writing into it is safe and allocates nothing, as PyTorch's `grad +=` and its in-place Adam
- * do. Other backends keep the allocating tf-op path.
+ * exists; and its values are a whole ArrayBuffer, not a slice's view), writing into it is safe and
+ * allocates nothing, as PyTorch's `grad +=` and its in-place Adam do. Other backends keep the allocating
+ * tf-op path. The reverse case, a contiguous slice's view INTO the buffer (its own id, so the reference
+ * count does not show it), is for the caller to rule out: `sharesStorage` checks a set of tensors.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
@@ -24,6 +26,20 @@ export function exclusiveValues(t: Tensor): Float32Array | null {
   // A view into a larger buffer (the cpu backend's contiguous slice) shares memory without sharing the id.
   if (!(v instanceof Float32Array) || v.length !== t.size || v.byteOffset !== 0 || v.byteLength !== v.buffer.byteLength) return null;
   return v;
+}
+
+/** Whether any of `others` (other than `t` itself) is backed by the same memory as `t` (cpu backend). */
+export function sharesStorage(t: Tensor, others: Iterable<Tensor>): boolean {
+  if (tf.getBackend() !== 'cpu' || t.isDisposed) return false;
+  const data = (tf.backend() as unknown as CpuBackendLike).data;
+  const mine = data.get(t.dataId).values;
+  if (!ArrayBuffer.isView(mine)) return false;
+  for (const o of others) {
+    if (o === t || o.isDisposed || o.dataId === t.dataId) continue;
+    const v = data.get(o.dataId).values;
+    if (ArrayBuffer.isView(v) && v.buffer === mine.buffer) return true;
+  }
+  return false;
 }
 
 /** Whether `addInto` would update in place (the memory estimator asks). */

@@ -3,8 +3,9 @@
  * cpu backend (tfjs's kernel registry is the plugin mechanism: the native addon in core/native
  * re-registers the same names with AVX2 code, and these JavaScript versions are its reference).
  *
- * - VolInstanceNormForward {x, gamma, beta} {epsilon, alpha} -> [y, xhat, invStd]
- *     instance norm over the spatial axes of NDHWC fused with leaky ReLU (alpha = 1: no activation).
+ * - VolInstanceNormForward {x, gamma, beta} {epsilon, alpha, withXhat?, inPlace?} -> [y, xhat, invStd]
+ *     instance norm over the spatial axes of NDHWC fused with leaky ReLU (alpha = 1: no activation);
+ *     withXhat false: [y, invStd] (no x̂ buffer); inPlace: y is written over x (x's own buffer).
  *     Composed from tfjs ops the same thing takes ~10 element-wise kernels and as many 5-D temporaries.
  * - VolInstanceNormBackward {dy, xhat, invStd, gamma, beta} {alpha} -> [dx, dgamma, dbeta]
  * - VolUpsampleNearest3D {x} {factor} -> y ; VolUpsampleNearest3DGrad {dy} {factor} -> dx
@@ -26,6 +27,14 @@ interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
   makeTensorInfo(shape: number[], dtype: 'float32', values: Float32Array): TensorInfo;
   incRef(dataId: object): void;
+}
+
+/** Attributes of VolInstanceNormForward (withXhat default true, inPlace default false). */
+export interface NormForwardAttrs {
+  epsilon: number;
+  alpha: number;
+  withXhat?: boolean;
+  inPlace?: boolean;
 }
 
 function values(backend: unknown, t: TensorInfo): Float32Array {
@@ -52,13 +61,14 @@ function dims(shape: number[]): { n: number; s: number; c: number } {
 
 const instanceNormForward: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, gamma, beta } = inputs as { x: TensorInfo; gamma: TensorInfo; beta: TensorInfo };
-  const { epsilon, alpha } = attrs as unknown as { epsilon: number; alpha: number };
+  const { epsilon, alpha, withXhat = true, inPlace = false } = attrs as unknown as NormForwardAttrs;
   const xv = values(backend, x);
   const g = values(backend, gamma);
   const b = values(backend, beta);
   const { n, s, c } = dims(x.shape);
-  const y = new Float32Array(xv.length);
-  const xhat = new Float32Array(xv.length);
+  // In place: y overwrites x element by element (each y[i] reads only x[i] and per-channel statistics).
+  const y = inPlace ? xv : new Float32Array(xv.length);
+  const xhat = withXhat ? new Float32Array(xv.length) : null;
   const invStd = new Float32Array(n * c);
   const mean = new Float64Array(c);
   const m2 = new Float64Array(c);
@@ -84,13 +94,15 @@ const instanceNormForward: KernelFunc = ({ inputs, backend, attrs }) => {
       const o = base + i * c;
       for (let k = 0; k < c; k++) {
         const xh = (xv[o + k]! - mean[k]!) * invStd[b0 * c + k]!;
-        xhat[o + k] = xh;
+        if (xhat) xhat[o + k] = xh;
         const z = g[k]! * xh + b[k]!;
         y[o + k] = z >= 0 ? z : alpha * z;
       }
     }
   }
-  return [output(backend, x.shape, y), output(backend, x.shape, xhat), output(backend, [n, c], invStd)];
+  const yOut = inPlace ? sameBuffer(backend, x) : output(backend, x.shape, y);
+  const stats = output(backend, [n, c], invStd);
+  return xhat ? [yOut, output(backend, x.shape, xhat), stats] : [yOut, stats];
 };
 
 const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
@@ -249,17 +261,35 @@ function hasKernel(name: string): boolean {
 
 const leaky = (z: tf.Tensor, alpha: number): tf.Tensor => (alpha === 1 ? z : tf.leakyRelu(z, alpha));
 
-/** y = leakyRelu(instanceNorm(x)·gamma + beta): returns [y, xhat, invStd]. */
-export function instanceNormAct(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number, alpha: number): tf.Tensor[] {
-  if (hasKernel(INSTANCE_NORM_FORWARD))
-    return tf.engine().runKernel(INSTANCE_NORM_FORWARD, { x, gamma, beta }, { epsilon, alpha }) as tf.Tensor[];
-  return tf.tidy(() => {
+/**
+ * y = leakyRelu(instanceNorm(x)·gamma + beta): returns [y, xhat, invStd], xhat null with
+ * `withXhat: false`. `inPlace` (the caller owns x exclusively) writes y into x's buffer where the backend
+ * has the project's kernel; elsewhere it is ignored.
+ */
+export function instanceNormAct(
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  beta: tf.Tensor,
+  epsilon: number,
+  alpha: number,
+  opts: { withXhat?: boolean; inPlace?: boolean } = {},
+): [tf.Tensor, tf.Tensor | null, tf.Tensor] {
+  const withXhat = opts.withXhat ?? true;
+  if (hasKernel(INSTANCE_NORM_FORWARD)) {
+    const attrs: NormForwardAttrs = { epsilon, alpha, withXhat, inPlace: opts.inPlace ?? false };
+    const out = tf.engine().runKernel(INSTANCE_NORM_FORWARD, { x, gamma, beta }, attrs as unknown as NamedAttrMap) as tf.Tensor[];
+    return withXhat ? [out[0]!, out[1]!, out[2]!] : [out[0]!, null, out[1]!];
+  }
+  const [y, xhat, invStd] = tf.tidy(() => {
     const { mean, variance } = tf.moments(x, [1, 2, 3], true);
     const invStd = tf.rsqrt(tf.add(variance, epsilon));
     const xhat = tf.mul(tf.sub(x, mean), invStd);
     const y = leaky(tf.add(tf.mul(xhat, gamma), beta), alpha);
     return [y, xhat, tf.reshape(invStd, [x.shape[0]!, x.shape[4]!])];
   });
+  if (withXhat) return [y, xhat, invStd];
+  xhat.dispose();
+  return [y, null, invStd];
 }
 
 export function instanceNormActBackward(

@@ -5,11 +5,19 @@
  * network as a baseline.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, Shape } from './graph.js';
+import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, SaveMode, Shape } from './graph.js';
 import { exclusiveValues } from './in-place.js';
 import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from './kernels.js';
 
 const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+
+/** Lean saves rebuild a normalisation's x̂ from its output only where every |β| ≤ this·|γ| (see rebuildable). */
+export const REBUILD_RATIO = 256;
+
+/** Whether tfjs is recording a gradient tape (inside tf.grads), where kernels must keep their outputs. */
+function recordingTape(): boolean {
+  return ((tf.engine().state as unknown as { gradientDepth?: number }).gradientDepth ?? 0) > 0;
+}
 
 function convOut(n: number, k: number, stride: number, padding: 'same' | 'valid'): number {
   return padding === 'same' ? Math.ceil(n / stride) : Math.floor((n - k) / stride) + 1;
@@ -104,9 +112,14 @@ export interface NormActOptions {
   inPlace?: boolean;
 }
 
-/** Instance normalisation (affine) fused with leaky ReLU. Saves x̂ (or, in place, the output). */
+/**
+ * Instance normalisation (affine) fused with leaky ReLU. Saves x̂ and invStd; or, in place or with lean
+ * saves, the output y and invStd (x̂ is rebuilt from y in backward). Forward writes y over its input
+ * where the executor allows it (the convolution before it does not save its output).
+ */
 export class InstanceNormAct implements Layer {
   readonly type: string;
+  readonly forwardInPlace = true;
   readonly gradientInPlace = true;
   readonly params: ParamSpec[];
   readonly alpha: number;
@@ -123,16 +136,46 @@ export class InstanceNormAct implements Layer {
   outputShape([x]: Shape[]): Shape {
     return [...x!];
   }
-  forward({ inputs: [x], params: [gamma, beta], save }: ForwardArgs): tf.Tensor {
-    const [y, xhat, invStd] = instanceNormAct(x!, gamma!, beta!, this.epsilon, this.alpha);
-    if (this.opts.inPlace) {
-      xhat!.dispose();
-      save(y!);
+  /** Whether forward in `mode` keeps y (x̂ rebuilt in backward) rather than x̂: needs a slope > 0. */
+  private keepsOutput(mode: SaveMode): boolean {
+    return !!this.opts.inPlace || (mode === 'lean' && this.alpha > 0);
+  }
+  /**
+   * Whether x̂ = (z − β)/γ can be rebuilt from y to float32 accuracy: the rebuild loses about
+   * 2⁻²⁴·(|x̂| + |β/γ|), so every channel needs γ ≠ 0 and |β| ≤ REBUILD_RATIO·|γ|.
+   */
+  private rebuildable(gamma: tf.Tensor, beta: tf.Tensor): boolean {
+    const g = gamma.dataSync() as Float32Array;
+    const b = beta.dataSync() as Float32Array;
+    for (let k = 0; k < g.length; k++) if (!(Math.abs(b[k]!) <= REBUILD_RATIO * Math.abs(g[k]!))) return false;
+    return true;
+  }
+  forward({ inputs: [x], params: [gamma, beta], save, saveMode = 'all', overwritable }: ForwardArgs): tf.Tensor {
+    const none = saveMode === 'none';
+    // Lean saves fall back to x̂ where γ is too small to rebuild it; the saves' order tells backward
+    // ([y, invStd] when rebuilt, [invStd, x̂] when not). The in-place layer always rebuilds.
+    const keepY = !none && this.keepsOutput(saveMode) && (!!this.opts.inPlace || this.rebuildable(gamma!, beta!));
+    const inPlace = overwritable?.[0] === true && exclusiveValues(x!) !== null;
+    // Under tf.grads (the tape baseline) the kernel's registered gradient reads its x̂ output: make it.
+    const withXhat = (!none && !keepY) || recordingTape();
+    const [y, xhat, invStd] = instanceNormAct(x!, gamma!, beta!, this.epsilon, this.alpha, { withXhat, inPlace });
+    if (xhat && keepY) xhat.dispose();
+    if (none) {
+      xhat?.dispose();
+      invStd.dispose();
+      return y;
+    }
+    if (keepY) {
+      save(y);
+      save(invStd);
+    } else if (saveMode === 'lean') {
+      save(invStd);
+      save(xhat!);
     } else {
       save(xhat!);
+      save(invStd);
     }
-    save(invStd!);
-    return y!;
+    return y;
   }
   /** In place: x̂ rebuilt from the output y on channels-last values (z = y ≥ 0 ? y : y/α, x̂ = (z − β)/γ). */
   xhatInPlace(v: Float32Array, gamma: Float32Array, beta: Float32Array): void {
@@ -168,40 +211,47 @@ export class InstanceNormAct implements Layer {
   }
 
   /**
-   * Backward given x̂ (which the caller owns) and the saved invStd. dx is written over dy where nothing
-   * else shares dy's buffer (the executor disposes dy after this call; cpu backend).
+   * Backward given x̂ (which the caller owns) and invStd. dx is written over dy where nothing else
+   * shares dy's buffer (the executor disposes dy after this call; cpu backend).
    */
-  backwardWithXhat({ dy, saved, params: [gamma, beta] }: BackwardArgs, xhat: tf.Tensor): BackwardResult {
+  backwardWithXhat({ dy, params: [gamma, beta] }: BackwardArgs, xhat: tf.Tensor, invStd: tf.Tensor): BackwardResult {
     const inPlace = exclusiveValues(dy) !== null;
-    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, saved[1]!, gamma!, beta!, this.alpha, inPlace);
+    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, invStd, gamma!, beta!, this.alpha, inPlace);
     return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
   }
 
   backward(args: BackwardArgs): BackwardResult {
-    if (!this.opts.inPlace) return this.backwardWithXhat(args, args.saved[0]!);
+    const [first, second] = args.saved;
+    const mode = args.saveMode ?? 'all';
+    if (!this.keepsOutput(mode)) return this.backwardWithXhat(args, first!, second!);
+    if (first!.rank === 2) return this.backwardWithXhat(args, second!, first!); // lean, x̂ kept (small γ)
     const [gamma, beta] = args.params;
-    const y = args.saved[0]!;
-    const xhat = this.xhatFromOutput(y, gamma!, beta!, args.overwritable?.[0] === true);
+    const xhat = this.xhatFromOutput(first!, gamma!, beta!, args.overwritable?.[0] === true);
     try {
-      return this.backwardWithXhat(args, xhat);
+      return this.backwardWithXhat(args, xhat, second!);
     } finally {
-      if (xhat !== y) xhat.dispose();
+      if (xhat !== first) xhat.dispose();
     }
   }
-  saves([x]: Shape[]): SavedSpec {
-    // x̂ (or y) plus invStd [N, C]
-    return { inputs: [], output: !!this.opts.inPlace, extra: this.opts.inPlace ? [x![0]! * x![4]!] : [size(x!), x![0]! * x![4]!] };
+  saves([x]: Shape[], mode: SaveMode = 'all'): SavedSpec {
+    // x̂ (or y) plus invStd [N, C]; with lean saves the estimate assumes x̂ can be rebuilt.
+    if (mode === 'none') return { inputs: [], output: false, extra: [] };
+    const stats = x![0]! * x![4]!;
+    return this.keepsOutput(mode) ? { inputs: [], output: true, extra: [stats] } : { inputs: [], output: false, extra: [size(x!), stats] };
   }
   tapeExtra([x]: Shape[]): number {
     // tf.grads makes zero gradients for the kernel's outputs x̂ and invStd, which nothing downstream reads.
     return size(x!) + x![0]! * x![4]!;
   }
-  workspace([x]: Shape[]): { forward: number; backward: number; backwardOverwriting: number } {
-    // forward makes y, x̂ and invStd together; in place, x̂ is dropped at once and rebuilt in backward
-    // (one buffer on cpu, two transients elsewhere; none on cpu where y may be overwritten).
+  workspace([x]: Shape[], mode: SaveMode = 'all'): { forward: number; backward: number; backwardOverwriting: number } {
+    // The cpu kernel makes only what is kept (y, and x̂ when saved); elsewhere x̂ is made and dropped
+    // when not saved. Where y is kept, x̂ is rebuilt in backward: one buffer on cpu (none where y may be
+    // overwritten), two transients elsewhere.
     const cpu = tf.getBackend() === 'cpu';
-    const rebuild = this.opts.inPlace ? (cpu ? 1 : 2) * size(x!) : 0;
-    return { forward: this.opts.inPlace ? size(x!) : 0, backward: rebuild, backwardOverwriting: cpu ? 0 : rebuild };
+    const keepY = mode !== 'none' && this.keepsOutput(mode);
+    const forward = !cpu && (mode === 'none' || keepY) ? size(x!) : 0;
+    const rebuild = keepY ? (cpu ? 1 : 2) * size(x!) : 0;
+    return { forward, backward: rebuild, backwardOverwriting: cpu ? 0 : rebuild };
   }
 }
 

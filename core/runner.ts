@@ -218,13 +218,13 @@ export class ExperimentRunner {
       const stepShape = strategy.trainingShape(caseShape, net);
       const inputShape = [tr.batchSize as number, ...stepShape, dataset.channels.length];
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
-      const plan = strategy.plan(net, inputShape);
-      const estimate = estimatePeak(net, inputShape, plan, {
+      const estimateOptions = {
         optimizerSlots: 2,
         loss: tr.loss as LossKind,
         optimizerInBackward: tr.optimizerInBackward as boolean,
-        breakdown: opts.breakdown,
-      });
+      };
+      const plan = strategy.plan(net, inputShape, { estimate: estimateOptions });
+      const estimate = estimatePeak(net, inputShape, plan, { ...estimateOptions, breakdown: opts.breakdown });
       return { data, task, K, activation, net, strategy, train, validation, caseShape, stepShape, inputShape, plan, estimate };
     } catch (e) {
       await strategy.dispose?.();

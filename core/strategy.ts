@@ -8,6 +8,7 @@
  */
 import type { Network } from './graph.js';
 import type { StepPlan } from './executor.js';
+import type { EstimateOptions } from './estimator.js';
 import type { Rng, Shape3, TrainingSample } from './types.js';
 
 /** A labelled case ready for training: channels-last image and one target channel per network output. */
@@ -40,6 +41,15 @@ export interface StrategyStepInfo {
   net: Network;
 }
 
+/** What the runner tells `plan` about the step beyond the network and its input. */
+export interface PlanContext {
+  /**
+   * The options the runner estimates the step's peak with (optimizer state, optimizer in backward, the
+   * loss): a strategy that plans with the estimator (checkpoint's search) must use the same.
+   */
+  estimate?: EstimateOptions;
+}
+
 export interface MemoryStrategy {
   readonly name: string;
   /** The spatial shape of a training step's input for a case of this shape (for estimates and records). */
@@ -47,7 +57,7 @@ export interface MemoryStrategy {
   /** What the model sees in one step. */
   sample(c: PreparedCase, rng: Rng, net: Network): TrainingSample;
   /** How the step keeps what backward needs. */
-  plan(net: Network, inputShape: number[]): StepPlan;
+  plan(net: Network, inputShape: number[], context?: PlanContext): StepPlan;
   /** Probabilities [D, H, W, K] for a whole image. */
   infer(input: InferenceInput, predict: WindowPredictor, net: Network): Promise<Float32Array>;
   /** Strategy counters for the trial record (bytes swapped, recompute seconds, …), cumulative. */

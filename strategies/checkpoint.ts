@@ -15,7 +15,7 @@ import type { Shape3, StrategyPlugin } from '../core/types.js';
 import type { MemoryStrategy } from '../core/strategy.js';
 import { inferShapes, type Network, type Shape } from '../core/graph.js';
 import { fullVolumeInfer, fullVolumeSample, fullVolumeShape } from './full-volume.js';
-import { estimatePeak } from '../core/estimator.js';
+import { estimatePeak, type EstimateOptions } from '../core/estimator.js';
 
 /** Bytes each node saves for backward (its saved inputs, output and extras), at `inputShape`. */
 export function savedBytesPerNode(net: Network, inputShape: Shape): number[] {
@@ -71,43 +71,91 @@ function segmentsFrom(net: Network, cut: boolean[], keep: boolean[]): string[][]
   return out;
 }
 
+/** Lexicographic comparison of two descending step profiles (the peak first, then the next highest steps). */
+function lower(a: number[], b: number[]): boolean {
+  for (let k = 0; k < Math.min(a.length, b.length); k++) if (a[k] !== b[k]) return a[k]! < b[k]!;
+  return false;
+}
+
 /**
- * The segmentation with the lowest estimated peak found by local search: the best of the balanced splits
- * (1 … 2√n segments) and the levels, then single toggles of a cut or of a layer's checkpointing, kept
- * while they lower the estimate, until none does (a few hundred estimates: well under a second).
+ * The segmentation with the lowest estimated peak found by local search. Starting points: the
+ * architecture's levels, the balanced splits (1 … 2√n segments) and one segment per layer; from the best
+ * few, single moves (toggle a cut, toggle whether a layer is checkpointed at all, shift a cut by one) are
+ * kept while they lower the estimate. Ties on the peak go to the plan whose other layer steps are lower
+ * (the steps' high-water marks sorted from the top): the peak is a maximum, flat under most single
+ * moves, and this lets the search walk across those plateaus. About a thousand estimates (~1 ms each).
  */
-export function searchSegments(net: Network, inputShape: Shape): string[][] {
-  const cost = (segments: string[][]): number => estimatePeak(net, inputShape, { recompute: segments }).peak;
+export function searchSegments(
+  net: Network,
+  inputShape: Shape,
+  saveMode: 'all' | 'lean' = 'all',
+  options: EstimateOptions = {},
+): string[][] {
   const n = net.nodes.length;
-  const candidates = [net.segments];
-  for (let k = 1; k <= Math.max(2, Math.round(2 * Math.sqrt(n))); k++) candidates.push(balancedSegments(net, inputShape, k));
-  let start = candidates[0]!;
-  let best = cost(start);
-  for (const c of candidates.slice(1)) {
-    const p = cost(c);
-    if (p < best) [start, best] = [c, p];
-  }
-  const inStart = new Set(start.flat());
-  const keep = net.nodes.map((node) => !inStart.has(node.name));
-  const cut = net.nodes.map((node, i) => {
-    const s = start.find((seg) => seg.includes(node.name));
-    const next = net.nodes[i + 1];
-    return !s || !next || s[s.length - 1] === node.name;
-  });
-  for (let round = 0; round < 20; round++) {
-    let improved = false;
-    for (let i = 0; i < n; i++)
-      for (const flags of [cut, keep]) {
-        flags[i] = !flags[i];
-        const p = cost(segmentsFrom(net, cut, keep));
-        if (p < best) {
-          best = p;
-          improved = true;
-        } else flags[i] = !flags[i];
+  const estimateOptions = { ...options, breakdown: false };
+  const profile = (segments: string[][]): number[] =>
+    estimatePeak(net, inputShape, { recompute: segments, saveMode }, estimateOptions).steps.slice().sort((a, b) => b - a);
+  const flagsOf = (segments: string[][]): { cut: boolean[]; keep: boolean[] } => {
+    const segOf = new Map<string, string[]>();
+    for (const s of segments) for (const name of s) segOf.set(name, s);
+    return {
+      keep: net.nodes.map((node) => !segOf.has(node.name)),
+      cut: net.nodes.map((node, i) => {
+        const s = segOf.get(node.name);
+        return !s || !net.nodes[i + 1] || s[s.length - 1] === node.name;
+      }),
+    };
+  };
+  const starts = [net.segments, net.nodes.map((node) => [node.name])];
+  for (let k = 1; k <= Math.max(2, Math.round(2 * Math.sqrt(n))); k++) starts.push(balancedSegments(net, inputShape, k));
+  const ranked = starts.map((s) => ({ s, p: profile(s) })).sort((a, b) => (lower(a.p, b.p) ? -1 : lower(b.p, a.p) ? 1 : 0));
+  let best: { s: string[][]; p: number[] } | null = null;
+  for (const start of ranked.slice(0, 3)) {
+    const { cut, keep } = flagsOf(start.s);
+    let current = start.p;
+    const tryMove = (apply: () => void, undo: () => void): boolean => {
+      apply();
+      const p = profile(segmentsFrom(net, cut, keep));
+      if (lower(p, current)) {
+        current = p;
+        return true;
       }
-    if (!improved) break;
+      undo();
+      return false;
+    };
+    for (let round = 0; round < 30; round++) {
+      let improved = false;
+      for (let i = 0; i < n; i++) {
+        for (const flags of [cut, keep]) improved = tryMove(() => void (flags[i] = !flags[i]), () => void (flags[i] = !flags[i])) || improved;
+        // Shift a cut to the next node (or back): moves a segment boundary without adding one.
+        if (i + 1 < n && cut[i] !== cut[i + 1]) {
+          const swap = (): void => void ([cut[i], cut[i + 1]] = [cut[i + 1]!, cut[i]!]);
+          improved = tryMove(swap, swap) || improved;
+        }
+        // Extend the segment before a kept node over it, ending after it or after the node that follows
+        // (so that the kept node's output need not be held: e.g. a residual sum and the strided
+        // convolution reading it).
+        if (i > 0 && keep[i] && !keep[i - 1])
+          for (const span of [0, 1]) {
+            if (i + span >= n || (span && keep[i + 1])) continue;
+            const before = [cut[i - 1]!, keep[i]!, cut[i]!, cut[i + span]!];
+            const apply = (): void => {
+              cut[i - 1] = false;
+              keep[i] = false;
+              cut[i] = span === 0;
+              cut[i + span] = true;
+            };
+            const undo = (): void => {
+              [cut[i - 1], keep[i], cut[i], cut[i + span]] = before;
+            };
+            improved = tryMove(apply, undo) || improved;
+          }
+      }
+      if (!improved) break;
+    }
+    if (!best || lower(current, best.p)) best = { s: segmentsFrom(net, cut, keep), p: current };
   }
-  return segmentsFrom(net, cut, keep);
+  return best!.s;
 }
 
 const plugin: StrategyPlugin = {
@@ -117,6 +165,12 @@ const plugin: StrategyPlugin = {
   reference: 'Chen T. et al., Training Deep Nets with Sublinear Memory Cost, 2016 (arXiv:1604.06174)',
   settings: {
     segments: { type: 'integer', min: 0, default: 0, description: "with split 'balanced': the number of segments; 0 = about √(number of layers)" },
+    lean: {
+      type: 'boolean',
+      default: true,
+      description:
+        "keep fewer buffers and recompute cheap values in backward (Chen et al.'s dropped low-cost results): a normalisation keeps its output, which the next convolution saves anyway, and rebuilds x̂ from it",
+    },
     split: {
       type: 'enum',
       values: ['search', 'balanced', 'levels'],
@@ -127,24 +181,25 @@ const plugin: StrategyPlugin = {
   create(settings): MemoryStrategy {
     const split = settings.split as 'search' | 'balanced' | 'levels';
     const wanted = settings.segments as number;
+    const saveMode = settings.lean ? 'lean' : 'all';
     const chosen = new Map<string, string[][]>();
     return {
       name: 'checkpoint',
       trainingShape: (caseShape: Shape3, net: Network) => fullVolumeShape(caseShape, net),
       sample: fullVolumeSample(),
-      plan(net, inputShape) {
-        const key = `${net.description}|${inputShape.join('x')}`;
+      plan(net, inputShape, context) {
+        const key = `${net.description}|${inputShape.join('x')}|${JSON.stringify(context?.estimate ?? {})}`;
         let segments = chosen.get(key);
         if (!segments) {
           segments =
             split === 'levels'
               ? net.segments
               : split === 'search'
-                ? searchSegments(net, inputShape)
+                ? searchSegments(net, inputShape, saveMode, context?.estimate)
                 : balancedSegments(net, inputShape, wanted > 0 ? wanted : Math.max(1, Math.round(Math.sqrt(net.nodes.length))));
           chosen.set(key, segments);
         }
-        return { recompute: segments };
+        return { recompute: segments, saveMode };
       },
       infer: (input, predict, net) => fullVolumeInfer(input, predict, net),
     };

@@ -36,6 +36,16 @@ describe('owned backward and checkpointing give the plain step gradients', () =>
         expect(worstRelativeDifference(g, owned), name).toBe(0);
         expect(worstRelativeDifference(g, tape), name).toBeLessThanOrEqual(1e-5);
       }
+      // Lean saves rebuild each normalisation's x̂ from its output: equal up to float32 rounding.
+      const lean = {
+        'levels, lean': { recompute: net.segments, saveMode: 'lean' as const },
+        'search, lean': checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, [1, ...spatial, 2]),
+      };
+      for (const [name, plan] of Object.entries(lean)) {
+        const g = await gradients(net, params, x, y, plan);
+        expect(worstRelativeDifference(g, owned), name).toBeLessThanOrEqual(1e-5);
+        expect(worstRelativeDifference(g, tape), name).toBeLessThanOrEqual(1e-5);
+      }
       expect(tf.memory().numTensors).toBe(before);
       x.dispose();
       y.dispose();
@@ -55,8 +65,10 @@ describe('memory', () => {
     const tape = await measuredPeak(meter, net, spatial, { backward: 'tape' });
     const owned = await measuredPeak(meter, net, spatial, {});
     const ckpt = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape));
+    const lean = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape));
     expect(owned / tape).toBeLessThanOrEqual(0.7);
     expect(ckpt / owned).toBeLessThan(0.8);
+    expect(lean).toBeLessThan(ckpt);
   });
 
   it('the estimator is within ±10% of the measured peak for each plan at three sizes', async () => {
@@ -67,7 +79,9 @@ describe('memory', () => {
         tape: { backward: 'tape' as const },
         owned: {},
         checkpoint: checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape),
+        'checkpoint, lean': checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape),
         levels: { recompute: net.segments },
+        'levels, lean': { recompute: net.segments, saveMode: 'lean' as const },
       };
       for (const [name, plan] of Object.entries(plans)) {
         const { ratio, message } = await estimateAndMeasure(meter, net, spatial, plan, name);

@@ -357,6 +357,27 @@ describe.skipIf(!status.loaded)(
             const ref = inormForwardRef(x.dataSync() as Float32Array, shape, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array, epsilon, alpha);
             for (let i = 0; i < 3; i++) expect(relDiff(fwd[i].values, ref[i]), `forward output ${i}`).toBeLessThanOrEqual(TOL);
             compareWithProjectKernel('VolInstanceNormForward', { x, gamma, beta }, { epsilon, alpha });
+            // withXhat false: [y, invStd] only; inPlace: y written over x's own buffer. Same values as
+            // the full forward, for the native kernel and (native off) core/kernels.ts's.
+            for (const native of originalKernel('VolInstanceNormForward') ? [true, false] : [true]) {
+              setNativeKernelsEnabled(native);
+              try {
+                const full = native ? fwd : run('VolInstanceNormForward', { x, gamma, beta }, { epsilon, alpha });
+                for (const inPlace of [false, true]) {
+                  const own = tf.add(x, 0); // a fresh buffer nothing else shares
+                  const out = tf.engine().runKernel('VolInstanceNormForward', { x: own, gamma, beta }, { epsilon, alpha, withXhat: false, inPlace }) as tf.Tensor[];
+                  const label = `native ${native}, inPlace ${inPlace}`;
+                  expect(out.length, label).toBe(2);
+                  if (inPlace) expect(out[0]!.dataId, `${label}: y shares x's buffer`).toBe(own.dataId);
+                  else expect(Array.from(own.dataSync()), `${label}: x untouched`).toEqual(Array.from(x.dataSync()));
+                  expect(Array.from(out[0]!.dataSync()), `${label}: y`).toEqual(Array.from(full[0]!.values));
+                  expect(Array.from(out[1]!.dataSync()), `${label}: invStd`).toEqual(Array.from(full[2]!.values));
+                  tf.dispose([own, ...out]);
+                }
+              } finally {
+                setNativeKernelsEnabled(true);
+              }
+            }
 
             const dy = rand(shape);
             const xhat = tf.tensor(fwd[1].values, shape);

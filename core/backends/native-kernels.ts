@@ -29,6 +29,7 @@
 import { backend_util, getKernel, registerKernel, slice_util, unregisterKernel, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
+import type { NormForwardAttrs } from '../kernels.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +56,7 @@ export interface NativeAddon {
   avgPool3dGrad(dy: Float32Array, dx: Float32Array, params: Int32Array): void;
   instanceNormForward(
     x: Float32Array, gamma: Float32Array, beta: Float32Array,
+    /** xhat: empty where not wanted; y may be x itself (in place). */
     y: Float32Array, xhat: Float32Array, invStd: Float32Array,
     params: Int32Array, epsilon: number, alpha: number,
   ): void;
@@ -321,19 +323,20 @@ const avgPool3dGrad: Impl = (a, { inputs, backend, attrs }) => {
 const instanceNormForward: Impl = (a, { inputs, backend, attrs }) => {
   const b = cpu(backend);
   const x = req(inputs.x), gamma = req(inputs.gamma), beta = req(inputs.beta);
-  const { epsilon, alpha } = (attrs ?? {}) as { epsilon?: number; alpha?: number };
+  const { epsilon, alpha, withXhat = true, inPlace = false } = (attrs ?? {}) as Partial<NormForwardAttrs>;
   const [N, D, H, W, C] = rank5(x);
   require1(typeof epsilon === 'number' && typeof alpha === 'number');
   const xv = f32(b, x), gv = f32(b, gamma), bv = f32(b, beta);
   require1(gv.length === C && bv.length === C);
   const S = D * H * W;
-  const y = new Float32Array(xv.length), xhat = new Float32Array(xv.length), invStd = new Float32Array(N * C);
+  // In place: y is written over x (core/kernels.ts's contract: the caller owns x's buffer exclusively).
+  const y = inPlace ? xv : new Float32Array(xv.length);
+  const xhat = withXhat ? new Float32Array(xv.length) : new Float32Array(0);
+  const invStd = new Float32Array(N * C);
   a.instanceNormForward(xv, gv, bv, y, xhat, invStd, Int32Array.of(N, S, C), epsilon as number, alpha as number);
-  return [
-    b.makeTensorInfo(x.shape.slice(), 'float32', y),
-    b.makeTensorInfo(x.shape.slice(), 'float32', xhat),
-    b.makeTensorInfo([N, C], 'float32', invStd),
-  ];
+  const yOut = inPlace ? sameBuffer(b, x) : b.makeTensorInfo(x.shape.slice(), 'float32', y);
+  const stats = b.makeTensorInfo([N, C], 'float32', invStd);
+  return withXhat ? [yOut, b.makeTensorInfo(x.shape.slice(), 'float32', xhat), stats] : [yOut, stats];
 };
 
 const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {

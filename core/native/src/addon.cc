@@ -277,6 +277,7 @@ napi_value AvgPool3DGrad(napi_env env, napi_callback_info info) {
 }
 
 // instanceNormForward(x, gamma, beta, y, xhat, invStd, params=[N, S, C], epsilon, alpha)
+// xhat may be empty (not wanted); y may be x itself (in place).
 napi_value InstanceNormForward(napi_env env, napi_callback_info info) {
   Args a;
   CHECK(a.ok(env, info) && a.argc >= 9, "instanceNormForward: expected 9 arguments");
@@ -293,14 +294,14 @@ napi_value InstanceNormForward(napi_env env, napi_callback_info info) {
   CHECK(number(env, a.argv[7], &eps) && number(env, a.argv[8], &alpha), "instanceNormForward: bad epsilon/alpha");
   const int64_t N = pr[0], S = pr[1], C = pr[2];
   CHECK(static_cast<int64_t>(nx) == N * S * C && static_cast<int64_t>(ny) == N * S * C &&
-            static_cast<int64_t>(nh) == N * S * C && static_cast<int64_t>(ng) == C &&
+            (nh == 0 || static_cast<int64_t>(nh) == N * S * C) && static_cast<int64_t>(ng) == C &&
             static_cast<int64_t>(nb) == C && static_cast<int64_t>(nis) == N * C,
         "instanceNormForward: array lengths do not match params");
   advise_output(y, ny * sizeof(float));
-  advise_output(h, nh * sizeof(float));
+  if (nh) advise_output(h, nh * sizeof(float));
   try {
     g_table->inorm_fwd(static_cast<int>(N), S, static_cast<int>(C), x, g, b, static_cast<float>(eps),
-                       static_cast<float>(alpha), y, h, is);
+                       static_cast<float>(alpha), y, nh ? h : nullptr, is);
   } catch (const std::exception& e) {
     return throw_error(env, e.what());
   }
