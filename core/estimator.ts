@@ -184,8 +184,22 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
 
   // Activation buffers by node (the network input is part of `fixed` and never freed here).
   const acts = new Map<string, VBuffer>([[NETWORK_INPUT, { bytes: 0, refs: Infinity }]]);
-  /** What each node keeps for backward: device buffers it holds a reference on, packed byte counts. */
-  const saved = new Map<string, { device: VBuffer[]; packed: number[]; mode: SaveMode }>();
+  /**
+   * What each node keeps for backward: device buffers it holds a reference on, packed byte counts, and
+   * per packed save the device buffer its swap-out started from (while that is still on the link, a
+   * swap-in reuses it: the store's SwapStore.startIn does the same).
+   */
+  type SavedEntry = { device: VBuffer[]; packed: number[]; packedFrom: (VBuffer | null)[]; mode: SaveMode };
+  const saved = new Map<string, SavedEntry>();
+  const swapIn = (e: SavedEntry, name: string): VBuffer[] =>
+    e.packed.map((bytes, k) => {
+      const from = e.packedFrom[k];
+      if (from && inFlight.some((f) => f.b === from)) {
+        from.refs++;
+        return from;
+      }
+      return alloc(bytes, 1, `swapped in for ${name}`);
+    });
   const saveMode = plan.saveMode ?? 'all';
   const onlyOnce = (names: string[], n: string): boolean => names.indexOf(n) === names.lastIndexOf(n);
 
@@ -201,7 +215,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const outBytes = count(shapes.get(name)!) * BYTES;
     const mode: SaveMode = keep ? saveMode : 'none';
     const spec = node.layer.saves(inShapes, mode);
-    const entry = { device: [] as VBuffer[], packed: [] as number[], mode };
+    const entry: SavedEntry = { device: [], packed: [], packedFrom: [], mode };
     where = name;
     if (skipIfInputSaves && spec.inputs.length && !spec.output && !spec.extra.length) {
       for (const i of spec.inputs) {
@@ -231,6 +245,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       if (!keep) return;
       if (onDevice && hooks?.willPack?.(site(), bytes)) {
         entry.packed.push(bytes);
+        entry.packedFrom.push(packLag >= 0 ? b : null);
         hostBytes += bytes;
         if (packLag >= 0 && !inFlight.some((f) => f.b === b)) {
           b.refs++;
@@ -250,9 +265,13 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
         continue;
       }
       if (onDevice && hooks?.willPack?.(site(), bytes)) {
-        if (packLag >= 0) inFlight.push({ b: alloc(bytes, 1, `swap-out in flight from ${name}`), due: tick + packLag });
-        else transient(bytes);
+        let from: VBuffer | null = null;
+        if (packLag >= 0) {
+          from = alloc(bytes, 1, `swap-out in flight from ${name}`);
+          inFlight.push({ b: from, due: tick + packLag });
+        } else transient(bytes);
         entry.packed.push(bytes);
+        entry.packedFrom.push(from);
         hostBytes += bytes;
       } else entry.device.push(alloc(bytes, 1, `saved by ${name}`));
     }
@@ -300,7 +319,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     const e = saved.get(node.name);
     if (e?.packed.length && !unpacked.has(node.name)) {
       where = `prefetch ${node.name}`;
-      unpacked.set(node.name, e.packed.map((b) => alloc(b, 1, `swapped in for ${node.name}`)));
+      unpacked.set(node.name, swapIn(e, node.name));
     }
   };
   if (hooks) for (let p = 0; p < lookahead; p++) prefetch(p);
@@ -342,10 +361,10 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
     where = node.name;
     const dy = grads.get(node.name);
     grads.delete(node.name);
-    const entry = saved.get(node.name) ?? { device: [], packed: [], mode: saveMode };
+    const entry = saved.get(node.name) ?? { device: [], packed: [], packedFrom: [], mode: saveMode };
     saved.delete(node.name);
     if (dy && requiresGrad.get(node.name)) {
-      const fromHost = unpacked.get(node.name) ?? entry.packed.map((b) => alloc(b, 1, `swapped in for ${node.name}`));
+      const fromHost = unpacked.get(node.name) ?? swapIn(entry, node.name);
       unpacked.delete(node.name);
       const inShapes = node.inputs.map((i) => shapes.get(i)!);
       const ws = node.layer.workspace?.(inShapes, entry.mode);

@@ -156,8 +156,8 @@ interface InCopy {
   done(): boolean;
   /** Until done (blocks on the emulated link; a promise on a real one). */
   wait(): void | Promise<void>;
-  /** The device tensor, once done (created now: device memory from here on). */
-  take(shape: number[]): Tensor;
+  /** The device tensor, once done (the emulated link made it when the copy started; a real one, now). */
+  take(): Tensor;
   /** Done but not wanted any more: give the device buffer back. */
   discard(): void;
 }
@@ -167,7 +167,7 @@ interface Transport {
   /** Starts copying `t` to the host; `t`'s buffer must stay alive until the copy is done. */
   out(t: Tensor): OutCopy;
   /** Starts copying a host copy back (its device→host copy may still be in flight). */
-  in(from: OutCopy): InCopy;
+  in(from: OutCopy, shape: number[]): InCopy;
   /** The host copy is not needed any more, and no transfer reads it. */
   free(c: OutCopy): void;
   /** Between layers: reclaim what finished. */
@@ -179,7 +179,9 @@ interface Transport {
 
 /**
  * The cpu backend: the emulated link of core/host-link.ts. A swapped-in tensor is created on the shared
- * buffer the link wrote (no copy on the main thread); when the backend freed that tensor's buffer, the
+ * buffer the link writes (no copy on the main thread) when the copy starts, so that the device memory
+ * counts from then on, as a GPU's swap-in allocates its destination before the copy; nothing reads it
+ * before the copy is done (the store hands it out only then). When the backend freed that tensor's buffer, the
  * shared buffer goes back to the link for the next swap-in of that size (fresh buffers would cost page
  * faults on every transfer). That is safe only if no other tensor views the buffer: the cpu backend's
  * Slice returns a view (subarray) for a contiguous slice. Saved tensors are read by their layer's
@@ -206,21 +208,18 @@ class EmulatedTransport implements Transport {
     return { bytes: src.byteLength, transfer, host, done: () => transfer.done };
   }
 
-  in(from: OutCopy): InCopy {
+  in(from: OutCopy, shape: number[]): InCopy {
     const f = from as ReturnType<EmulatedTransport['out']>;
     const { transfer, data } = this.link.startIn(f.host, f.transfer);
+    const t = tf.tensor(data, shape, 'float32');
+    // Without copies `data` is the host array itself, never pooled: nothing to give back. Otherwise the
+    // buffer goes back to the link once the backend freed the tensor (sweep).
+    if (this.backendData && this.link.copies) this.lent.push({ dataId: t.dataId, data });
     return {
       done: () => transfer.done,
       wait: () => transfer.wait(),
-      take: (shape) => {
-        const t = tf.tensor(data, shape, 'float32');
-        // Without copies `data` is the host array itself, never pooled: nothing to give back.
-        if (this.backendData && this.link.copies) this.lent.push({ dataId: t.dataId, data });
-        return t;
-      },
-      discard: () => {
-        if (this.link.copies) this.link.recycle(data);
-      },
+      take: () => t,
+      discard: () => t.dispose(),
     };
   }
 
@@ -279,12 +278,12 @@ class DirectTransport implements Transport {
     return c;
   }
 
-  in(from: OutCopy): InCopy {
+  in(from: OutCopy, shape: number[]): InCopy {
     const f = from as ReturnType<DirectTransport['out']>;
     return {
       done: () => f.done(),
       wait: () => (f.done() ? undefined : f.promise),
-      take: (shape) => {
+      take: () => {
         if (f.error) throw f.error;
         return tf.tensor(f.host!, shape, 'float32');
       },
@@ -345,7 +344,10 @@ export class SwapHandle implements PackedTensor {
 
 export interface SwapCounters {
   swapOutBytes: number;
+  /** Bytes moved back to the device. */
   swapInBytes: number;
+  /** Bytes wanted back while their swap-out was still on the link: the device copy served, nothing moved. */
+  reusedBytes: number;
   swappedTensors: number;
   parkedTensors: number;
   hostLiveBytes: number;
@@ -363,6 +365,7 @@ export class SwapStore {
   readonly counters: SwapCounters = {
     swapOutBytes: 0,
     swapInBytes: 0,
+    reusedBytes: 0,
     swappedTensors: 0,
     parkedTensors: 0,
     hostLiveBytes: 0,
@@ -537,7 +540,13 @@ export class SwapStore {
   }
 
   private startIn(e: Entry): void {
-    e.inCopy = this.link.in(e.out);
+    // Still on its way out (the store's clone holds the device buffer): use that buffer, no transfer.
+    if (e.clone) {
+      e.device = tf.clone(e.clone);
+      this.counters.reusedBytes += e.bytes;
+      return;
+    }
+    e.inCopy = this.link.in(e.out, e.shape);
     this.incoming.add(e);
     this.counters.swapInBytes += e.bytes;
   }
@@ -546,7 +555,7 @@ export class SwapStore {
     const c = e.inCopy!;
     e.inCopy = null;
     this.incoming.delete(e);
-    e.device = c.take(e.shape);
+    e.device = c.take();
     this.tryFree(e);
   }
 
