@@ -42,7 +42,8 @@ interface StepConfig {
 async function timeStep(cfg: StepConfig, repeats: number): Promise<{ ms: number; gflops: number; params: number }> {
   const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
   const inputShape = [1, cfg.edge, cfg.edge, cfg.edge, 4];
-  const plan: StepPlan = cfg.strategy === 'checkpoint' ? { recompute: searchSegments(net, inputShape) } : {};
+  // As the checkpoint strategy plans it by default (lean saves), for this step (Adam after backward).
+  const plan: StepPlan = cfg.strategy === 'checkpoint' ? { recompute: searchSegments(net, inputShape, 'lean'), saveMode: 'lean' } : {};
   const params = initParams(net, 0);
   const adam = new Adam({ learningRate: 1e-3 });
   const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
