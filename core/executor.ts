@@ -179,11 +179,12 @@ export class Executor {
       observer?.beforeOp?.(phase, node.name);
       const inputs = node.inputs.map((i) => acts.get(i)!);
       const extras: Tensor[] = [];
-      const overwritable = inference
-        ? node.inputs.map(
-            (n, k) => n !== NETWORK_INPUT && pending.get(n) === 1 && onlyOnce(node.inputs, n) && !sharesStorage(inputs[k]!, acts.values()),
-          )
-        : undefined;
+      const overwritable =
+        inference && node.layer.forwardInPlace
+          ? node.inputs.map(
+              (n, k) => n !== NETWORK_INPUT && pending.get(n) === 1 && onlyOnce(node.inputs, n) && !sharesStorage(inputs[k]!, acts.values()),
+            )
+          : undefined;
       const out = node.layer.forward({
         inputs,
         params: this.paramsOf(node, params),
@@ -593,26 +594,20 @@ export class Executor {
       const i = this.index.get(name)!;
       const node = this.net.nodes[i]!;
       const inputs = node.inputs.map((n) => (inside.has(n) ? local.get(n)! : acts.get(n)!));
-      if (!pending.get(name) && savesOnlyInputs(node, inputs)) {
-        for (const n of node.inputs) {
-          if (!inside.has(n)) continue;
-          const left = pending.get(n)! - 1;
-          pending.set(n, left);
-          if (left === 0) drop(local.get(n)!);
-        }
-        continue;
+      let out: Tensor | null = null;
+      if (pending.get(name) || !savesOnlyInputs(node, inputs)) {
+        // A local input read for the last time and held by no save may be overwritten (external ones are held).
+        const lastRead = node.inputs.map((n, k) => inside.has(n) && pending.get(n) === 1 && !isHeld(inputs[k]!));
+        out = runForward(node, i, 'recompute', inputs, true, lastRead);
+        local.set(name, out);
       }
-      // A local input read for the last time and held by no save may be overwritten (external ones are held).
-      const lastRead = node.inputs.map((n, k) => inside.has(n) && pending.get(n) === 1 && !isHeld(inputs[k]!));
-      const out = runForward(node, i, 'recompute', inputs, true, lastRead);
-      local.set(name, out);
       for (const n of node.inputs) {
         if (!inside.has(n)) continue;
         const left = pending.get(n)! - 1;
         pending.set(n, left);
         if (left === 0) drop(local.get(n)!);
       }
-      if (!pending.get(name)) drop(out);
+      if (out && !pending.get(name)) drop(out);
     }
   }
 
