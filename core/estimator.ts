@@ -9,7 +9,7 @@
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { NETWORK_INPUT, inferShapes, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
+import { NETWORK_INPUT, inferShapes, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
 import { mergeSegments, type StepPlan } from './executor.js';
 
 const BYTES = 4;
@@ -201,7 +201,6 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       return alloc(bytes, 1, `swapped in for ${name}`);
     });
   const saveMode = plan.saveMode ?? 'all';
-  const onlyOnce = (names: string[], n: string): boolean => names.indexOf(n) === names.lastIndexOf(n);
 
   /**
    * One layer's forward. `lastRead[k]`: input k is read for the last time and nothing else holds it, so
@@ -226,7 +225,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       return null;
     }
     const ws = node.layer.workspace?.(inShapes, mode);
-    const overwrite = inPlace && node.layer.forwardInPlace === true && lastRead[0] === true && onlyOnce(node.inputs, node.inputs[0]!) && node.inputs[0] !== NETWORK_INPUT;
+    const overwrite = inPlace && node.layer.forwardInPlace === true && lastRead[0] === true && readsOnce(node.inputs, node.inputs[0]!) && node.inputs[0] !== NETWORK_INPUT;
     let out: VBuffer;
     if (overwrite) {
       out = inputs[0]!;

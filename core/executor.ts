@@ -15,7 +15,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { NETWORK_INPUT, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
+import { NETWORK_INPUT, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
 import { addInto, sharesStorage } from './in-place.js';
 
 /** A saved tensor that a hook moved off the device. */
@@ -182,7 +182,7 @@ export class Executor {
       const overwritable =
         inference && node.layer.forwardInPlace
           ? node.inputs.map(
-              (n, k) => n !== NETWORK_INPUT && pending.get(n) === 1 && onlyOnce(node.inputs, n) && !sharesStorage(inputs[k]!, acts.values()),
+              (n, k) => n !== NETWORK_INPUT && pending.get(n) === 1 && readsOnce(node.inputs, n) && !sharesStorage(inputs[k]!, acts.values()),
             )
           : undefined;
       const out = node.layer.forward({
@@ -279,7 +279,7 @@ export class Executor {
         saveMode: mode,
         // An input this node reads last, that no save or checkpoint holds (never the step's input).
         overwritable: node.layer.forwardInPlace
-          ? inputs.map((t, k) => lastRead[k]! && t !== x && onlyOnce(node.inputs, node.inputs[k]!) && !sharesStorage(t, liveTensors()))
+          ? inputs.map((t, k) => lastRead[k]! && t !== x && readsOnce(node.inputs, node.inputs[k]!) && !sharesStorage(t, liveTensors()))
           : undefined,
       });
       inputShapes.set(node.name, inputs.map((t) => t.shape));
@@ -627,11 +627,6 @@ export class Executor {
       return { nodes: names, external: [...external] };
     });
   }
-}
-
-/** Whether `name` occurs exactly once in `names` (a layer reading one tensor twice must not overwrite it). */
-function onlyOnce(names: string[], name: string): boolean {
-  return names.indexOf(name) === names.lastIndexOf(name);
 }
 
 /** The union of two sets of recompute segments; a segment of `a` that overlaps one of `b` yields to `b`. */

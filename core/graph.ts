@@ -169,6 +169,11 @@ export interface Network {
   recompute?: string[][];
 }
 
+/** Whether `name` occurs exactly once among a node's inputs (a layer reading one tensor twice must not overwrite it). */
+export function readsOnce(inputs: string[], name: string): boolean {
+  return inputs.indexOf(name) === inputs.lastIndexOf(name);
+}
+
 export function parameterCount(net: Network): number {
   return net.params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 }
