@@ -219,11 +219,11 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
         expect(Math.abs(ratio - 1), message).toBeLessThanOrEqual(0.1);
       }
       // With overlap (lb 1, outLag 1) a transfer that finishes early frees early: the estimate, which
-      // books each transfer for its whole allowed window, is an upper bound.
+      // books each swap-out for its whole allowed window, is an upper bound, and within 10% (1.01–1.03 here).
       const overlap = createSwapStrategy({ lb: 1, outLag: 1, minBytes: 0 }).plan(net, shape);
       const { ratio, message } = await estimateAndMeasure(meter, net, spatial, overlap, 'swap lb 1 outLag 1', inBackward);
       expect(ratio, message).toBeGreaterThanOrEqual(0.99);
-      expect(ratio, message).toBeLessThanOrEqual(1.2);
+      expect(ratio, message).toBeLessThanOrEqual(1.1);
     }
   });
 });
