@@ -77,8 +77,8 @@ import {
   type SavedSpec,
   type SaveMode,
   type Shape,
-} from '../core/graph.js';
-import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/layers.js';
+} from '../core/engine/graph.js';
+import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
 import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
 
 // ---------------------------------------------------------------------------------------------------

@@ -42,10 +42,10 @@
  * Test-time stitching "with weight 2 in the central half-cube and 1 elsewhere" is
  * `cascadeWeightMap` in core/sliding-window.ts (the patch strategy's `blend: cascade`).
  */
-import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/graph.js';
-import { AvgPool3d, CenterCrop, ConcatChannels, Conv3d, InstanceNormAct, MaxPool3d, UpsampleNearest } from '../core/layers.js';
+import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
+import { AvgPool3d, CenterCrop, ConcatChannels, Conv3d, InstanceNormAct, MaxPool3d, UpsampleNearest } from '../core/engine/layers.js';
 import type { Architecture, ArchitecturePlugin, NetworkSpec, Shape3 } from '../core/types.js';
-import { toShape3 } from '../core/settings.js';
+import { toShape3 } from '../core/config/settings.js';
 
 export interface MeUNetCascadeSettings {
   patch: Shape3;

@@ -14,8 +14,8 @@
  *
  * Checkpoint segments: one per level of each pathway.
  */
-import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/graph.js';
-import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/layers.js';
+import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
+import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
 import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
 
 export interface UNet3dSettings {

@@ -10,9 +10,9 @@
  * - Tensors given to networks are 5-D [N, D, H, W, C], float32.
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { SettingsSchema, Settings } from './settings.js';
-import type { Network } from './graph.js';
-import type { MemoryStrategy } from './strategy.js';
+import type { SettingsSchema, Settings } from './config/settings.js';
+import type { Network } from './engine/graph.js';
+import type { MemoryStrategy } from './plugins/contracts.js';
 
 export type Shape3 = [number, number, number];
 

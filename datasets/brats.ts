@@ -24,8 +24,8 @@
  */
 import { resolve } from 'node:path';
 import type { Dataset, DatasetPlugin, PluginDeps } from '../core/types.js';
-import { SettingsError, type Settings, type SettingsSchema } from '../core/settings.js';
-import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from './brats-folder.js';
+import { SettingsError, type Settings, type SettingsSchema } from '../core/config/settings.js';
+import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from '../core/io/brats-folder.js';
 
 const settings: SettingsSchema = {
   root: { type: 'string', description: 'folder holding one sub-folder per case (relative paths: to the experiment file)', required: true },

@@ -15,7 +15,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, DatasetPlugin, PluginDeps, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
-import { SettingsError, type Settings, type SettingsSchema } from '../core/settings.js';
+import { SettingsError, type Settings, type SettingsSchema } from '../core/config/settings.js';
 import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/nifti.js';
 
 const settings: SettingsSchema = {

@@ -43,10 +43,10 @@
  * the same case at another size is the same head and tumour resampled (plus fresh noise).
  */
 import type { Dataset, DatasetPlugin, NiftiGeometry, Shape3, Volume } from '../core/types.js';
-import type { Settings, SettingsSchema } from '../core/settings.js';
-import { SeededRng } from '../core/rng.js';
-import { BRATS_CHANNELS, BRATS_TASK } from './brats-task.js';
-import { bratsPredictionInputs } from './brats-folder.js';
+import type { Settings, SettingsSchema } from '../core/config/settings.js';
+import { SeededRng } from '../core/data/rng.js';
+import { BRATS_CHANNELS, BRATS_TASK } from '../core/data/brats-task.js';
+import { bratsPredictionInputs } from '../core/io/brats-folder.js';
 
 export { BRATS_CHANNELS, BRATS_TASK };
 

@@ -12,10 +12,10 @@
  * saved tensors; `split: levels` uses the architecture's own blocks (one per U-Net level and pathway).
  */
 import type { Shape3, StrategyPlugin } from '../core/types.js';
-import type { MemoryStrategy } from '../core/strategy.js';
-import { inferShapes, type Network, type Shape } from '../core/graph.js';
+import type { MemoryStrategy } from '../core/plugins/contracts.js';
+import { inferShapes, type Network, type Shape } from '../core/engine/graph.js';
 import { fullVolumeInfer, fullVolumeSample, fullVolumeShape } from './full-volume.js';
-import { estimatePeak, type EstimateOptions } from '../core/estimator.js';
+import { estimatePeak, type EstimateOptions } from '../core/memory/estimator.js';
 
 /** Bytes each node saves for backward (its saved inputs, output and extras), at `inputShape`. */
 export function savedBytesPerNode(net: Network, inputShape: Shape): number[] {

@@ -4,9 +4,9 @@
  * tensor and gradient to the end of backward; `owned` (default) frees them as backward goes.
  */
 import type { StrategyPlugin } from '../core/types.js';
-import type { MemoryStrategy } from '../core/strategy.js';
-import { extractBox, padShapeTo } from '../core/volume.js';
-import type { Network } from '../core/graph.js';
+import type { MemoryStrategy } from '../core/plugins/contracts.js';
+import { extractBox, padShapeTo } from '../core/data/volume.js';
+import type { Network } from '../core/engine/graph.js';
 import type { Shape3 } from '../core/types.js';
 
 /** The input extent for a whole case: the divisor-padded volume plus the network's context margin. */

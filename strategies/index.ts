@@ -3,6 +3,6 @@ import type { StrategyPlugin } from '../core/types.js';
 import fullVolume from './full-volume.js';
 import patch from './patch.js';
 import checkpoint from './checkpoint.js';
-import swap from './swap.js';
+import swap from './swap/index.js';
 
 export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint, swap];

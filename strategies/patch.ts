@@ -5,11 +5,11 @@
  * Loses context where an object spans several patches; that is what the comparison measures.
  */
 import type { Rng, Shape3, StrategyPlugin } from '../core/types.js';
-import type { MemoryStrategy, PreparedCase } from '../core/strategy.js';
-import { extractBox } from '../core/volume.js';
-import { slidingWindowInference } from '../core/sliding-window.js';
-import { SettingsError } from '../core/settings.js';
-import type { Network } from '../core/graph.js';
+import type { MemoryStrategy, PreparedCase } from '../core/plugins/contracts.js';
+import { extractBox } from '../core/data/volume.js';
+import { slidingWindowInference } from '../core/inference/sliding-window.js';
+import { SettingsError } from '../core/config/settings.js';
+import type { Network } from '../core/engine/graph.js';
 
 const foregroundIndex = new WeakMap<Uint8Array, Uint32Array>();
 

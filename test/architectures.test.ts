@@ -1,16 +1,16 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerProjectKernels } from '../core/kernels.js';
-import { inferShapes, parameterCount, type Network, type Shape } from '../core/graph.js';
-import { padShapeTo } from '../core/volume.js';
-import { Executor, type StepPlan } from '../core/executor.js';
-import { initParams } from '../core/optimizer.js';
-import { stepLoss } from '../core/loss.js';
-import { DeviceMemoryMeter } from '../core/memory.js';
-import { estimatePeak } from '../core/estimator.js';
-import { Conv3d } from '../core/layers.js';
-import { SeededRng } from '../core/rng.js';
+import { registerProjectKernels } from '../core/backend/kernels.js';
+import { inferShapes, parameterCount, type Network, type Shape } from '../core/engine/graph.js';
+import { padShapeTo } from '../core/data/volume.js';
+import { Executor, type StepPlan } from '../core/engine/executor.js';
+import { initParams } from '../core/training/optimizer.js';
+import { stepLoss } from '../core/training/loss.js';
+import { DeviceMemoryMeter } from '../core/memory/meter.js';
+import { estimatePeak } from '../core/memory/estimator.js';
+import { Conv3d } from '../core/engine/layers.js';
+import { SeededRng } from '../core/data/rng.js';
 import { buildUNet3d } from '../architectures/unet3d.js';
 import {
   buildMeFcn,
@@ -23,7 +23,7 @@ import {
   type MeFcnSettings,
 } from '../architectures/me-fcn.js';
 import { buildMeUNetCascade, cascadeGeometry, type MeUNetCascadeSettings } from '../architectures/meunet-cascade.js';
-import { cascadeWeightMap, centralHalf } from '../core/sliding-window.js';
+import { cascadeWeightMap, centralHalf } from '../core/inference/sliding-window.js';
 import { architectures } from '../architectures/index.js';
 import type { Shape3 } from '../core/types.js';
 

@@ -10,8 +10,8 @@ import {
   TRAINING_SCHEMA,
   type LoadOptions,
   type PluginCatalogView,
-} from '../core/config.js';
-import type { SettingsSchema } from '../core/settings.js';
+} from '../core/config/experiment.js';
+import type { SettingsSchema } from '../core/config/settings.js';
 import type { Plugin, PluginKind } from '../core/types.js';
 
 // ---- a tiny catalog: two strategies, one architecture, one dataset ------------------------------------

@@ -1,7 +1,7 @@
 /** Plugins are found by name; unknown names list the registered ones; a name registers once. */
 import { describe, it, expect } from 'vitest';
 import { buildContainer } from '../experiments/cli/plugins.js';
-import { createContainer } from '../core/container.js';
+import { createContainer } from '../core/plugins/container.js';
 import fullVolume from '../strategies/full-volume.js';
 
 describe('plugin catalog', () => {

@@ -12,7 +12,7 @@ import { gzipSync } from 'node:zlib';
 import { datasets } from '../datasets/index.js';
 import bratsPlugin from '../datasets/brats.js';
 import msdPlugin, { findImageFiles } from '../datasets/msd.js';
-import { resolveSettings } from '../core/settings.js';
+import { resolveSettings } from '../core/config/settings.js';
 import { readNifti, readNiftiHeader, writeNifti } from '../core/io/nifti.js';
 import { syntheticGeometry } from '../datasets/synthetic-brats.js';
 import type { Dataset, DatasetPlugin, Volume } from '../core/types.js';

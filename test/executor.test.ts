@@ -4,8 +4,8 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { initParams } from '../core/optimizer.js';
-import { DeviceMemoryMeter } from '../core/memory.js';
+import { initParams } from '../core/training/optimizer.js';
+import { DeviceMemoryMeter } from '../core/memory/meter.js';
 import checkpoint, { balancedSegments } from '../strategies/checkpoint.js';
 import { cpu, smallUNet, batch, gradients, worstRelativeDifference, measuredPeak, estimateAndMeasure, ESTIMATOR_SIZES } from './helpers/step.js';
 

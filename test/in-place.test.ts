@@ -5,17 +5,17 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { addInto, exclusiveValues, sharesStorage } from '../core/in-place.js';
-import { InstanceNormAct } from '../core/layers.js';
-import type { SaveMode } from '../core/graph.js';
-import { Adam, initParams, type Params } from '../core/optimizer.js';
-import { Executor, type StepPlan } from '../core/executor.js';
-import { stepLoss } from '../core/loss.js';
-import { DeviceMemoryMeter } from '../core/memory.js';
+import { addInto, exclusiveValues, sharesStorage } from '../core/backend/in-place.js';
+import { InstanceNormAct } from '../core/engine/layers.js';
+import type { SaveMode } from '../core/engine/graph.js';
+import { Adam, initParams, type Params } from '../core/training/optimizer.js';
+import { Executor, type StepPlan } from '../core/engine/executor.js';
+import { stepLoss } from '../core/training/loss.js';
+import { DeviceMemoryMeter } from '../core/memory/meter.js';
 import checkpoint from '../strategies/checkpoint.js';
-import { createSwapStrategy } from '../strategies/swap.js';
+import { createSwapStrategy } from '../strategies/swap/index.js';
 import { cpu, smallUNet, batch, estimateAndMeasure, ESTIMATOR_SIZES } from './helpers/step.js';
-import type { Network } from '../core/graph.js';
+import type { Network } from '../core/engine/graph.js';
 
 beforeAll(cpu);
 

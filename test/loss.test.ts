@@ -1,7 +1,7 @@
 /** The fused loss (cpu) against the taped loss: same value and gradient, for every loss and activation. */
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedLossAndGradient, segmentationLoss, stepLoss } from '../core/loss.js';
+import { fusedLossAndGradient, segmentationLoss, stepLoss } from '../core/training/loss.js';
 import { cpu } from './helpers/step.js';
 
 beforeAll(cpu);

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { BufferLedger, DeviceMemoryMeter } from '../core/memory.js';
+import { BufferLedger, DeviceMemoryMeter } from '../core/memory/meter.js';
 
 describe('BufferLedger', () => {
   it('accounts a hand-computed sequence of allocations, aliases and frees', () => {

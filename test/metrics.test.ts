@@ -10,9 +10,9 @@ import {
   regionMasks,
   squaredDistanceTransform,
   surfaceMask,
-} from '../core/metrics.js';
-import { SeededRng } from '../core/rng.js';
-import { BRATS_TASK } from '../datasets/brats-task.js';
+} from '../core/evaluation/metrics.js';
+import { SeededRng } from '../core/data/rng.js';
+import { BRATS_TASK } from '../core/data/brats-task.js';
 import type { SegmentationTask, Shape3 } from '../core/types.js';
 
 const BRATS = BRATS_TASK;

@@ -29,12 +29,12 @@ import {
   setNativeKernelsEnabled,
   setNativeSimd,
   type NativeSimd,
-} from '../core/backends/native-kernels.js';
+} from '../core/backend/native-kernels.js';
 
 // The project's JavaScript kernels register under the custom names; import them first (when the
 // file exists) so the native registration goes on top and they become the fallback/reference.
-const kernelsModule = '../core/kernels.js';
-const hasProjectKernels = existsSync(fileURLToPath(new URL('../core/kernels.ts', import.meta.url)));
+const kernelsModule = '../core/backend/kernels.js';
+const hasProjectKernels = existsSync(fileURLToPath(new URL('../core/backend/kernels.ts', import.meta.url)));
 if (hasProjectKernels) {
   const mod = (await import(/* @vite-ignore */ kernelsModule)) as { registerProjectKernels?: () => void };
   mod.registerProjectKernels?.();

@@ -15,8 +15,8 @@ import {
   TrialRecorder,
   writeSummary,
   type TrialRow,
-} from '../core/results.js';
-import { BRATS_TASK } from '../datasets/brats-task.js';
+} from '../core/experiment/results.js';
+import { BRATS_TASK } from '../core/data/brats-task.js';
 
 const BRATS = BRATS_TASK;
 

@@ -4,8 +4,8 @@ import {
   IMPORTANCE_MAP_MIN,
   slidingWindowInference,
   windowStarts,
-} from '../core/sliding-window.js';
-import { SeededRng } from '../core/rng.js';
+} from '../core/inference/sliding-window.js';
+import { SeededRng } from '../core/data/rng.js';
 import type { Shape3 } from '../core/types.js';
 
 function randomImage(shape: Shape3, channels: number, seed: number): Float32Array {

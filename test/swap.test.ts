@@ -2,18 +2,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { registerProjectKernels } from '../core/kernels.js';
+import { registerProjectKernels } from '../core/backend/kernels.js';
 import { buildUNet3d, convNormAct } from '../architectures/unet3d.js';
-import { initParams, type Params } from '../core/optimizer.js';
-import { Executor, type SaveSite, type StepPlan } from '../core/executor.js';
-import { stepLoss } from '../core/loss.js';
-import { DeviceMemoryMeter } from '../core/memory.js';
-import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/graph.js';
-import { Conv3d } from '../core/layers.js';
-import { HostLink } from '../core/host-link.js';
-import { createSwapStrategy, saveSiteTable, type SwapSettings } from '../strategies/swap.js';
-import swapPlugin from '../strategies/swap.js';
-import { resolveSettings } from '../core/settings.js';
+import { initParams, type Params } from '../core/training/optimizer.js';
+import { Executor, type SaveSite, type StepPlan } from '../core/engine/executor.js';
+import { stepLoss } from '../core/training/loss.js';
+import { DeviceMemoryMeter } from '../core/memory/meter.js';
+import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
+import { Conv3d } from '../core/engine/layers.js';
+import { HostLink } from '../strategies/swap/host-link.js';
+import { createSwapStrategy, saveSiteTable, type SwapSettings } from '../strategies/swap/index.js';
+import swapPlugin from '../strategies/swap/index.js';
+import { resolveSettings } from '../core/config/settings.js';
 
 const unet = (baseFilters: number, depth = 3): Network =>
   buildUNet3d(

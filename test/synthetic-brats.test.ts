@@ -4,7 +4,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import plugin, { generateSyntheticCase, syntheticCaseId, type SyntheticOptions } from '../datasets/synthetic-brats.js';
-import { resolveSettings } from '../core/settings.js';
+import { resolveSettings } from '../core/config/settings.js';
 import type { Dataset, Volume } from '../core/types.js';
 
 const OPTS: SyntheticOptions = { seed: 0, size: [48, 48, 48], noise: 0.05, biasField: 0.2, tumourScale: 1 };

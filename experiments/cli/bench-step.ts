@@ -12,13 +12,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { Executor, type StepPlan } from '../../core/executor.js';
-import { inferShapes, parameterCount, type Network } from '../../core/graph.js';
-import { Adam, initParams } from '../../core/optimizer.js';
-import { stepLoss } from '../../core/loss.js';
-import { initBackend } from '../../core/backend.js';
+import { Executor, type StepPlan } from '../../core/engine/executor.js';
+import { inferShapes, parameterCount, type Network } from '../../core/engine/graph.js';
+import { Adam, initParams } from '../../core/training/optimizer.js';
+import { stepLoss } from '../../core/training/loss.js';
+import { initBackend } from '../../core/backend/backends.js';
 import { searchSegments } from '../../strategies/checkpoint.js';
-import type { BenchOptions, BenchRow } from '../../core/bench/kernels.js';
+import type { BenchOptions, BenchRow } from './bench-kernels.js';
 
 /** Convolution FLOPs of one training step: forward + filter gradient + input gradient (not for the input). */
 export function stepConvFlops(net: Network, inputShape: number[]): number {

@@ -12,7 +12,7 @@ import {
   measuredFmaPeak,
   type BenchOptions,
   type BenchRow,
-} from '../../core/bench/kernels.js';
+} from './bench-kernels.js';
 import { stepBenchRows } from './bench-step.js';
 
 function parseArgs(argv: string[]): { json: boolean; options: BenchOptions } {

@@ -5,11 +5,11 @@
  */
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadExperiment, listExperiments, ExperimentError } from '../../core/config.js';
-import { ExperimentRunner } from '../../core/runner.js';
-import { chooseBackend, initBackend } from '../../core/backend.js';
-import { formatBytes, SettingsError } from '../../core/settings.js';
-import { parameterCount } from '../../core/graph.js';
+import { loadExperiment, listExperiments, ExperimentError } from '../../core/config/experiment.js';
+import { ExperimentRunner } from '../../core/experiment/runner.js';
+import { chooseBackend, initBackend } from '../../core/backend/backends.js';
+import { formatBytes, SettingsError } from '../../core/config/settings.js';
+import { parameterCount } from '../../core/engine/graph.js';
 import { buildContainer } from './plugins.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 

@@ -5,7 +5,7 @@
 import { architectures } from '../../architectures/index.js';
 import { datasets } from '../../datasets/index.js';
 import { strategies } from '../../strategies/index.js';
-import { createContainer } from '../../core/container.js';
+import { createContainer } from '../../core/plugins/container.js';
 import type { Plugin } from '../../core/types.js';
 
 export function buildContainer() {

@@ -1,13 +1,13 @@
 /** Shared set-up for tests that run training steps: cpu backend, a small unet3d, reproducible inputs. */
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../../core/backend.js';
+import { initBackend } from '../../core/backend/backends.js';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { Executor, type StepPlan } from '../../core/executor.js';
-import { initParams, type Params } from '../../core/optimizer.js';
-import { stepLoss } from '../../core/loss.js';
-import { DeviceMemoryMeter } from '../../core/memory.js';
-import { estimatePeak } from '../../core/estimator.js';
-import type { Network } from '../../core/graph.js';
+import { Executor, type StepPlan } from '../../core/engine/executor.js';
+import { initParams, type Params } from '../../core/training/optimizer.js';
+import { stepLoss } from '../../core/training/loss.js';
+import { DeviceMemoryMeter } from '../../core/memory/meter.js';
+import { estimatePeak } from '../../core/memory/estimator.js';
+import type { Network } from '../../core/engine/graph.js';
 
 export async function cpu(): Promise<void> {
   await initBackend('cpu');
@@ -63,7 +63,7 @@ export async function measuredPeak(
   plan: StepPlan,
   opts: { optimizerInBackward?: boolean } = {},
 ): Promise<number> {
-  const { Adam } = await import('../../core/optimizer.js');
+  const { Adam } = await import('../../core/training/optimizer.js');
   const params = initParams(net, 1);
   const adam = new Adam({ learningRate: 1e-3 });
   const { x, y } = batch(net, spatial);

@@ -6,8 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, SaveMode, Shape } from './graph.js';
-import { exclusiveValues } from './in-place.js';
-import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from './kernels.js';
+import { exclusiveValues } from '../backend/in-place.js';
+import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from '../backend/kernels.js';
 
 const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 

@@ -8,7 +8,7 @@
  * - Dice: 2|P∩R| / (|P| + |R|); both empty → 1, exactly one empty → 0.
  * - HD95: see `hausdorff95` and `HD95_EMPTY_MASK_CONVENTION`.
  */
-import type { SegmentationTask, Shape3 } from './types.js';
+import type { SegmentationTask, Shape3 } from '../types.js';
 
 /** How Dice treats empty masks. */
 export const DICE_EMPTY_MASK_CONVENTION =

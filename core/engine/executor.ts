@@ -16,7 +16,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { NETWORK_INPUT, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
-import { addInto, sharesStorage } from './in-place.js';
+import { addInto, sharesStorage } from '../backend/in-place.js';
 
 /** A saved tensor that a hook moved off the device. */
 export interface PackedTensor {

@@ -9,8 +9,8 @@
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { NETWORK_INPUT, inferShapes, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
-import { mergeSegments, type StepPlan } from './executor.js';
+import { NETWORK_INPUT, inferShapes, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from '../engine/graph.js';
+import { mergeSegments, type StepPlan } from '../engine/executor.js';
 
 const BYTES = 4;
 const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);

@@ -14,8 +14,8 @@
  * [d, h, w, K]; the output is [D, H, W, K]. Accumulation is in float32, so reassembling a constant-1 field
  * is exact to a few ulp.
  */
-import type { Shape3 } from './types.js';
-import { extractBox } from './volume.js';
+import type { Shape3 } from '../types.js';
+import { extractBox } from '../data/volume.js';
 
 /** Lower bound of the Gaussian importance map (MONAI clamps at max(min(map), 1e-3)). */
 export const IMPORTANCE_MAP_MIN = 1e-3;

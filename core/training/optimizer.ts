@@ -4,9 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { Network } from './graph.js';
-import { SeededRng } from './rng.js';
-import { exclusiveValues } from './in-place.js';
+import type { Network } from '../engine/graph.js';
+import { SeededRng } from '../data/rng.js';
+import { exclusiveValues } from '../backend/in-place.js';
 
 export type Params = Map<string, Tensor>;
 

@@ -16,7 +16,7 @@ import {
   registerNativeKernels,
   setNativeKernelsEnabled,
   type NativeStatus,
-} from '../backends/native-kernels.js';
+} from '../../core/backend/native-kernels.js';
 
 /** One benchmark row (kernel rows have strategy null; training-step rows name their strategy). */
 export interface BenchRow {

@@ -29,7 +29,7 @@
 import { backend_util, getKernel, registerKernel, slice_util, unregisterKernel, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import type { NormForwardAttrs } from '../kernels.js';
+import type { NormForwardAttrs } from './kernels.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -101,7 +101,7 @@ function sameBuffer(b: CpuBackend, t: TensorInfo): TensorInfo {
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 type Fallback = (args: KernelArgs) => TensorInfo | TensorInfo[];
 
-const ADDON_PATH = fileURLToPath(new URL('../native/build/Release/volseg_native.node', import.meta.url));
+const ADDON_PATH = fileURLToPath(new URL('./native/build/Release/volseg_native.node', import.meta.url));
 const BACKEND = 'cpu';
 
 let addon: NativeAddon | null = null;

@@ -32,12 +32,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { PackedTensor, SaveSite, SavedTensorHooks, StepPlan } from '../core/executor.js';
-import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../core/graph.js';
-import { HostLink, type HostBuffer, type Transfer } from '../core/host-link.js';
-import type { MemoryStrategy } from '../core/strategy.js';
-import type { StrategyPlugin } from '../core/types.js';
-import fullVolume, { fullVolumeSample, fullVolumeShape } from './full-volume.js';
+import type { PackedTensor, SaveSite, SavedTensorHooks, StepPlan } from '../../core/engine/executor.js';
+import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../../core/engine/graph.js';
+import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
+import type { MemoryStrategy } from '../../core/plugins/contracts.js';
+import type { StrategyPlugin } from '../../core/types.js';
+import fullVolume, { fullVolumeSample, fullVolumeShape } from '../full-volume.js';
 
 export interface SwapSettings {
   /** How many saved tensors to swap, counted from the input in forward order; -1: all. */

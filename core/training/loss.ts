@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { LossFunction } from './executor.js';
+import type { LossFunction } from '../engine/executor.js';
 
 export type LossKind = 'dice' | 'dice+ce';
 

@@ -3,7 +3,7 @@
  * modalities and the evaluation regions whole tumour (WT = {1, 2, 4}), tumour core (TC = {1, 4}) and
  * enhancing tumour (ET = {4}) of the 2017–2022 label scheme (Menze et al. 2015; Bakas et al. 2018).
  */
-import type { SegmentationTask } from '../core/types.js';
+import type { SegmentationTask } from '../types.js';
 
 export const BRATS_CHANNELS = ['t1', 't1ce', 't2', 'flair'] as const;
 

@@ -5,8 +5,8 @@
  */
 import 'reflect-metadata';
 import { Container } from 'inversify';
-import type { Plugin, PluginKind } from './types.js';
-import type { PluginCatalogView } from './config.js';
+import type { Plugin, PluginKind } from '../types.js';
+import type { PluginCatalogView } from '../config/experiment.js';
 
 export const TOKENS = {
   plugin: {

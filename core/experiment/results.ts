@@ -14,9 +14,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { std, mean } from 'mathjs';
-import { formatBytes } from './settings.js';
-import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from './metrics.js';
-import type { SegmentationTask } from './types.js';
+import { formatBytes } from '../config/settings.js';
+import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from '../evaluation/metrics.js';
+import type { SegmentationTask } from '../types.js';
 
 export type TrialValue = string | number | null;
 

@@ -6,10 +6,10 @@
  * 3. how inference runs (`infer`: one pass over the whole volume, a sliding window, …).
  * The runner knows strategies only through this interface and their registered names.
  */
-import type { Network } from './graph.js';
-import type { StepPlan } from './executor.js';
-import type { EstimateOptions } from './estimator.js';
-import type { Rng, Shape3, TrainingSample } from './types.js';
+import type { Network } from '../engine/graph.js';
+import type { StepPlan } from '../engine/executor.js';
+import type { EstimateOptions } from '../memory/estimator.js';
+import type { Rng, Shape3, TrainingSample } from '../types.js';
 
 /** A labelled case ready for training: channels-last image and one target channel per network output. */
 export interface PreparedCase {

@@ -3,7 +3,7 @@
  * its seed. Derive independent streams with `fork(label)` rather than sharing one across purposes, so
  * that adding a draw in one place never shifts the numbers another place sees.
  */
-import type { Rng } from './types.js';
+import type { Rng } from '../types.js';
 
 function splitmix32(seed: number): () => number {
   let s = seed >>> 0;

@@ -6,25 +6,25 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
-import type { Experiment, TrialConfig } from './config.js';
-import type { PluginCatalog } from './container.js';
-import { Executor, type StepObserver, type Phase, type StepPlan } from './executor.js';
-import { inferShapes, parameterCount, type Network } from './graph.js';
-import { stepLoss, type LossKind } from './loss.js';
-import { Adam, initParams, type Params } from './optimizer.js';
-import { SeededRng } from './rng.js';
-import type { MemoryStrategy, PreparedCase, WindowPredictor } from './strategy.js';
-import type { Architecture, Dataset, SegmentationTask, Shape3, Volume } from './types.js';
-import { voxels } from './volume.js';
-import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from './metrics.js';
-import { DeviceMemoryMeter, type BufferLedger } from './memory.js';
+import type { Experiment, TrialConfig } from '../config/experiment.js';
+import type { PluginCatalog } from '../plugins/container.js';
+import { Executor, type StepObserver, type Phase, type StepPlan } from '../engine/executor.js';
+import { inferShapes, parameterCount, type Network } from '../engine/graph.js';
+import { stepLoss, type LossKind } from '../training/loss.js';
+import { Adam, initParams, type Params } from '../training/optimizer.js';
+import { SeededRng } from '../data/rng.js';
+import type { MemoryStrategy, PreparedCase, WindowPredictor } from '../plugins/contracts.js';
+import type { Architecture, Dataset, SegmentationTask, Shape3, Volume } from '../types.js';
+import { voxels } from '../data/volume.js';
+import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/metrics.js';
+import { DeviceMemoryMeter, type BufferLedger } from '../memory/meter.js';
 import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSummary, type TrialRow } from './results.js';
-import { formatBytes } from './settings.js';
+import { formatBytes } from '../config/settings.js';
 import { ProgressBar, formatDuration } from './progress.js';
-import { saveModel } from './model-store.js';
-import { windowPredictor } from './inference.js';
-import { chooseBackend, initBackend, type BackendInfo } from './backend.js';
-import { estimatePeak, type Estimate } from './estimator.js';
+import { saveModel } from '../io/model-store.js';
+import { windowPredictor } from '../inference/window.js';
+import { chooseBackend, initBackend, type BackendInfo } from '../backend/backends.js';
+import { estimatePeak, type Estimate } from '../memory/estimator.js';
 
 /** Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes. */
 export class DeviceOutOfMemoryError extends Error {

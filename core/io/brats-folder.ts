@@ -24,10 +24,10 @@
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Dataset, PredictionInput, Volume } from '../core/types.js';
-import { SettingsError, type Settings } from '../core/settings.js';
-import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, type NiftiImage } from '../core/io/nifti.js';
-import { BRATS_TASK } from './brats-task.js';
+import type { Dataset, PredictionInput, Volume } from '../types.js';
+import { SettingsError, type Settings } from '../config/settings.js';
+import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, type NiftiImage } from './nifti.js';
+import { BRATS_TASK } from '../data/brats-task.js';
 
 const ALIASES: Record<string, string> = { t1: 't1n', t1n: 't1', t1ce: 't1c', t1c: 't1ce', t2: 't2w', t2w: 't2', flair: 't2f', t2f: 'flair' };
 const NAMING_2017 = ['t1', 't1ce', 't2', 'flair'];

@@ -76,7 +76,7 @@ import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq } from 'yam
 import type { Document, Node as YamlNode } from 'yaml';
 import { checkField, resolveSettings, SettingsError } from './settings.js';
 import type { Settings, SettingsSchema } from './settings.js';
-import type { Plugin, PluginKind } from './types.js';
+import type { Plugin, PluginKind } from '../types.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Public API

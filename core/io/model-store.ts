@@ -6,9 +6,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { Params } from './optimizer.js';
-import type { PluginChoice } from './config.js';
-import type { NetworkSpec, SegmentationTask } from './types.js';
+import type { Params } from '../training/optimizer.js';
+import type { PluginChoice } from '../config/experiment.js';
+import type { NetworkSpec, SegmentationTask } from '../types.js';
 
 export const MODEL_FORMAT = 'volseg-model/1';
 

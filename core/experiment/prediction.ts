@@ -6,15 +6,15 @@
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadModel } from './model-store.js';
-import { Executor } from './executor.js';
-import { windowPredictor } from './inference.js';
-import { probabilitiesToLabels } from './metrics.js';
-import { writeNiftiLabel } from './io/nifti.js';
-import { disposeParams } from './optimizer.js';
-import type { PluginCatalog } from './container.js';
-import type { Architecture, DatasetPlugin } from './types.js';
-import type { MemoryStrategy } from './strategy.js';
+import { loadModel } from '../io/model-store.js';
+import { Executor } from '../engine/executor.js';
+import { windowPredictor } from '../inference/window.js';
+import { probabilitiesToLabels } from '../evaluation/metrics.js';
+import { writeNiftiLabel } from '../io/nifti.js';
+import { disposeParams } from '../training/optimizer.js';
+import type { PluginCatalog } from '../plugins/container.js';
+import type { Architecture, DatasetPlugin } from '../types.js';
+import type { MemoryStrategy } from '../plugins/contracts.js';
 
 export interface PredictionResult {
   id: string;

@@ -2,7 +2,7 @@
  * Channels-last volume helpers: padding to a network's divisor, cropping back, extracting patches.
  * Layout everywhere: [D, H, W, C] row-major, C fastest.
  */
-import type { Shape3 } from './types.js';
+import type { Shape3 } from '../types.js';
 
 export const voxels = (s: Shape3): number => s[0] * s[1] * s[2];
 

@@ -63,7 +63,7 @@ async function initCpu(requested: BackendChoice): Promise<BackendInfo> {
   let nativeKernels = 'not built';
   let label = 'cpu (JavaScript kernels)';
   try {
-    const native = await import('./backends/native-kernels.js');
+    const native = await import('./native-kernels.js');
     const status = native.registerNativeKernels();
     if (status.loaded) {
       nativeKernels = `${status.simd}, ${status.threads} threads, ${status.kernels.length} kernels`;

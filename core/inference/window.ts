@@ -1,12 +1,12 @@
 /** Running a trained network on windows of an image (shared by evaluation and `npm run predict`). */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Executor, StepObserver } from './executor.js';
-import type { Network } from './graph.js';
-import { activate } from './loss.js';
-import type { Params } from './optimizer.js';
-import type { WindowPredictor } from './strategy.js';
-import type { Shape3 } from './types.js';
-import { cropTo, padShapeTo, padTo } from './volume.js';
+import type { Executor, StepObserver } from '../engine/executor.js';
+import type { Network } from '../engine/graph.js';
+import { activate } from '../training/loss.js';
+import type { Params } from '../training/optimizer.js';
+import type { WindowPredictor } from '../plugins/contracts.js';
+import type { Shape3 } from '../types.js';
+import { cropTo, padShapeTo, padTo } from '../data/volume.js';
 
 /**
  * Runs the network on one input window: the output (window minus the network's margin) is padded to the
