@@ -80,6 +80,7 @@ import {
 } from '../core/engine/graph.js';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
 import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
+import type { BackendCapabilities } from '../core/backend/capabilities.js';
 
 // ---------------------------------------------------------------------------------------------------
 // IEEE 754 half precision on typed arrays
@@ -302,9 +303,9 @@ export class HalfSaved implements Layer {
     return { inputs: [], output: false, extra };
   }
 
-  workspace(inputShapes: Shape[], mode: SaveMode = 'all'): { forward: number; backward: number } {
-    if (mode === 'none') return this.inner.workspace?.(inputShapes, 'none') ?? { forward: 0, backward: 0 };
-    const ws = this.inner.workspace?.(inputShapes) ?? { forward: 0, backward: 0 };
+  workspace(inputShapes: Shape[], mode: SaveMode = 'all', caps?: BackendCapabilities): { forward: number; backward: number } {
+    if (mode === 'none') return this.inner.workspace?.(inputShapes, 'none', caps) ?? { forward: 0, backward: 0 };
+    const ws = this.inner.workspace?.(inputShapes, 'all', caps) ?? { forward: 0, backward: 0 };
     const spec = this.inner.saves(inputShapes);
     let all = spec.extra.reduce((a, b) => a + b, 0);
     for (const i of spec.inputs) all += elements(inputShapes[i]!);

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { registerProjectKernels } from '../core/backend/kernels.js';
+import { registerProjectKernels } from '../core/backend/kernels/index.js';
 import { inferShapes, parameterCount, type Network, type Shape } from '../core/engine/graph.js';
 import { padShapeTo } from '../core/data/volume.js';
 import { Executor, type StepPlan } from '../core/engine/executor.js';

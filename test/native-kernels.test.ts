@@ -33,8 +33,8 @@ import {
 
 // The project's JavaScript kernels register under the custom names; import them first (when the
 // file exists) so the native registration goes on top and they become the fallback/reference.
-const kernelsModule = '../core/backend/kernels.js';
-const hasProjectKernels = existsSync(fileURLToPath(new URL('../core/backend/kernels.ts', import.meta.url)));
+const kernelsModule = '../core/backend/kernels/index.js';
+const hasProjectKernels = existsSync(fileURLToPath(new URL('../core/backend/kernels/index.ts', import.meta.url)));
 if (hasProjectKernels) {
   const mod = (await import(/* @vite-ignore */ kernelsModule)) as { registerProjectKernels?: () => void };
   mod.registerProjectKernels?.();

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { registerProjectKernels } from '../core/backend/kernels.js';
+import { registerProjectKernels } from '../core/backend/kernels/index.js';
 import { buildUNet3d, convNormAct } from '../architectures/unet3d.js';
 import { initParams, type Params } from '../core/training/optimizer.js';
 import { Executor, type SaveSite, type StepPlan } from '../core/engine/executor.js';

@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { createRequire } from 'node:module';
-import { registerProjectKernels } from './kernels.js';
+import { registerProjectKernels } from './kernels/index.js';
 
 export type BackendName = 'cpu' | 'tensorflow' | 'tensorflow-gpu' | 'webgpu';
 export type BackendChoice = BackendName | 'auto';

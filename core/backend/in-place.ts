@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
+import { capabilities } from './capabilities.js';
 
 interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
@@ -19,7 +20,7 @@ interface CpuBackendLike {
 
 /** The cpu backend's own values of `t` when it is float32 and no other tensor shares its buffer; else null. */
 export function exclusiveValues(t: Tensor): Float32Array | null {
-  if (t.dtype !== 'float32' || tf.getBackend() !== 'cpu' || t.isDisposed) return null;
+  if (t.dtype !== 'float32' || !capabilities().inPlaceWrites || t.isDisposed) return null;
   const backend = tf.backend() as unknown as CpuBackendLike;
   if (typeof backend.refCount !== 'function' || backend.refCount(t.dataId) !== 1) return null;
   const v = backend.data.get(t.dataId).values;
@@ -30,7 +31,7 @@ export function exclusiveValues(t: Tensor): Float32Array | null {
 
 /** Whether any of `others` (other than `t` itself) is backed by the same memory as `t` (cpu backend). */
 export function sharesStorage(t: Tensor, others: Iterable<Tensor>): boolean {
-  if (tf.getBackend() !== 'cpu' || t.isDisposed) return false;
+  if (!capabilities().hostArrays || t.isDisposed) return false;
   const data = (tf.backend() as unknown as CpuBackendLike).data;
   const mine = data.get(t.dataId).values;
   if (!ArrayBuffer.isView(mine)) return false;
@@ -40,11 +41,6 @@ export function sharesStorage(t: Tensor, others: Iterable<Tensor>): boolean {
     if (ArrayBuffer.isView(v) && v.buffer === mine.buffer) return true;
   }
   return false;
-}
-
-/** Whether `addInto` would update in place (the memory estimator asks). */
-export function accumulatesInPlace(): boolean {
-  return tf.getBackend() === 'cpu';
 }
 
 /**

@@ -29,7 +29,8 @@
 import { backend_util, getKernel, registerKernel, slice_util, unregisterKernel, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import type { NormForwardAttrs } from './kernels.js';
+import type { NormForwardAttrs } from './kernels/index.js';
+import { capabilitiesChanged } from './capabilities.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -744,10 +745,14 @@ export function registerNativeKernels(): NativeStatus {
       else if (getKernel(name, BACKEND)?.kernelFunc === reg.native) unregisterKernel(name, BACKEND);
     }
     registrations.clear();
+    capabilitiesChanged(false);
     return status(false, 'disabled by VOLSEG_NO_NATIVE=1');
   }
   const a = loadAddon();
-  if (!a) return status(false, loadError);
+  if (!a) {
+    capabilitiesChanged(false);
+    return status(false, loadError);
+  }
   const general = process.env.VOLSEG_NATIVE_GENERAL !== '0';
   for (const spec of SPECS) {
     if (spec.general && !general) continue;
@@ -762,6 +767,7 @@ export function registerNativeKernels(): NativeStatus {
     if (current && current.kernelFunc !== reg.native) reg.original = current;
     if (nativeEnabled) install(spec.name, reg.native, reg.original);
   }
+  capabilitiesChanged(nativeEnabled);
   return status(true);
 }
 
@@ -780,6 +786,7 @@ export function setNativeKernelsEnabled(enabled: boolean): void {
     if (enabled) install(name, reg.native, reg.original);
     else if (reg.original) install(name, reg.original.kernelFunc, reg.original);
   }
+  capabilitiesChanged(enabled && registrations.size > 0);
 }
 
 /** The kernel a native kernel replaced (tfjs's JavaScript kernel), if any. */

@@ -5,6 +5,7 @@
  * the step free every saved tensor and gradient as soon as backward is done with it.
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
+import type { BackendCapabilities } from '../backend/capabilities.js';
 
 export type Shape = number[];
 
@@ -93,7 +94,7 @@ export interface Layer {
    * Largest transient device buffers (element counts) a layer's kernels allocate beyond its output,
    * for forward (with saves in `mode`) and backward; the estimator adds them at the layer's step.
    */
-  workspace?(inputShapes: Shape[], mode?: SaveMode): {
+  workspace?(inputShapes: Shape[], mode?: SaveMode, caps?: BackendCapabilities): {
     forward: number;
     backward: number;
     /** Backward's, where every saved tensor is overwritable (BackwardArgs.overwritable); default `backward`. */

@@ -7,7 +7,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, SaveMode, Shape } from './graph.js';
 import { exclusiveValues } from '../backend/in-place.js';
-import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from '../backend/kernels.js';
+import { capabilities, type BackendCapabilities } from '../backend/capabilities.js';
+import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from '../backend/kernels/ops.js';
 
 const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 
@@ -197,7 +198,7 @@ export class InstanceNormAct implements Layer {
       this.xhatInPlace(own, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
       return y;
     }
-    if (tf.getBackend() === 'cpu') {
+    if (capabilities().hostArrays) {
       const v = Float32Array.from(y.dataSync() as Float32Array);
       this.xhatInPlace(v, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
       return tf.tensor(v, y.shape, 'float32');
@@ -243,15 +244,14 @@ export class InstanceNormAct implements Layer {
     // tf.grads makes zero gradients for the kernel's outputs x̂ and invStd, which nothing downstream reads.
     return size(x!) + x![0]! * x![4]!;
   }
-  workspace([x]: Shape[], mode: SaveMode = 'all'): { forward: number; backward: number; backwardOverwriting: number } {
-    // The cpu kernel makes only what is kept (y, and x̂ when saved); elsewhere x̂ is made and dropped
-    // when not saved. Where y is kept, x̂ is rebuilt in backward: one buffer on cpu (none where y may be
-    // overwritten), two transients elsewhere.
-    const cpu = tf.getBackend() === 'cpu';
+  workspace([x]: Shape[], mode: SaveMode = 'all', caps: BackendCapabilities = capabilities()): { forward: number; backward: number; backwardOverwriting: number } {
+    // The project's kernel makes only what is kept (y, and x̂ when saved); the composite makes x̂ and
+    // drops it when not saved. Where y is kept, x̂ is rebuilt in backward: one buffer from host arrays
+    // (none where y may be overwritten), two transients elsewhere.
     const keepY = mode !== 'none' && this.keepsOutput(mode);
-    const forward = !cpu && (mode === 'none' || keepY) ? size(x!) : 0;
-    const rebuild = keepY ? (cpu ? 1 : 2) * size(x!) : 0;
-    return { forward, backward: rebuild, backwardOverwriting: cpu ? 0 : rebuild };
+    const forward = !caps.projectKernels && (mode === 'none' || keepY) ? size(x!) : 0;
+    const rebuild = keepY ? (caps.hostArrays ? 1 : 2) * size(x!) : 0;
+    return { forward, backward: rebuild, backwardOverwriting: caps.inPlaceWrites ? 0 : rebuild };
   }
 }
 

@@ -8,7 +8,7 @@
  * What it cannot see: a swap's device copy that outlives its last use while the transfer is still on the
  * link (the estimate assumes transfers keep up), and allocator fragmentation on real GPUs.
  */
-import * as tf from '@tensorflow/tfjs-core';
+import { capabilities, type BackendCapabilities } from '../backend/capabilities.js';
 import { NETWORK_INPUT, inferShapes, readsOnce, type GraphNode, type Network, type SaveMode, type Shape } from '../engine/graph.js';
 import { mergeSegments, type StepPlan } from '../engine/executor.js';
 
@@ -37,18 +37,13 @@ export interface EstimateOptions {
   targetChannels?: number;
   /** The loss (its transients scale with the logits); default dice+ce. */
   loss?: 'dice' | 'dice+ce';
-  /** Whether the step uses the fused loss (the cpu backend does; default: whether tfjs runs on cpu). */
-  fusedLoss?: boolean;
   /**
    * The optimizer updates each parameter inside backward, as soon as its gradient is final, instead of
    * after it (the runner's `training.optimizerInBackward`): parameter gradients never pile up.
    */
   optimizerInBackward?: boolean;
-  /**
-   * Gradient sums and Adam's update write into an exclusively owned buffer instead of allocating
-   * (core/in-place.ts; default: whether tfjs runs on cpu).
-   */
-  inPlace?: boolean;
+  /** What the backend the step runs on can do (default: the active backend's; core/backend/capabilities.ts). */
+  capabilities?: BackendCapabilities;
   /** Record what is live at the peak (for diagnosis: `npm run experiment -- <name> --dry-run --explain`). */
   breakdown?: boolean;
 }
@@ -160,9 +155,9 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   for (const s of segments) for (const e of s.external) holds.set(e, (holds.get(e) ?? 0) + 1);
 
   const hooks = plan.hooks;
-  const onCpu = tf.getBackend() === 'cpu';
-  const inPlace = opts.inPlace ?? onCpu;
-  const fusedAdam = opts.fusedLoss ?? onCpu;
+  const caps = opts.capabilities ?? capabilities();
+  const inPlace = caps.inPlaceWrites;
+  const fusedAdam = caps.fusedAdam;
   // Adam's transient buffers per parameter: none in place, its three new tensors fused, ~10 as tf ops.
   const adamWorkspace = inPlace ? 0 : fusedAdam ? 3 : 10;
   const backwardPos = new Map([...net.nodes].reverse().map((n, i) => [n.name, i]));
@@ -224,7 +219,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       saved.set(name, entry);
       return null;
     }
-    const ws = node.layer.workspace?.(inShapes, mode);
+    const ws = node.layer.workspace?.(inShapes, mode, caps);
     const overwrite = inPlace && node.layer.forwardInPlace === true && lastRead[0] === true && readsOnce(node.inputs, node.inputs[0]!) && node.inputs[0] !== NETWORK_INPUT;
     let out: VBuffer;
     if (overwrite) {
@@ -300,7 +295,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   const logitsBytes = count(logitsShape) * BYTES;
   const auxBytes = auxNames.map((n) => count(shapes.get(n)!) * BYTES);
   // The fused loss covers a plain output; auxiliary outputs or a margin take the taped loss.
-  const fused = (opts.fusedLoss ?? tf.getBackend() === 'cpu') && auxNames.length === 0 && !(net.outputMargin ?? []).some(Boolean);
+  const fused = caps.fusedLoss && auxNames.length === 0 && !(net.outputMargin ?? []).some(Boolean);
   transient(lossWorkspace(opts.loss ?? 'dice+ce', net.activation, fused) * (logitsBytes + auxBytes.reduce((a, b) => a + b, 0)));
   const grads = new Map<string, VBuffer>([[net.output, alloc(logitsBytes, 1, `gradient ${net.output}`)]]);
   auxNames.forEach((n, k) => grads.set(n, alloc(auxBytes[k]!, 1, `gradient ${n}`)));
@@ -366,7 +361,7 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
       const fromHost = unpacked.get(node.name) ?? swapIn(entry, node.name);
       unpacked.delete(node.name);
       const inShapes = node.inputs.map((i) => shapes.get(i)!);
-      const ws = node.layer.workspace?.(inShapes, entry.mode);
+      const ws = node.layer.workspace?.(inShapes, entry.mode, caps);
       // dParams, then dInputs (as Conv3d computes them), all alive together before dy is freed.
       const pBytes = node.layer.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
       paramGradBytes += pBytes;

@@ -10,6 +10,7 @@
  * every allocation and every release (`BufferLedger`, fed by `DeviceMemoryMeter`).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { capabilities } from '../backend/capabilities.js';
 
 /** Any value that names one buffer: a tfjs dataId (object), or a caller's own number or string. */
 export type BufferId = object | number | string;
@@ -341,12 +342,13 @@ export class DeviceMemoryMeter {
     if (this.activeMethod) throw new Error(`DeviceMemoryMeter.attach: already attached (${this.activeMethod}); detach() first`);
     const engine = tf.engine();
     const backend = engine.backend as unknown as { data?: unknown };
-    const name = tf.getBackend();
+    const caps = capabilities();
+    const name = caps.name;
     const store = backend.data as DataStorageLike | undefined;
     const storeUsable =
       store != null && typeof store.set === 'function' && typeof store.delete === 'function' && typeof store.has === 'function';
     let method: MeterMethod;
-    if (this.requested === 'auto') method = name === 'cpu' && storeUsable ? 'cpu-data-storage' : 'engine-data-ids';
+    if (this.requested === 'auto') method = caps.dataStorage && storeUsable ? 'cpu-data-storage' : 'engine-data-ids';
     else method = this.requested;
     if (method === 'cpu-data-storage') {
       if (!storeUsable) {

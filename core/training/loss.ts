@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
+import { capabilities } from '../backend/capabilities.js';
 import type { LossFunction } from '../engine/executor.js';
 
 export type LossKind = 'dice' | 'dice+ce';
@@ -152,8 +153,8 @@ export function lossAndGradient(
   kind: LossKind,
   activation: 'sigmoid' | 'softmax',
 ): { loss: number; dLogits: Tensor } {
-  if (tf.getBackend() === 'cpu') {
-    // On the cpu backend dataSync returns the backend's own arrays: no copies, no device temporaries.
+  if (capabilities().fusedLoss) {
+    // dataSync returns the backend's own host arrays: no copies, no device temporaries.
     const { loss, grad } = fusedLossAndGradient(
       logits.dataSync() as Float32Array,
       target.dataSync() as Float32Array,

@@ -7,6 +7,7 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import type { Network } from '../engine/graph.js';
 import { SeededRng } from '../data/rng.js';
 import { exclusiveValues } from '../backend/in-place.js';
+import { capabilities } from '../backend/capabilities.js';
 
 export type Params = Map<string, Tensor>;
 
@@ -75,7 +76,7 @@ export class Adam {
       g.dispose();
       return;
     }
-    const [m, v, next] = tf.getBackend() === 'cpu' ? fusedAdam(p, g, m0, v0, lr / c1, c2, beta1, beta2, epsilon) : tf.tidy(() => {
+    const [m, v, next] = capabilities().fusedAdam ? fusedAdam(p, g, m0, v0, lr / c1, c2, beta1, beta2, epsilon) : tf.tidy(() => {
       const m = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(g, 1 - beta1)) : tf.mul(g, 1 - beta1);
       const v = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.square(g), 1 - beta2)) : tf.mul(tf.square(g), 1 - beta2);
       const update = tf.div(tf.mul(m, lr / c1), tf.add(tf.sqrt(tf.div(v, c2)), epsilon));

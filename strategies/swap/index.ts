@@ -37,6 +37,7 @@ import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../../core
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 import type { MemoryStrategy } from '../../core/plugins/contracts.js';
 import type { StrategyPlugin } from '../../core/types.js';
+import { capabilities } from '../../core/backend/capabilities.js';
 import fullVolume, { fullVolumeSample, fullVolumeShape } from '../full-volume.js';
 
 export interface SwapSettings {
@@ -377,7 +378,7 @@ export class SwapStore {
   /** The transport, chosen on first use: the emulated link on the cpu backend, real transfers elsewhere. */
   get link(): Transport {
     if (!this.transport) {
-      const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : tf.getBackend() === 'cpu' ? 'emulated' : 'direct';
+      const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : capabilities().unifiedMemory ? 'emulated' : 'direct';
       this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency, this.opts.copy ?? true) : new DirectTransport();
     }
     return this.transport;

@@ -1,0 +1,57 @@
+/** VolInstanceNormBackward on tfjs's cpu backend, in JavaScript (core/backend/native re-registers it with C++ code when built). */
+import type { KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import { INSTANCE_NORM_BACKWARD, type NormBackwardAttrs } from '../names.js';
+import { dims, output, sameBuffer, values } from './arrays.js';
+
+const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, xhat, invStd, gamma, beta } = inputs as Record<string, TensorInfo>;
+  const { alpha, inPlace = false } = attrs as unknown as NormBackwardAttrs;
+  const dyv = values(backend, dy!);
+  const xh = values(backend, xhat!);
+  const inv = values(backend, invStd!);
+  const g = values(backend, gamma!);
+  const b = values(backend, beta!);
+  const { n, s, c } = dims(dy!.shape);
+  // In place: dx overwrites dy element by element (each dx[i] reads only dy[i] and per-channel sums).
+  const dx = inPlace ? dyv : new Float32Array(dyv.length);
+  const dgamma = new Float64Array(c);
+  const dbeta = new Float64Array(c);
+  const sumD = new Float64Array(c);
+  const sumDX = new Float64Array(c);
+  for (let b0 = 0; b0 < n; b0++) {
+    const base = b0 * s * c;
+    sumD.fill(0);
+    sumDX.fill(0);
+    for (let i = 0; i < s; i++) {
+      const o = base + i * c;
+      for (let k = 0; k < c; k++) {
+        const z = g[k]! * xh[o + k]! + b[k]!;
+        const gr = z >= 0 ? dyv[o + k]! : alpha * dyv[o + k]!;
+        dgamma[k]! += gr * xh[o + k]!;
+        dbeta[k]! += gr;
+        const dxh = gr * g[k]!;
+        sumD[k]! += dxh;
+        sumDX[k]! += dxh * xh[o + k]!;
+      }
+    }
+    for (let k = 0; k < c; k++) {
+      sumD[k]! /= s;
+      sumDX[k]! /= s;
+    }
+    for (let i = 0; i < s; i++) {
+      const o = base + i * c;
+      for (let k = 0; k < c; k++) {
+        const z = g[k]! * xh[o + k]! + b[k]!;
+        const gr = z >= 0 ? dyv[o + k]! : alpha * dyv[o + k]!;
+        dx[o + k] = inv[b0 * c + k]! * (gr * g[k]! - sumD[k]! - xh[o + k]! * sumDX[k]!);
+      }
+    }
+  }
+  return [
+    inPlace ? sameBuffer(backend, dy!) : output(backend, dy!.shape, dx),
+    output(backend, [c], Float32Array.from(dgamma)),
+    output(backend, [c], Float32Array.from(dbeta)),
+  ];
+};
+
+export const instanceNormBackwardConfig: KernelConfig = { kernelName: INSTANCE_NORM_BACKWARD, backendName: 'cpu', kernelFunc: instanceNormBackward };

@@ -1,0 +1,31 @@
+/**
+ * The project's kernels, by name: what tfjs lacks or composes slowly for these networks. Each backend
+ * registers its own implementation under the name (core/backend/kernels/cpu/ for tfjs's cpu backend, and
+ * the native addon re-registers the same names with C++ code); an op finds no kernel on a backend that
+ * registered none and composes tfjs ops instead (core/backend/kernels/ops.ts).
+ *
+ * - VolInstanceNormForward {x, gamma, beta} {epsilon, alpha, withXhat?, inPlace?} -> [y, xhat, invStd]
+ *     instance norm over the spatial axes of NDHWC fused with leaky ReLU (alpha = 1: no activation);
+ *     withXhat false: [y, invStd] (no x̂ buffer); inPlace: y is written over x (x's own buffer).
+ * - VolInstanceNormBackward {dy, xhat, invStd, gamma, beta} {alpha, inPlace?} -> [dx, dgamma, dbeta]
+ *     inPlace: dx is written over dy (dy's own buffer).
+ * - VolUpsampleNearest3D {x} {factor} -> y ; VolUpsampleNearest3DGrad {dy} {factor} -> dx
+ */
+export const INSTANCE_NORM_FORWARD = 'VolInstanceNormForward';
+export const INSTANCE_NORM_BACKWARD = 'VolInstanceNormBackward';
+export const UPSAMPLE_NEAREST = 'VolUpsampleNearest3D';
+export const UPSAMPLE_NEAREST_GRAD = 'VolUpsampleNearest3DGrad';
+
+/** Attributes of VolInstanceNormForward (withXhat default true, inPlace default false). */
+export interface NormForwardAttrs {
+  epsilon: number;
+  alpha: number;
+  withXhat?: boolean;
+  inPlace?: boolean;
+}
+
+/** Attributes of VolInstanceNormBackward (inPlace default false). */
+export interface NormBackwardAttrs {
+  alpha: number;
+  inPlace?: boolean;
+}
