@@ -9,7 +9,8 @@ import { addInto, exclusiveValues, sharesStorage } from '../core/backend/in-plac
 import { InstanceNormAct } from '../core/engine/layers.js';
 import type { SaveMode } from '../core/engine/graph.js';
 import { Adam, initParams, type Params } from '../core/training/optimizer.js';
-import { Executor, type StepPlan } from '../core/engine/executor.js';
+import { Executor } from '../core/engine/executor.js';
+import type { StepPlan } from '../core/engine/plan.js';
 import { stepLoss } from '../core/training/loss.js';
 import { DeviceMemoryMeter } from '../core/memory/meter.js';
 import checkpoint from '../strategies/checkpoint.js';
@@ -224,6 +225,20 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
       const { ratio, message } = await estimateAndMeasure(meter, net, spatial, overlap, 'swap lb 1 outLag 1', inBackward);
       expect(ratio, message).toBeGreaterThanOrEqual(0.99);
       expect(ratio, message).toBeLessThanOrEqual(1.1);
+    }
+  });
+
+  it('is within ±10% of the measured peak with forward branch parking (swapBranches), which the schedule now plans', async () => {
+    const net = smallUNet(3, 8, 4, 3);
+    const inBackward = { optimizerInBackward: true };
+    for (const spatial of ESTIMATOR_SIZES) {
+      const shape = [1, ...spatial, 4];
+      for (const cfg of [{ lb: 0, outLag: 0 }, { lb: 2, outLag: -1 }]) {
+        const s = createSwapStrategy({ ...cfg, minBytes: 0, swapBranches: true, branchDistance: 2 });
+        const { ratio, message } = await estimateAndMeasure(meter, net, spatial, s.plan(net, shape), `swap ${JSON.stringify(cfg)} with branches`, inBackward);
+        expect(Math.abs(ratio - 1), message).toBeLessThanOrEqual(0.1);
+        await s.dispose!();
+      }
     }
   });
 });

@@ -59,6 +59,11 @@ export interface BackwardArgs {
    * after), so the layer may overwrite its values (e.g. rebuild x̂ in the saved output's buffer).
    */
   overwritable?: boolean[];
+  /**
+   * True where dy's buffer is this backward's alone (the executor disposes dy after), so a layer with
+   * `gradientInPlace` may write its input gradient into it. Default false.
+   */
+  dyOverwritable?: boolean;
 }
 
 export interface BackwardResult {

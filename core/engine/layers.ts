@@ -212,11 +212,11 @@ export class InstanceNormAct implements Layer {
   }
 
   /**
-   * Backward given x̂ (which the caller owns) and invStd. dx is written over dy where nothing else
-   * shares dy's buffer (the executor disposes dy after this call; cpu backend).
+   * Backward given x̂ (which the caller owns) and invStd. dx is written over dy where the executor allows
+   * it (`dyOverwritable`) and nothing else shares dy's buffer.
    */
-  backwardWithXhat({ dy, params: [gamma, beta] }: BackwardArgs, xhat: tf.Tensor, invStd: tf.Tensor): BackwardResult {
-    const inPlace = exclusiveValues(dy) !== null;
+  backwardWithXhat({ dy, params: [gamma, beta], dyOverwritable }: BackwardArgs, xhat: tf.Tensor, invStd: tf.Tensor): BackwardResult {
+    const inPlace = dyOverwritable === true && exclusiveValues(dy) !== null;
     const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, invStd, gamma!, beta!, this.alpha, inPlace);
     return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
   }

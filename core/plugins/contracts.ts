@@ -7,7 +7,7 @@
  * The runner knows strategies only through this interface and their registered names.
  */
 import type { Network } from '../engine/graph.js';
-import type { StepPlan } from '../engine/executor.js';
+import type { StepPlan } from '../engine/plan.js';
 import type { EstimateOptions } from '../memory/estimator.js';
 import type { Rng, Shape3, TrainingSample } from '../types.js';
 

@@ -32,7 +32,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { PackedTensor, SaveSite, SavedTensorHooks, StepPlan } from '../../core/engine/executor.js';
+import type { PackedTensor, ParkSite, SaveSite, SavedTensorHooks, StepPlan } from '../../core/engine/plan.js';
 import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../../core/engine/graph.js';
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 import type { MemoryStrategy } from '../../core/plugins/contracts.js';
@@ -581,13 +581,13 @@ export class SwapStore {
 // ------------------------------------------------------------------------------------------------
 
 /** The executor's saved-tensor hooks for one plan (network and input shape), on a shared store. */
-export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: SwapSettings): SavedTensorHooks & { willPack: (site: SaveSite, bytes: number) => boolean } {
+export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: SwapSettings): SavedTensorHooks {
   const decide = swapDecision(saveSiteTable(net, inputShape, s.minBytes), s);
   const handle = (p: PackedTensor): SwapHandle => {
     if (!(p instanceof SwapHandle)) throw new Error('swap: a packed tensor that the swap store did not make');
     return p;
   };
-  const hooks: SavedTensorHooks & { willPack: (site: SaveSite, bytes: number) => boolean } = {
+  const hooks: SavedTensorHooks = {
     // Swapping handles float32 (every saved activation here); anything else stays on the device.
     pack: (t, site) => (t.dtype === 'float32' && decide(site, t.size * 4) ? store.swapOut(t) : 'device'),
     willPack: (site, bytes) => decide(site, bytes),
@@ -596,9 +596,11 @@ export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: 
     release: (p) => store.release(handle(p)),
     poll: () => store.endLayer(s.outLag),
   };
-  if (s.swapBranches)
-    hooks.park = (t, site) =>
-      t.dtype === 'float32' && site.distance >= s.branchDistance && t.size * 4 >= s.minBytes ? store.swapOut(t, true) : null;
+  if (s.swapBranches) {
+    const parks = (site: ParkSite, bytes: number): boolean => site.distance >= s.branchDistance && bytes >= s.minBytes;
+    hooks.willPark = parks;
+    hooks.park = (t, site) => (t.dtype === 'float32' && parks(site, t.size * 4) ? store.swapOut(t, true) : null);
+  }
   return hooks;
 }
 

@@ -2,7 +2,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../core/backend/backends.js';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { Executor, type StepPlan } from '../../core/engine/executor.js';
+import { Executor } from '../../core/engine/executor.js';
+import type { StepPlan } from '../../core/engine/plan.js';
 import { initParams, type Params } from '../../core/training/optimizer.js';
 import { stepLoss } from '../../core/training/loss.js';
 import { DeviceMemoryMeter } from '../../core/memory/meter.js';
