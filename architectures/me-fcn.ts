@@ -79,7 +79,9 @@ import {
   type Shape,
 } from '../core/engine/graph.js';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
-import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
+import type { NetworkSpec } from '../core/types.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
+import { defineSettings, type SettingsOf } from '../core/config/settings.js';
 import type { BackendCapabilities } from '../core/backend/capabilities.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -326,18 +328,20 @@ export class HalfSaved implements Layer {
 // The network
 // ---------------------------------------------------------------------------------------------------
 
-export interface MeFcnSettings {
-  depth: number;
-  baseFilters: number;
-  negativeSlope: number;
-  narrow: boolean;
-  widthGrowth: number;
-  separable: boolean;
-  inPlaceNorm: boolean;
-  halfPrecisionSaves: boolean;
-  checkpointWidest: boolean;
-  all: boolean;
-}
+const settings = defineSettings({
+  depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },
+  baseFilters: { type: 'integer', min: 1, default: 16, description: 'filters at full resolution' },
+  negativeSlope: { type: 'number', min: 0, max: 1, default: 0.01, description: 'leaky ReLU slope (> 0 with inPlaceNorm)' },
+  narrow: { type: 'boolean', default: false, description: 'widths grow by widthGrowth per level; bottlenecked context and localization modules' },
+  widthGrowth: { type: 'number', min: 1, max: 2, default: 1.5, description: 'width factor per level with narrow (unet3d: 2)' },
+  separable: { type: 'boolean', default: false, description: 'factorised 3-D convolutions: [1,3,3] then [3,1,1]' },
+  inPlaceNorm: { type: 'boolean', default: false, description: 'InPlace-ABN-style normalisation: save the output, not x̂' },
+  halfPrecisionSaves: { type: 'boolean', default: false, description: 'tensors saved for backward stored as half floats' },
+  checkpointWidest: { type: 'boolean', default: false, description: 'recompute the full-resolution level in backward' },
+  all: { type: 'boolean', default: false, description: 'every technique on (overrides the individual flags)' },
+});
+
+export type MeFcnSettings = SettingsOf<typeof settings>;
 
 /** The techniques in force (with `all`, every one). */
 export function techniques(s: MeFcnSettings): { narrow: boolean; separable: boolean; inPlaceNorm: boolean; halfPrecisionSaves: boolean; checkpointWidest: boolean } {
@@ -477,25 +481,13 @@ function describe(s: MeFcnSettings): string {
   return `me-fcn depth ${s.depth}, base ${s.baseFilters}; ${on.length ? on.join(', ') : 'no technique (= unet3d)'}`;
 }
 
-const plugin: ArchitecturePlugin = {
+const plugin: ArchitecturePlugin<typeof settings> = {
   kind: 'architecture',
   name: 'me-fcn',
   description: 'memory-efficient FCN on the unet3d topology: narrow/bottleneck widths, separable convs, in-place norm, half-precision saves, checkpointed widest level',
   reference: 'Wang C., Oda M., Mori K., Organ Segmentation From Full-size CT Images Using Memory-Efficient FCN, 2020 (arXiv:2003.10690)',
-  settings: {
-    depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },
-    baseFilters: { type: 'integer', min: 1, default: 16, description: 'filters at full resolution' },
-    negativeSlope: { type: 'number', min: 0, max: 1, default: 0.01, description: 'leaky ReLU slope (> 0 with inPlaceNorm)' },
-    narrow: { type: 'boolean', default: false, description: 'widths grow by widthGrowth per level; bottlenecked context and localization modules' },
-    widthGrowth: { type: 'number', min: 1, max: 2, default: 1.5, description: 'width factor per level with narrow (unet3d: 2)' },
-    separable: { type: 'boolean', default: false, description: 'factorised 3-D convolutions: [1,3,3] then [3,1,1]' },
-    inPlaceNorm: { type: 'boolean', default: false, description: 'InPlace-ABN-style normalisation: save the output, not x̂' },
-    halfPrecisionSaves: { type: 'boolean', default: false, description: 'tensors saved for backward stored as half floats' },
-    checkpointWidest: { type: 'boolean', default: false, description: 'recompute the full-resolution level in backward' },
-    all: { type: 'boolean', default: false, description: 'every technique on (overrides the individual flags)' },
-  },
-  create(settings): Architecture {
-    const s = settings as unknown as MeFcnSettings;
+  settings,
+  create(s): Architecture {
     return { name: 'me-fcn', build: (spec) => buildMeFcn(spec, s) };
   },
 };

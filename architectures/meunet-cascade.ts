@@ -39,23 +39,35 @@
  * (both are powers of two). Default: patch 64, d1 = 32, d2 = 8 → divisor 32, context 96. A small setting
  * such as patch 16 / context 24 needs stage 1 with at most 3 levels (d1 = 8 divides 8 = 24 − 16).
  *
- * Test-time stitching "with weight 2 in the central half-cube and 1 elsewhere" is
- * `cascadeWeightMap` in core/sliding-window.ts (the patch strategy's `blend: cascade`).
+ * Test-time stitching "with weight 2 in the central half-cube and 1 elsewhere" is `cascadeWeightMap`
+ * below, which the network declares as its `windowWeights` (the patch strategy's `blend: network`).
  */
 import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
 import { AvgPool3d, CenterCrop, ConcatChannels, Conv3d, InstanceNormAct, MaxPool3d, UpsampleNearest } from '../core/engine/layers.js';
-import type { Architecture, ArchitecturePlugin, NetworkSpec, Shape3 } from '../core/types.js';
-import { toShape3 } from '../core/config/settings.js';
+import type { NetworkSpec, Shape3 } from '../core/types.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
+import { defineSettings, toShape3, type SettingsOf } from '../core/config/settings.js';
 
-export interface MeUNetCascadeSettings {
-  patch: Shape3;
-  stage1Filters: number[];
-  stage2Filters: number[];
-  join: 'post-concat' | 'input-channel';
-  auxWeight: number;
-  checkpointStage1: boolean;
-  negativeSlope: number;
-}
+const settings = defineSettings({
+  patch: {
+    type: 'shape3',
+    default: 64,
+    description: "output patch [D, H, W] (or one edge); the input is 1.5× (margin patch/4 per side); set the patch strategy's patchSize to it",
+  },
+  stage1Filters: { type: 'number[]', default: [16, 32, 64, 128, 128], description: 'stage-1 (global) channels per level' },
+  stage2Filters: { type: 'number[]', default: [16, 32, 64, 128], description: 'stage-2 (local) channels per level' },
+  join: {
+    type: 'enum',
+    values: ['post-concat', 'input-channel'],
+    default: 'post-concat',
+    description: "'post-concat': stage-1 decoder features join before stage 2's head (paper); 'input-channel': stage-1 logits as stage-2 input channels (notebook)",
+  },
+  auxWeight: { type: 'number', min: 0, default: 0.5, description: "weight of stage 1's half-resolution loss" },
+  checkpointStage1: { type: 'boolean', default: true, description: 'recompute every stage-1 level in backward' },
+  negativeSlope: { type: 'number', min: 0, max: 1, default: 0, description: 'leaky ReLU slope (0: ReLU, as the paper)' },
+});
+
+export type MeUNetCascadeSettings = SettingsOf<typeof settings>;
 
 export interface CascadeGeometry {
   /** Output extent the settings were made for (the patch strategy's patchSize). */
@@ -215,6 +227,7 @@ export function buildMeUNetCascade(spec: NetworkSpec, s: MeUNetCascadeSettings):
 
   const net = b.build({
     name: 'meunet-cascade',
+    windowWeights: cascadeWeightMap,
     description:
       `meU-net cascade, patch ${g.patch.join('x')} in context ${g.context.join('x')}; stage 1 [${f1.join(', ')}] at half resolution` +
       `${s.checkpointStage1 ? ' (checkpointed)' : ''}, stage 2 [${f2.join(', ')}]; join ${s.join}`,
@@ -230,32 +243,46 @@ export function buildMeUNetCascade(spec: NetworkSpec, s: MeUNetCascadeSettings):
   return net;
 }
 
-const plugin: ArchitecturePlugin = {
+// meU-net's test-time stitching (Wang, Blackie, Miguel-Aliaga, Bai, MIDL 2022): output patches are blended
+// "with weight 2 in the central half-cube and 1 elsewhere": voxels in the middle half of a window along
+// every axis, where the patch saw the most context, count twice.
+
+/** The central half of an axis of length n: [lo, n − lo) with lo = floor(n/4) (exactly n/2 voxels when 4 | n). */
+export function centralHalf(n: number): [number, number] {
+  const lo = Math.floor(n / 4);
+  return [lo, n - lo];
+}
+
+/**
+ * Weights over a window [d, h, w] (row-major, x fastest): 2 inside the central half-cube — the middle half
+ * along each axis, [floor(n/4), n − floor(n/4)), symmetric and exactly half when the edge is a multiple of
+ * 4 — and 1 elsewhere.
+ */
+export function cascadeWeightMap(roi: Shape3): Float32Array {
+  roi.forEach((n, i) => {
+    if (!(Number.isInteger(n) && n > 0)) throw new Error(`cascadeWeightMap: roi[${i}] must be a positive integer, got ${n}`);
+  });
+  const [d, h, w] = roi;
+  const [z0, z1] = centralHalf(d);
+  const [y0, y1] = centralHalf(h);
+  const [x0, x1] = centralHalf(w);
+  const out = new Float32Array(d * h * w).fill(1);
+  for (let z = z0; z < z1; z++)
+    for (let y = y0; y < y1; y++) {
+      const row = (z * h + y) * w;
+      out.fill(2, row + x0, row + x1);
+    }
+  return out;
+}
+
+const plugin: ArchitecturePlugin<typeof settings> = {
   kind: 'architecture',
   name: 'meunet-cascade',
   description: 'meU-net: checkpointed half-resolution global U-Net on a 1.5× context + full-resolution local U-Net on the patch, trained jointly',
   reference:
     'Wang Y., Blackie L., Miguel-Aliaga I., Bai W., Memory-efficient segmentation of high-resolution volumetric MicroCT images, MIDL 2022 (arXiv:2205.15941)',
-  settings: {
-    patch: {
-      type: 'shape3',
-      default: 64,
-      description: "output patch [D, H, W] (or one edge); the input is 1.5× (margin patch/4 per side); set the patch strategy's patchSize to it",
-    },
-    stage1Filters: { type: 'number[]', default: [16, 32, 64, 128, 128], description: 'stage-1 (global) channels per level' },
-    stage2Filters: { type: 'number[]', default: [16, 32, 64, 128], description: 'stage-2 (local) channels per level' },
-    join: {
-      type: 'enum',
-      values: ['post-concat', 'input-channel'],
-      default: 'post-concat',
-      description: "'post-concat': stage-1 decoder features join before stage 2's head (paper); 'input-channel': stage-1 logits as stage-2 input channels (notebook)",
-    },
-    auxWeight: { type: 'number', min: 0, default: 0.5, description: "weight of stage 1's half-resolution loss" },
-    checkpointStage1: { type: 'boolean', default: true, description: 'recompute every stage-1 level in backward' },
-    negativeSlope: { type: 'number', min: 0, max: 1, default: 0, description: 'leaky ReLU slope (0: ReLU, as the paper)' },
-  },
-  create(settings): Architecture {
-    const s = settings as unknown as MeUNetCascadeSettings;
+  settings,
+  create(s): Architecture {
     cascadeGeometry(s); // a bad patch/filters combination fails when the experiment is checked
     return { name: 'meunet-cascade', build: (spec) => buildMeUNetCascade(spec, s) };
   },

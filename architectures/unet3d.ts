@@ -16,15 +16,19 @@
  */
 import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
-import type { Architecture, ArchitecturePlugin, NetworkSpec } from '../core/types.js';
+import type { NetworkSpec } from '../core/types.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
+import { defineSettings, type SettingsOf } from '../core/config/settings.js';
 
-export interface UNet3dSettings {
-  depth: number;
-  baseFilters: number;
-  residual: boolean;
-  deepSupervision: boolean;
-  negativeSlope: number;
-}
+const settings = defineSettings({
+  depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },
+  baseFilters: { type: 'integer', min: 1, default: 16, description: 'filters at full resolution; doubled per level' },
+  residual: { type: 'boolean', default: true, description: 'residual context modules' },
+  deepSupervision: { type: 'boolean', default: false, description: 'add upsampled segmentations from the two levels above the output' },
+  negativeSlope: { type: 'number', min: 0, max: 1, default: 0.01, description: 'leaky ReLU slope' },
+});
+
+export type UNet3dSettings = SettingsOf<typeof settings>;
 
 /** Conv (no bias: the normalisation's offset makes it redundant) + instance norm + leaky ReLU. */
 export function convNormAct(
@@ -90,20 +94,13 @@ export function buildUNet3d(spec: NetworkSpec, s: UNet3dSettings): Network {
   });
 }
 
-const plugin: ArchitecturePlugin = {
+const plugin: ArchitecturePlugin<typeof settings> = {
   kind: 'architecture',
   name: 'unet3d',
   description: "Isensee et al.'s BraTS 2017 3D U-Net: residual context modules, strided-conv down, upsample+conv up",
   reference: 'Isensee F. et al., Brain Tumor Segmentation and Radiomics Survival Prediction: Contribution to the BRATS 2017 Challenge, 2018 (arXiv:1802.10508)',
-  settings: {
-    depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },
-    baseFilters: { type: 'integer', min: 1, default: 16, description: 'filters at full resolution; doubled per level' },
-    residual: { type: 'boolean', default: true, description: 'residual context modules' },
-    deepSupervision: { type: 'boolean', default: false, description: 'add upsampled segmentations from the two levels above the output' },
-    negativeSlope: { type: 'number', min: 0, max: 1, default: 0.01, description: 'leaky ReLU slope' },
-  },
-  create(settings): Architecture {
-    const s = settings as unknown as UNet3dSettings;
+  settings,
+  create(s): Architecture {
     return { name: 'unet3d', build: (spec) => buildUNet3d(spec, s) };
   },
 };

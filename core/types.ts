@@ -1,5 +1,6 @@
 /**
- * The contracts of the framework. Data flows one way:
+ * The data every part of the framework shares: volumes, tasks, datasets, samples. The plugin contracts
+ * (a dataset plugin, an architecture, a memory strategy) are in core/plugins/contracts.ts. Data flows one way:
  *   Dataset -> MemoryStrategy (what a step sees, how it keeps what backward needs, how inference runs)
  *   -> Architecture (a Network: a graph of layers) -> runner -> results.
  *
@@ -9,10 +10,6 @@
  * - Images are channels-last (NDHWC without the batch axis): index ((z*H + y)*W + x)*C + c.
  * - Tensors given to networks are 5-D [N, D, H, W, C], float32.
  */
-import type { Tensor } from '@tensorflow/tfjs-core';
-import type { SettingsSchema, Settings } from './config/settings.js';
-import type { Network } from './engine/graph.js';
-import type { MemoryStrategy } from './plugins/contracts.js';
 
 export type Shape3 = [number, number, number];
 
@@ -91,8 +88,25 @@ export interface TrainingSample {
   shape: Shape3;
 }
 
-/** Where a tensor that backward needs is kept, decided by a strategy's hooks. */
-export type SavedLocation = 'device' | 'host' | 'recompute';
+/** A labelled case ready for training: channels-last image and one target channel per network output. */
+export interface PreparedCase {
+  id: string;
+  image: Float32Array;
+  /** [D, H, W, K] targets (regions or one-hot labels). */
+  target: Float32Array;
+  shape: Shape3;
+  channels: number;
+  outChannels: number;
+  /** Label values per voxel (foreground-biased sampling reads it). */
+  label: Uint8Array;
+}
+
+/** An image to segment. */
+export interface InferenceInput {
+  image: Float32Array;
+  shape: Shape3;
+  channels: number;
+}
 
 /** Deterministic random source handed to plugins; never use Math.random in training code. */
 export interface Rng {
@@ -103,25 +117,6 @@ export interface Rng {
   normal(): number;
 }
 
-export interface Plugin<T> {
-  readonly kind: PluginKind;
-  readonly name: string;
-  /** One line for `--list` and error messages. */
-  readonly description: string;
-  /** Citation of the paper or system the plugin implements. */
-  readonly reference?: string;
-  readonly settings: SettingsSchema;
-  create(settings: Settings, deps: PluginDeps): T;
-}
-
-export type PluginKind = 'dataset' | 'architecture' | 'strategy' | 'backend';
-
-/** What a plugin may use when it is created. */
-export interface PluginDeps {
-  /** Folder of the experiment file or the working directory; relative data paths resolve against it. */
-  baseDir: string;
-}
-
 /** One image (or one case's modalities) to segment, read and preprocessed as the dataset's own cases. */
 export interface PredictionInput {
   id: string;
@@ -130,17 +125,7 @@ export interface PredictionInput {
   load(): Promise<Volume>;
 }
 
-export interface DatasetPlugin extends Plugin<Dataset> {
-  /**
-   * The images to segment at `path` (a file, a case folder, or a folder of them), read with the
-   * preprocessing this dataset applies to its cases (`settings` as the model was trained with), for
-   * `npm run predict`. `channels`: the modalities the model expects, in order.
-   */
-  predictionInputs?(path: string, settings: Settings, channels: string[]): PredictionInput[];
-}
-export type ArchitecturePlugin = Plugin<Architecture>;
-export type StrategyPlugin = Plugin<MemoryStrategy>;
-
+/** What a network is built for: its input channels, output channels and output activation. */
 export interface NetworkSpec {
   inChannels: number;
   outChannels: number;
@@ -148,11 +133,5 @@ export interface NetworkSpec {
   activation: 'sigmoid' | 'softmax';
 }
 
-export interface Architecture {
-  readonly name: string;
-  build(spec: NetworkSpec): Network;
-}
-
-export type { Network };
-export type { MemoryStrategy };
-export type { Tensor };
+/** The kinds of plugin the framework registers by name. */
+export type PluginKind = 'dataset' | 'architecture' | 'strategy' | 'backend';

@@ -23,11 +23,12 @@
  * 2017+; the 2015 z-scored release has a constant non-zero background).
  */
 import { resolve } from 'node:path';
-import type { Dataset, DatasetPlugin, PluginDeps } from '../core/types.js';
-import { SettingsError, type Settings, type SettingsSchema } from '../core/config/settings.js';
+import type { Dataset } from '../core/types.js';
+import type { DatasetPlugin } from '../core/plugins/contracts.js';
+import { defineSettings, SettingsError } from '../core/config/settings.js';
 import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from '../core/io/brats-folder.js';
 
-const settings: SettingsSchema = {
+const settings = defineSettings({
   root: { type: 'string', description: 'folder holding one sub-folder per case (relative paths: to the experiment file)', required: true },
   modalities: {
     type: 'string[]',
@@ -45,26 +46,26 @@ const settings: SettingsSchema = {
     default: 'zscore-brain',
   },
   cases: { type: 'string[]', description: 'use only these case folders (default: all)' },
-};
+});
 
 /** BraTS 2017–2021 name <-> BraTS 2023 name. */
-const plugin: DatasetPlugin = {
+const plugin: DatasetPlugin<typeof settings> = {
   kind: 'dataset',
   name: 'brats',
   description: 'a folder of real BraTS cases (2017–2021 and 2023 naming built in, other layouts through file patterns)',
   reference: 'Menze et al., IEEE TMI 2015; Bakas et al., arXiv:1811.02629 (2018); Kazerooni et al., arXiv:2305.17033 (BraTS 2023)',
   settings,
-  create(s: Settings, deps: PluginDeps): Dataset {
-    const root = resolve(deps.baseDir, s.root as string);
+  create(s, deps): Dataset {
+    const root = resolve(deps.baseDir, s.root);
     if (!isDir(root)) {
       throw new SettingsError('dataset.settings.root', `folder ${root} does not exist (${JSON.stringify(s.root)} resolved against ${deps.baseDir})`);
     }
     return new BratsFolder(root, {
-      ...(s.modalities ? { modalities: s.modalities as string[] } : {}),
+      ...(s.modalities ? { modalities: s.modalities } : {}),
       patterns: parsePatterns(s.patterns),
       labelMap: parseLabelMap(s.labelMap),
-      normalize: s.normalize as 'zscore-brain' | 'none',
-      ...(s.cases ? { only: s.cases as string[] } : {}),
+      normalize: s.normalize,
+      ...(s.cases ? { only: s.cases } : {}),
     });
   },
   predictionInputs: bratsPredictionInputs,

@@ -14,11 +14,12 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { Dataset, DatasetPlugin, PluginDeps, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
-import { SettingsError, type Settings, type SettingsSchema } from '../core/config/settings.js';
+import type { Dataset, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
+import type { DatasetPlugin } from '../core/plugins/contracts.js';
+import { defineSettings, SettingsError, type SettingsOf } from '../core/config/settings.js';
 import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/nifti.js';
 
-const settings: SettingsSchema = {
+const settings = defineSettings({
   root: { type: 'string', description: 'MSD task folder holding dataset.json, imagesTr/, labelsTr/ (relative paths: to the experiment file)', required: true },
   normalize: {
     type: 'enum',
@@ -26,7 +27,9 @@ const settings: SettingsSchema = {
     description: 'zscore: each channel of each image z-scored over all its voxels; none: as stored',
     default: 'zscore',
   },
-};
+});
+
+type MsdSettings = SettingsOf<typeof settings>;
 
 const NIFTI_NAME = /\.nii(\.gz)?$/i;
 
@@ -261,7 +264,7 @@ function normalizeVolume(volume: Volume, normalize: 'zscore' | 'none'): Volume {
 }
 
 /** Images at `path` (a file, an MSD task folder or a folder of images), read as the training cases are. */
-export function msdPredictionInputs(path: string, settings: Settings, channels: string[]): PredictionInput[] {
+export function msdPredictionInputs(path: string, settings: MsdSettings, channels: string[]): PredictionInput[] {
   const p = resolve(path);
   const files = statSync(p, { throwIfNoEntry: false })?.isFile() ? [p] : findImageFiles(p);
   return files.map((file) => {
@@ -274,20 +277,20 @@ export function msdPredictionInputs(path: string, settings: Settings, channels: 
         const n = channelCount(image);
         if (n !== channels.length)
           throw new NiftiError(file, `has ${n} channel(s) (dims ${image.dims.join('×')}) but the model expects ${channels.length} (${channels.join(', ')})`);
-        return normalizeVolume(volumeFromNifti(id, [image]), settings.normalize as 'zscore' | 'none');
+        return normalizeVolume(volumeFromNifti(id, [image]), settings.normalize);
       },
     };
   });
 }
 
-const plugin: DatasetPlugin = {
+const plugin: DatasetPlugin<typeof settings> = {
   kind: 'dataset',
   name: 'msd',
   description: 'a Medical Segmentation Decathlon task folder (dataset.json, imagesTr/, labelsTr/, imagesTs/)',
   reference: 'Antonelli et al., The Medical Segmentation Decathlon, Nature Communications 13, 4128 (2022)',
   settings,
-  create(s: Settings, deps: PluginDeps): Dataset {
-    const root = resolve(deps.baseDir, s.root as string);
+  create(s, deps): Dataset {
+    const root = resolve(deps.baseDir, s.root);
     let ok = false;
     try {
       ok = statSync(root).isDirectory();
@@ -297,7 +300,7 @@ const plugin: DatasetPlugin = {
     if (!ok) {
       throw new SettingsError('dataset.settings.root', `folder ${root} does not exist (${JSON.stringify(s.root)} resolved against ${deps.baseDir})`);
     }
-    return new MsdTask(root, s.normalize as 'zscore' | 'none');
+    return new MsdTask(root, s.normalize);
   },
   predictionInputs: msdPredictionInputs,
 };

@@ -42,8 +42,9 @@
  * and the same size gives the same bytes on every run. Shapes are defined in size-independent units, so
  * the same case at another size is the same head and tumour resampled (plus fresh noise).
  */
-import type { Dataset, DatasetPlugin, NiftiGeometry, Shape3, Volume } from '../core/types.js';
-import type { Settings, SettingsSchema } from '../core/config/settings.js';
+import type { Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
+import type { DatasetPlugin } from '../core/plugins/contracts.js';
+import { defineSettings } from '../core/config/settings.js';
 import { SeededRng } from '../core/data/rng.js';
 import { BRATS_CHANNELS, BRATS_TASK } from '../core/data/brats-task.js';
 import { bratsPredictionInputs } from '../core/io/brats-folder.js';
@@ -51,7 +52,7 @@ import { bratsPredictionInputs } from '../core/io/brats-folder.js';
 export { BRATS_CHANNELS, BRATS_TASK };
 
 
-const settings: SettingsSchema = {
+const settings = defineSettings({
   cases: { type: 'integer', description: 'number of cases generated', default: 8, min: 1 },
   size: {
     type: 'shape3',
@@ -62,7 +63,7 @@ const settings: SettingsSchema = {
   noise: { type: 'number', description: 'Gaussian noise standard deviation, relative to the white-matter T1 intensity', default: 0.05, min: 0 },
   biasField: { type: 'number', description: 'strength of the smooth multiplicative bias field (0: none; 0.2: ±20%)', default: 0.2, min: 0, max: 0.9 },
   tumourScale: { type: 'number', description: 'multiplies the tumour size (1: diameters ~10%..60% of the volume edge)', default: 1, min: 0.05, max: 3 },
-};
+});
 
 // Tissue classes (internal); 0 is background.
 const SCALP = 1,
@@ -567,20 +568,14 @@ class SyntheticBrats implements Dataset {
   }
 }
 
-const plugin: DatasetPlugin = {
+const plugin: DatasetPlugin<typeof settings> = {
   kind: 'dataset',
   name: 'synthetic-brats',
   description: 'built-in BraTS-like generator: 4 MR modalities of a brain with a nested tumour (labels 0/1/2/4), any size, reproducible',
   reference: 'BraTS label scheme and regions: Menze et al., IEEE TMI 2015; Bakas et al., arXiv:1811.02629 (generator: this project)',
   settings,
-  create(s: Settings): Dataset {
-    return new SyntheticBrats(s.cases as number, {
-      seed: s.seed as number,
-      size: s.size as Shape3,
-      noise: s.noise as number,
-      biasField: s.biasField as number,
-      tumourScale: s.tumourScale as number,
-    });
+  create({ cases, ...options }): Dataset {
+    return new SyntheticBrats(cases, options);
   },
   // A model trained on the synthetic data segments real BraTS cases (its modalities are BraTS's),
   // z-scored inside the brain as the generator's images are.

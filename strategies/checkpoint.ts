@@ -11,11 +11,12 @@
  * `split: balanced` cuts the layer order into `segments` contiguous runs holding about equal bytes of
  * saved tensors; `split: levels` uses the architecture's own blocks (one per U-Net level and pathway).
  */
-import type { Shape3, StrategyPlugin } from '../core/types.js';
-import type { MemoryStrategy } from '../core/plugins/contracts.js';
+import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/contracts.js';
 import { inferShapes, type Network, type Shape } from '../core/engine/graph.js';
-import { fullVolumeInfer, fullVolumeSample, fullVolumeShape } from './full-volume.js';
 import { estimatePeak, type EstimateOptions } from '../core/memory/estimator.js';
+import { defineSettings } from '../core/config/settings.js';
+import { fullVolumeSample, fullVolumeShape } from '../core/training/samples.js';
+import { fullVolumeInference } from '../core/inference/full-volume.js';
 
 /** Bytes each node saves for backward (its saved inputs, output and extras), at `inputShape`. */
 export function savedBytesPerNode(net: Network, inputShape: Shape): number[] {
@@ -158,35 +159,35 @@ export function searchSegments(
   return best!.s;
 }
 
-const plugin: StrategyPlugin = {
+const settings = defineSettings({
+  segments: { type: 'integer', min: 0, default: 0, description: "with split 'balanced': the number of segments; 0 = about √(number of layers)" },
+  lean: {
+    type: 'boolean',
+    default: true,
+    description:
+      "keep fewer buffers and recompute cheap values in backward (Chen et al.'s dropped low-cost results): a normalisation keeps its output, which the next convolution saves anyway, and rebuilds x̂ from it",
+  },
+  split: {
+    type: 'enum',
+    values: ['search', 'balanced', 'levels'],
+    default: 'search',
+    description: "'search': the segments with the lowest estimated peak; 'balanced': `segments` runs of equal saved bytes; 'levels': the architecture's blocks",
+  },
+});
+
+const plugin: StrategyPlugin<typeof settings> = {
   kind: 'strategy',
   name: 'checkpoint',
   description: 'full volume; keep only segment inputs in forward, recompute each segment in backward',
   reference: 'Chen T. et al., Training Deep Nets with Sublinear Memory Cost, 2016 (arXiv:1604.06174)',
-  settings: {
-    segments: { type: 'integer', min: 0, default: 0, description: "with split 'balanced': the number of segments; 0 = about √(number of layers)" },
-    lean: {
-      type: 'boolean',
-      default: true,
-      description:
-        "keep fewer buffers and recompute cheap values in backward (Chen et al.'s dropped low-cost results): a normalisation keeps its output, which the next convolution saves anyway, and rebuilds x̂ from it",
-    },
-    split: {
-      type: 'enum',
-      values: ['search', 'balanced', 'levels'],
-      default: 'search',
-      description: "'search': the segments with the lowest estimated peak; 'balanced': `segments` runs of equal saved bytes; 'levels': the architecture's blocks",
-    },
-  },
-  create(settings): MemoryStrategy {
-    const split = settings.split as 'search' | 'balanced' | 'levels';
-    const wanted = settings.segments as number;
-    const saveMode = settings.lean ? 'lean' : 'all';
+  settings,
+  create({ split, segments: wanted, lean }): MemoryStrategy {
+    const saveMode = lean ? 'lean' : 'all';
     const chosen = new Map<string, string[][]>();
     return {
       name: 'checkpoint',
-      trainingShape: (caseShape: Shape3, net: Network) => fullVolumeShape(caseShape, net),
-      sample: fullVolumeSample(),
+      trainingShape: fullVolumeShape,
+      sample: fullVolumeSample,
       plan(net, inputShape, context) {
         const key = `${net.description}|${inputShape.join('x')}|${JSON.stringify(context?.estimate ?? {})}`;
         let segments = chosen.get(key);
@@ -201,7 +202,7 @@ const plugin: StrategyPlugin = {
         }
         return { recompute: segments, saveMode };
       },
-      infer: (input, predict, net) => fullVolumeInfer(input, predict, net),
+      infer: fullVolumeInference,
     };
   },
 };

@@ -4,11 +4,11 @@
  * overlapping windows blended by a Gaussian importance map (MONAI's `sliding_window_inference`).
  * Loses context where an object spans several patches; that is what the comparison measures.
  */
-import type { Rng, Shape3, StrategyPlugin } from '../core/types.js';
-import type { MemoryStrategy, PreparedCase } from '../core/plugins/contracts.js';
+import type { PreparedCase, Rng, Shape3 } from '../core/types.js';
+import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/contracts.js';
 import { extractBox } from '../core/data/volume.js';
 import { slidingWindowInference } from '../core/inference/sliding-window.js';
-import { SettingsError } from '../core/config/settings.js';
+import { defineSettings, SettingsError } from '../core/config/settings.js';
 import type { Network } from '../core/engine/graph.js';
 
 const foregroundIndex = new WeakMap<Uint8Array, Uint32Array>();
@@ -52,26 +52,27 @@ function withMargin(patch: Shape3, net: Network): Shape3 {
   return patch.map((n, i) => n + 2 * m[i]!) as Shape3;
 }
 
-const plugin: StrategyPlugin = {
+const settings = defineSettings({
+  patchSize: { type: 'shape3', default: 128, description: 'crop [D, H, W] (or one edge); a multiple of the network divisor' },
+  foregroundRatio: { type: 'number', min: 0, max: 1, default: 0.33, description: 'share of crops centred on a foreground voxel' },
+  overlap: { type: 'number', min: 0, max: 0.95, default: 0.5, description: 'sliding-window overlap between neighbouring windows' },
+  blend: {
+    type: 'enum',
+    values: ['gaussian', 'constant', 'network'],
+    default: 'gaussian',
+    description:
+      "how overlapping windows are weighted: a Gaussian (MONAI), constant, or 'network': the architecture's own stitching weights (meunet-cascade: 2 in the central half-cube, 1 elsewhere)",
+  },
+  sigmaScale: { type: 'number', min: 0.01, default: 0.125, description: 'Gaussian sigma as a fraction of the window edge' },
+});
+
+const plugin: StrategyPlugin<typeof settings> = {
   kind: 'strategy',
   name: 'patch',
   description: 'random foreground-biased crops for training; Gaussian-blended sliding window for inference',
   reference: 'Isensee F. et al., nnU-Net, Nature Methods 2021 (sampling); MONAI sliding_window_inference (inference)',
-  settings: {
-    patchSize: { type: 'shape3', default: 128, description: 'crop [D, H, W] (or one edge); a multiple of the network divisor' },
-    foregroundRatio: { type: 'number', min: 0, max: 1, default: 0.33, description: 'share of crops centred on a foreground voxel' },
-    overlap: { type: 'number', min: 0, max: 0.95, default: 0.5, description: 'sliding-window overlap between neighbouring windows' },
-    blend: {
-      type: 'enum',
-      values: ['gaussian', 'constant', 'cascade'],
-      default: 'gaussian',
-      description: "how overlapping windows are weighted; 'cascade': meU-net's 2 in the central half-cube, 1 elsewhere",
-    },
-    sigmaScale: { type: 'number', min: 0.01, default: 0.125, description: 'Gaussian sigma as a fraction of the window edge' },
-  },
-  create(settings): MemoryStrategy {
-    const patch = settings.patchSize as Shape3;
-    const fgRatio = settings.foregroundRatio as number;
+  settings,
+  create({ patchSize: patch, foregroundRatio: fgRatio, overlap, blend, sigmaScale }): MemoryStrategy {
     const checkPatch = (divisor: number): void => {
       patch.forEach((p, i) => {
         if (p % divisor !== 0)
@@ -100,14 +101,18 @@ const plugin: StrategyPlugin = {
         };
       },
       plan: () => ({}),
-      infer: (input, predict, net) =>
-        slidingWindowInference(input, patch, (w, shape) => predict(w, shape), {
+      infer: (input, predict, net) => {
+        const weights = net.windowWeights;
+        if (blend === 'network' && !weights)
+          throw new SettingsError('strategy.settings.blend', `'network': ${net.name} declares no stitching weights of its own; use 'gaussian' or 'constant'`);
+        return slidingWindowInference(input, patch, (w, shape) => predict(w, shape), {
           outChannels: net.outChannels,
-          overlap: settings.overlap as number,
-          blend: settings.blend as 'gaussian' | 'constant' | 'cascade',
-          sigmaScale: settings.sigmaScale as number,
+          overlap,
+          blend: blend === 'network' ? weights : blend,
+          sigmaScale,
           inputMargin: net.outputMargin,
-        }),
+        });
+      },
     };
   },
 };

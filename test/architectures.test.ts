@@ -23,8 +23,7 @@ import {
   unpackHalf,
   type MeFcnSettings,
 } from '../architectures/me-fcn.js';
-import { buildMeUNetCascade, cascadeGeometry, type MeUNetCascadeSettings } from '../architectures/meunet-cascade.js';
-import { cascadeWeightMap, centralHalf } from '../core/inference/sliding-window.js';
+import { buildMeUNetCascade, cascadeGeometry, cascadeWeightMap, centralHalf, type MeUNetCascadeSettings } from '../architectures/meunet-cascade.js';
 import { architectures } from '../architectures/index.js';
 import type { Shape3 } from '../core/types.js';
 

@@ -12,7 +12,8 @@ import {
   type PluginCatalogView,
 } from '../core/config/experiment.js';
 import type { SettingsSchema } from '../core/config/settings.js';
-import type { Plugin, PluginKind } from '../core/types.js';
+import type { PluginKind } from '../core/types.js';
+import type { Plugin } from '../core/plugins/contracts.js';
 
 // ---- a tiny catalog: two strategies, one architecture, one dataset ------------------------------------
 

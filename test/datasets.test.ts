@@ -15,7 +15,9 @@ import msdPlugin, { findImageFiles } from '../datasets/msd.js';
 import { resolveSettings } from '../core/config/settings.js';
 import { readNifti, readNiftiHeader, writeNifti } from '../core/io/nifti.js';
 import { syntheticGeometry } from '../datasets/synthetic-brats.js';
-import type { Dataset, DatasetPlugin, Volume } from '../core/types.js';
+import type { Dataset, Volume } from '../core/types.js';
+import type { DatasetPlugin } from '../core/plugins/contracts.js';
+import type { SettingsSchema } from '../core/config/settings.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const DATA = resolve(here, '../../shared/data');
@@ -65,7 +67,8 @@ describe('datasets/index', () => {
       expect(d.kind).toBe('dataset');
       expect(d.description.length).toBeGreaterThan(10);
       expect(d.reference).toBeTruthy();
-      for (const [key, spec] of Object.entries(d.settings)) expect(spec.description, `${d.name}.${key}`).toBeTruthy();
+      const schema: SettingsSchema = d.settings;
+      for (const [key, spec] of Object.entries(schema)) expect(spec.description, `${d.name}.${key}`).toBeTruthy();
     }
     // Required roots are reported, not guessed.
     expect(() => resolveSettings(bratsPlugin.settings, {}, 'dataset.settings')).toThrow(/dataset\.settings\.root: is required/);

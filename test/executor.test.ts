@@ -26,7 +26,7 @@ describe('owned backward and checkpointing give the plain step gradients', () =>
       const plans = {
         levels: { recompute: net.segments },
         balanced: { recompute: balancedSegments(net, [1, ...spatial, 2], 4) },
-        search: checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, [1, ...spatial, 2]),
+        search: checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, [1, ...spatial, 2]),
       };
       // The owned step uses the fused loss, the tape tfjs's ops: equal up to float32 rounding.
       expect(worstRelativeDifference(owned, tape)).toBeLessThanOrEqual(1e-5);
@@ -64,7 +64,7 @@ describe('memory', () => {
     const shape = [1, ...spatial, 4];
     const tape = await measuredPeak(meter, net, spatial, { backward: 'tape' });
     const owned = await measuredPeak(meter, net, spatial, {});
-    const ckpt = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape));
+    const ckpt = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape));
     const lean = await measuredPeak(meter, net, spatial, checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape));
     expect(owned / tape).toBeLessThanOrEqual(0.7);
     expect(ckpt / owned).toBeLessThan(0.8);
@@ -78,7 +78,7 @@ describe('memory', () => {
       const plans = {
         tape: { backward: 'tape' as const },
         owned: {},
-        checkpoint: checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape),
+        checkpoint: checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape),
         'checkpoint, lean': checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape),
         levels: { recompute: net.segments },
         'levels, lean': { recompute: net.segments, saveMode: 'lean' as const },

@@ -184,7 +184,7 @@ describe('the optimizer inside backward', () => {
   const plans: Record<string, () => StepPlan> = {
     owned: () => ({}),
     tape: () => ({ backward: 'tape' }),
-    checkpoint: () => checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape),
+    checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape),
     'checkpoint, lean': () => checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape),
     swap: () => createSwapStrategy({ lb: 0, outLag: 0 }).plan(net, shape),
   };
@@ -210,7 +210,7 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
       const shape = [1, ...spatial, 4];
       const plans: Record<string, () => StepPlan> = {
         owned: () => ({}),
-        checkpoint: () => checkpoint.create({ segments: 0, split: 'search' }, { baseDir: '.' }).plan(net, shape),
+        checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape),
         'checkpoint, lean': () =>
           checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape, { estimate: inBackward }),
         'swap lb 0 outLag 0': () => createSwapStrategy({ lb: 0, outLag: 0, minBytes: 0 }).plan(net, shape),

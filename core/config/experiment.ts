@@ -74,9 +74,9 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, relative, resolve, isAbsolute, dirname } from 'node:path';
 import { LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, Node as YamlNode } from 'yaml';
-import { checkField, resolveSettings, SettingsError } from './settings.js';
-import type { Settings, SettingsSchema } from './settings.js';
-import type { Plugin, PluginKind } from '../types.js';
+import { checkField, defineSettings, resolveSettings, SettingsError } from './settings.js';
+import type { Settings, SettingsOf, SettingsSchema } from './settings.js';
+import type { PluginKind } from '../types.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Public API
@@ -84,7 +84,7 @@ import type { Plugin, PluginKind } from '../types.js';
 
 /** The part of the plugin registry the loader needs. */
 export interface PluginCatalogView {
-  get(kind: PluginKind, name: string): Plugin<unknown>;
+  get(kind: PluginKind, name: string): { readonly settings: SettingsSchema };
   names(kind: PluginKind): string[];
 }
 
@@ -105,7 +105,7 @@ export interface TrialConfig {
   architecture: PluginChoice;
   strategy: PluginChoice;
   /** Resolved against TRAINING_SCHEMA: every field present except unset optional ones. */
-  training: Settings;
+  training: TrainingSettings;
   /** The trial seed (= training.seed). */
   seed: number;
 }
@@ -166,7 +166,7 @@ export class ExperimentError extends Error {
 }
 
 /** Framework-level training fields (`training:` in an experiment). */
-export const TRAINING_SCHEMA: SettingsSchema = {
+export const TRAINING_SCHEMA = defineSettings({
   epochs: { type: 'integer', min: 1, default: 10, description: 'passes over the training steps' },
   stepsPerEpoch: { type: 'integer', min: 1, default: 8, description: 'optimizer steps per epoch' },
   batchSize: { type: 'integer', min: 1, default: 1, description: 'training samples per step' },
@@ -213,7 +213,10 @@ export const TRAINING_SCHEMA: SettingsSchema = {
     default: 0.5,
     description: 'probability above which a sigmoid region output counts as foreground',
   },
-};
+});
+
+/** The training fields of a trial, resolved (typed from TRAINING_SCHEMA). */
+export type TrainingSettings = SettingsOf<typeof TRAINING_SCHEMA>;
 
 /** Refuses expansions that can only be a mistake (and would take forever to check). */
 export const MAX_TRIALS = 10_000;
@@ -902,13 +905,13 @@ function checkPresent(schema: SettingsSchema, given: Settings, prefix: string, f
  * resolveSettings, with its errors turned into located ones. A missing required field is reported at its
  * path too: that path does not exist in the file, so it is located at its parent.
  */
-function resolveOrFail(
-  schema: SettingsSchema,
+function resolveOrFail<S extends SettingsSchema>(
+  schema: S,
   given: Settings,
   prefix: string,
   owner: string,
   fail: (key: string, problem: string) => never,
-): Settings {
+): SettingsOf<S> {
   try {
     return resolveSettings(schema, given, prefix);
   } catch (e) {
@@ -999,7 +1002,7 @@ function expandTrials(src: Source, root: Record<string, unknown>, top: CheckedTo
       architecture: resolved.architecture,
       strategy: resolved.strategy,
       training,
-      seed: training.seed as number,
+      seed: training.seed,
     });
   }
   return trials;

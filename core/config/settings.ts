@@ -30,7 +30,48 @@ export interface FieldSpec {
 }
 
 export type SettingsSchema = Record<string, FieldSpec>;
+/** Settings as an experiment file gives them (checked against a schema by `resolveSettings`). */
 export type Settings = Record<string, unknown>;
+
+/** The value a field holds once resolved (bytes parsed to a number, a shape expanded to [D, H, W]). */
+export type FieldValue<F extends FieldSpec> = F['type'] extends 'number' | 'integer' | 'bytes'
+  ? number
+  : F['type'] extends 'boolean'
+    ? boolean
+    : F['type'] extends 'string'
+      ? string
+      : F['type'] extends 'enum'
+        ? F extends { values: readonly (infer V)[] }
+          ? V
+          : string
+        : F['type'] extends 'shape3'
+          ? [number, number, number]
+          : F['type'] extends 'number[]'
+            ? number[]
+            : F['type'] extends 'string[]'
+              ? string[]
+              : F['type'] extends 'object'
+                ? Record<string, unknown>
+                : never;
+
+/** Whether a resolved field always has a value: it is required or has a default. */
+type AlwaysSet<F> = F extends { required: true } ? true : F extends { default: unknown } ? true : false;
+
+/**
+ * The resolved settings of a schema, field by field: a field with a default or `required` is always
+ * present, any other may be absent. A plugin's settings type is this of its schema: each field is
+ * declared once, in the schema.
+ */
+export type SettingsOf<S extends SettingsSchema> = {
+  -readonly [K in keyof S as AlwaysSet<S[K]> extends true ? K : never]: FieldValue<S[K]>;
+} & {
+  -readonly [K in keyof S as AlwaysSet<S[K]> extends true ? never : K]?: FieldValue<S[K]>;
+};
+
+/** Declares a settings schema, keeping its literal types (enum values, defaults) for `SettingsOf`. */
+export function defineSettings<const S extends SettingsSchema>(schema: S): S {
+  return schema;
+}
 
 /** A settings problem: `path` is the dotted field path, e.g. `strategy.settings.patchSize`. */
 export class SettingsError extends Error {
@@ -143,7 +184,7 @@ export function checkField(spec: FieldSpec, value: unknown, path: string): unkno
  * Validates `given` against `schema` and fills defaults. Unknown fields are errors (a typo must never be
  * silently ignored): the message lists the known fields.
  */
-export function resolveSettings(schema: SettingsSchema, given: Settings | undefined, path: string): Settings {
+export function resolveSettings<S extends SettingsSchema>(schema: S, given: Settings | undefined, path: string): SettingsOf<S> {
   const out: Settings = {};
   const input = given ?? {};
   for (const key of Object.keys(input)) {
@@ -164,5 +205,11 @@ export function resolveSettings(schema: SettingsSchema, given: Settings | undefi
     }
     out[key] = checkField(spec, value, `${path}.${key}`);
   }
-  return out;
+  // Every field was checked against its spec above: this is the one place the values get their types.
+  return out as SettingsOf<S>;
+}
+
+/** A schema's defaults (every field that has one), resolved. */
+export function defaultSettings<S extends SettingsSchema>(schema: S, path = 'defaults'): SettingsOf<S> {
+  return resolveSettings(schema, {}, path);
 }

@@ -166,6 +166,12 @@ export interface Network {
    */
   auxOutputs?: { node: string; weight: number; scale: number }[];
   params: QualifiedParam[];
+  /**
+   * The network's own weights for stitching overlapping output windows at inference, over a window
+   * [d, h, w] (row-major, x fastest): meU-net's 2 in the central half-cube, 1 elsewhere. A patch strategy
+   * uses them with `blend: network`.
+   */
+  windowWeights?: (roi: [number, number, number]) => Float32Array;
   /** Natural checkpoint segments (e.g. one per U-Net level): contiguous runs of node names. */
   segments: string[][];
   /**

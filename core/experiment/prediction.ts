@@ -13,8 +13,8 @@ import { probabilitiesToLabels } from '../evaluation/metrics.js';
 import { writeNiftiLabel } from '../io/nifti.js';
 import { disposeParams } from '../training/optimizer.js';
 import type { PluginCatalog } from '../plugins/container.js';
-import type { Architecture, DatasetPlugin } from '../types.js';
-import type { MemoryStrategy } from '../plugins/contracts.js';
+import { instantiate } from '../plugins/contracts.js';
+import { resolveSettings } from '../config/settings.js';
 
 export interface PredictionResult {
   id: string;
@@ -35,18 +35,15 @@ export async function predictImages(
   if (!existsSync(input)) throw new Error(`--input ${input}: no such file or folder`);
   const { manifest, params, dir } = await loadModel(modelPath);
   log(`model ${dir}: ${manifest.architecture.name} from ${manifest.experiment} trial ${manifest.trial}, strategy ${manifest.strategy.name}`);
-  const net = catalog
-    .get<Architecture>('architecture', manifest.architecture.name)
-    .create(manifest.architecture.settings, { baseDir: dir })
-    .build(manifest.network);
+  const net = instantiate(catalog.architecture(manifest.architecture.name), manifest.architecture.settings, { baseDir: dir }).build(manifest.network);
   const missing = net.params.filter((p) => !params.has(p.qualifiedName)).map((p) => p.qualifiedName);
   if (missing.length)
     throw new Error(`${dir}: the saved weights do not fit ${manifest.architecture.name} as built now (missing ${missing.slice(0, 3).join(', ')}…); retrain the model`);
-  const strategy = catalog.get<MemoryStrategy>('strategy', manifest.strategy.name).create(manifest.strategy.settings, { baseDir: dir });
-  const datasetPlugin = catalog.get('dataset', manifest.dataset.name) as DatasetPlugin;
+  const strategy = instantiate(catalog.strategy(manifest.strategy.name), manifest.strategy.settings, { baseDir: dir });
+  const datasetPlugin = catalog.dataset(manifest.dataset.name);
   if (!datasetPlugin.predictionInputs)
     throw new Error(`dataset ${manifest.dataset.name} cannot read prediction inputs (models trained on it cannot predict yet)`);
-  const inputs = datasetPlugin.predictionInputs(input, manifest.dataset.settings, manifest.channels);
+  const inputs = datasetPlugin.predictionInputs(input, resolveSettings(datasetPlugin.settings, manifest.dataset.settings, 'dataset.settings'), manifest.channels);
   if (inputs.length === 0) throw new Error(`${input}: no images found`);
   const output = resolve(outputDir);
   await mkdir(output, { recursive: true });

@@ -55,7 +55,25 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   settings: 'JSON of the full resolved trial configuration',
   started_at: 'ISO time the trial started',
   machine: 'CPU model, cores, memory and platform of the machine that ran the trial (filled by TrialRecorder)',
+  final_loss: 'training loss of the last step',
+  recompute_seconds: 'seconds spent recomputing checkpoint segments in backward, summed over the training steps',
+  strategy_columns: "JSON: the strategy's own columns (its `report()`) and what each holds; the legend lists them",
 };
+
+/** The strategy-declared columns of the rows (`strategy_columns`), name → meaning, in first-seen order. */
+export function strategyColumnDocs(rows: TrialRow[]): Map<string, string> {
+  const docs = new Map<string, string>();
+  for (const r of rows) {
+    if (typeof r.strategy_columns !== 'string' || r.strategy_columns === '') continue;
+    try {
+      for (const [name, meaning] of Object.entries(JSON.parse(r.strategy_columns) as Record<string, unknown>))
+        if (!docs.has(name) && typeof meaning === 'string') docs.set(name, meaning);
+    } catch {
+      // an unreadable cell documents nothing
+    }
+  }
+  return docs;
+}
 
 /** Columns before the per-region metric columns, in order. */
 export const TRIAL_LEADING_COLUMNS = [
@@ -655,6 +673,11 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
   lines.push('- Step (s): median wall-clock seconds per training step, the first (warm-up) step excluded; Train (s): the whole training.');
   lines.push('- trials.csv columns:');
   for (const [c, doc] of Object.entries(TRIAL_COLUMN_DOCS)) lines.push(`  - \`${c}\`: ${doc}`);
+  const own = [...strategyColumnDocs(rows)].filter(([c]) => !(c in TRIAL_COLUMN_DOCS));
+  if (own.length) {
+    lines.push("- Strategies' own columns (from their `strategy_columns`):");
+    for (const [c, doc] of own) lines.push(`  - \`${c}\`: ${doc}`);
+  }
   lines.push('');
   return lines.join('\n');
 }

@@ -3,19 +3,23 @@
  * it needs, how inference runs) → architecture → training with Adam → evaluation → one trial record,
  * appended to results/<experiment>/trials.csv as soon as the trial ends, so a killed sweep loses nothing
  * finished. A trial that exceeds its device-memory budget is recorded `did-not-fit` and the sweep goes on.
+ *
+ * A trial is four stages: plan (`planTrial`: network, strategy, split, input shape, the step's plan and
+ * its estimated peak; `--dry-run` prints exactly this), train (`trainTrial`, on the shared training loop),
+ * evaluate (`evaluateTrial`), record (the row, the per-case rows, the saved model).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import type { Experiment, TrialConfig } from '../config/experiment.js';
 import type { PluginCatalog } from '../plugins/container.js';
+import { instantiate, type MemoryStrategy, type StrategyColumn } from '../plugins/contracts.js';
 import { Executor, type StepObserver } from '../engine/executor.js';
 import type { Phase, StepPlan } from '../engine/plan.js';
 import { inferShapes, parameterCount, type Network } from '../engine/graph.js';
-import { stepLoss, type LossKind } from '../training/loss.js';
 import { Adam, initParams, type Params } from '../training/optimizer.js';
+import { medianStepSeconds, train } from '../training/loop.js';
 import { SeededRng } from '../data/rng.js';
-import type { MemoryStrategy, PreparedCase, WindowPredictor } from '../plugins/contracts.js';
-import type { Architecture, Dataset, SegmentationTask, Shape3, Volume } from '../types.js';
+import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '../types.js';
 import { voxels } from '../data/volume.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/metrics.js';
 import { DeviceMemoryMeter, type BufferLedger } from '../memory/meter.js';
@@ -23,9 +27,9 @@ import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSu
 import { formatBytes } from '../config/settings.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from '../io/model-store.js';
-import { windowPredictor } from '../inference/window.js';
+import { windowPredictor, type WindowPredictor } from '../inference/window.js';
 import { chooseBackend, initBackend, type BackendInfo } from '../backend/backends.js';
-import { estimatePeak, type Estimate } from '../memory/estimator.js';
+import { estimatePeak, type Estimate, type EstimateOptions } from '../memory/estimator.js';
 
 /** Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes. */
 export class DeviceOutOfMemoryError extends Error {
@@ -81,39 +85,37 @@ interface LoadedData {
   volumes: Map<string, Volume>;
 }
 
+/** What training leaves for evaluation and the record (the caller disposes the optimizer). */
+interface TrainedTrial {
+  params: Params;
+  executor: Executor;
+  optimizer: Adam;
+}
+
 const shapeText = (s: number[]): string => s.join('x');
 
 /**
- * Columns every row carries (empty where a strategy has nothing to say), so that trials.csv keeps one
- * header through a sweep that mixes strategies.
+ * Columns every row carries (empty where a trial has nothing to say), so that trials.csv keeps one header
+ * through a sweep. Strategies add their own (MemoryStrategy.report); the runner names none of them.
  */
 export const RUNNER_COLUMNS = [
   'volume_shape',
   'validation_cases',
   'final_loss',
   'recompute_seconds',
-  'swap_wait_seconds',
-  'swap_out_bytes',
-  'swap_in_bytes',
-  'swapped_tensors',
   'rss_peak_bytes',
   'meter',
   'model',
   'status_detail',
+  'strategy_columns',
 ] as const;
-
-/** Median of the step times after the first (warm-up) step; the only step if there is one. */
-function medianStepSeconds(times: number[]): number {
-  const t = times.length > 1 ? times.slice(1) : times;
-  const sorted = [...t].sort((a, b) => a - b);
-  const m = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[m]! : (sorted[m - 1]! + sorted[m]!) / 2;
-}
 
 export class ExperimentRunner {
   private readonly data = new Map<string, LoadedData>();
   private meter: DeviceMemoryMeter | null = null;
   private backendInfo: BackendInfo | null = null;
+  /** Every strategy column of the sweep, so each row carries them all (a stable header). */
+  private strategyColumns: string[] = [];
 
   constructor(private readonly catalog: PluginCatalog) {}
 
@@ -123,9 +125,10 @@ export class ExperimentRunner {
 
   async run(exp: Experiment, opts: RunOptions): Promise<TrialRow[]> {
     const log = opts.log ?? ((l: string) => console.log(l));
-    const backendChoice = chooseBackend(opts.backend, exp.trials[0]?.training.backend as string | undefined);
+    const backendChoice = chooseBackend(opts.backend, exp.trials[0]?.training.backend);
     this.backendInfo = await initBackend(backendChoice);
     log(`backend: ${this.backendInfo.label}${this.backendInfo.nativeKernels ? ` (native kernels: ${this.backendInfo.nativeKernels})` : ''}`);
+    this.strategyColumns = await this.sweepStrategyColumns(exp);
     this.meter = new DeviceMemoryMeter().attach();
     const recorder = new TrialRecorder(opts.resultsDir);
     const rows: TrialRow[] = [];
@@ -151,12 +154,29 @@ export class ExperimentRunner {
     return rows;
   }
 
+  /** The names of the columns the sweep's strategies report (each strategy made once and disposed). */
+  private async sweepStrategyColumns(exp: Experiment): Promise<string[]> {
+    const names: string[] = [];
+    const seen = new Set<string>();
+    for (const t of exp.trials) {
+      const key = JSON.stringify(t.strategy);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const s = instantiate(this.catalog.strategy(t.strategy.name), t.strategy.settings, { baseDir: join(exp.file, '..') });
+      try {
+        for (const c of s.report?.() ?? []) if (!names.includes(c.name)) names.push(c.name);
+      } finally {
+        await s.dispose?.();
+      }
+    }
+    return names;
+  }
+
   private async loadData(trial: TrialConfig, baseDir: string): Promise<LoadedData> {
     const key = JSON.stringify(trial.dataset);
     let loaded = this.data.get(key);
     if (!loaded) {
-      const plugin = this.catalog.get<Dataset>('dataset', trial.dataset.name);
-      loaded = { dataset: plugin.create(trial.dataset.settings, { baseDir }), volumes: new Map() };
+      loaded = { dataset: instantiate(this.catalog.dataset(trial.dataset.name), trial.dataset.settings, { baseDir }), volumes: new Map() };
       this.data.set(key, loaded);
     }
     return loaded;
@@ -193,9 +213,9 @@ export class ExperimentRunner {
   }
 
   /**
-   * What a trial decides before it trains: the network, the strategy, the split, the step's input shape
-   * (from the first training case), the plan and the estimated peak. `--dry-run` prints exactly this.
-   * The caller disposes `strategy`.
+   * Plan: what a trial decides before it trains: the network, the strategy, the split, the step's input
+   * shape (from the first training case), the plan and the estimated peak. `--dry-run` prints exactly
+   * this. The caller disposes `strategy`.
    */
   async planTrial(exp: Experiment, trial: TrialConfig, opts: { breakdown?: boolean } = {}): Promise<TrialPlan> {
     const tr = trial.training;
@@ -205,25 +225,16 @@ export class ExperimentRunner {
     const task = dataset.task;
     const K = outputChannels(task);
     const activation = task.kind === 'regions' ? 'sigmoid' : 'softmax';
-    const arch = this.catalog.get<Architecture>('architecture', trial.architecture.name).create(trial.architecture.settings, { baseDir });
+    const arch = instantiate(this.catalog.architecture(trial.architecture.name), trial.architecture.settings, { baseDir });
     const net = arch.build({ inChannels: dataset.channels.length, outChannels: K, activation });
-    const strategy = this.catalog.get<MemoryStrategy>('strategy', trial.strategy.name).create(trial.strategy.settings, { baseDir });
+    const strategy = instantiate(this.catalog.strategy(trial.strategy.name), trial.strategy.settings, { baseDir });
     try {
-      const { train, validation } = ExperimentRunner.split(
-        dataset.labelledCaseIds(),
-        trial.seed,
-        tr.validationFraction as number,
-        tr.maxValidationCases as number | undefined,
-      );
+      const { train, validation } = ExperimentRunner.split(dataset.labelledCaseIds(), trial.seed, tr.validationFraction, tr.maxValidationCases);
       const caseShape = (await this.volume(data, train[0]!)).shape;
       const stepShape = strategy.trainingShape(caseShape, net);
-      const inputShape = [tr.batchSize as number, ...stepShape, dataset.channels.length];
+      const inputShape = [tr.batchSize, ...stepShape, dataset.channels.length];
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
-      const estimateOptions = {
-        optimizerSlots: 2,
-        loss: tr.loss as LossKind,
-        optimizerInBackward: tr.optimizerInBackward as boolean,
-      };
+      const estimateOptions: EstimateOptions = { optimizerSlots: 2, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward };
       const plan = strategy.plan(net, inputShape, { estimate: estimateOptions });
       const estimate = estimatePeak(net, inputShape, plan, { ...estimateOptions, breakdown: opts.breakdown });
       return { data, task, K, activation, net, strategy, train, validation, caseShape, stepShape, inputShape, plan, estimate };
@@ -233,14 +244,142 @@ export class ExperimentRunner {
     }
   }
 
-  async runTrial(
-    exp: Experiment,
+  /**
+   * Train: the trial's steps on the shared training loop, each on what the strategy samples, under the
+   * trial's device budget. Fills the row's training columns.
+   */
+  private async trainTrial(
+    p: TrialPlan,
     trial: TrialConfig,
-    resultsDir: string,
+    row: TrialRow,
     log: (l: string) => void,
-  ): Promise<{ row: TrialRow; cases: CaseResult[] }> {
+    onHost: () => void,
+    held: { optimizer?: Adam },
+  ): Promise<TrainedTrial> {
     const tr = trial.training;
-    const startedAt = new Date().toISOString();
+    const { data, task, K, net, strategy, plan } = p;
+    const { dataset } = data;
+    const prepared = new Map<string, PreparedCase>();
+    const prepare = async (id: string): Promise<PreparedCase> => {
+      let c = prepared.get(id);
+      if (!c) {
+        const v = await this.volume(data, id);
+        if (!v.label) throw new Error(`case ${id} of dataset ${dataset.name} has no label map`);
+        c = { id, image: v.image, target: labelsToTargets(v.label, task, voxels(v.shape)), shape: v.shape, channels: v.channels, outChannels: K, label: v.label };
+        prepared.set(id, c);
+      }
+      return c;
+    };
+    const rng = new SeededRng(trial.seed);
+    const sampleRng = rng.fork('samples');
+    const caseRng = rng.fork('cases');
+    const params = initParams(net, trial.seed);
+    const executor = new Executor(net);
+    this.ledger.setBudget(tr.deviceMemory ?? null);
+    this.ledger.takeOverflow();
+    this.ledger.resetPeak();
+    const { epochs, stepsPerEpoch, batchSize: batch } = tr;
+    const bar = new ProgressBar(`  train`, epochs * stepsPerEpoch);
+    let order: string[] = [];
+    let epochLoss = 0;
+    const trainStart = performance.now();
+    const optimizer = new Adam({ learningRate: tr.learningRate });
+    held.optimizer = optimizer; // the caller disposes it when the trial ends, as it does on failure
+    const reports = await train(
+      { net, params, optimizer, plan, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward, executor },
+      {
+        steps: epochs * stepsPerEpoch,
+        batch: async () => {
+          const samples = [];
+          for (let b = 0; b < batch; b++) {
+            if (order.length === 0) order = caseRng.shuffle([...p.train]);
+            samples.push(strategy.sample(await prepare(order.pop()!), sampleRng, net));
+          }
+          const shape = samples[0]!.shape;
+          if (samples.some((x) => shapeText(x.shape) !== shapeText(shape)))
+            throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
+          return {
+            x: tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]),
+            y: tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]),
+          };
+        },
+        observer: (step) => this.observer(() => `train step ${step + 1}`),
+        afterStep: (r) => {
+          onHost();
+          epochLoss += r.loss;
+          bar.update(r.step + 1, `loss ${r.loss.toFixed(4)}`);
+          const epoch = Math.floor(r.step / stepsPerEpoch);
+          if ((r.step + 1) % stepsPerEpoch !== 0) return;
+          if (epoch === epochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(epochs / 5)) === 0)
+            log(`  epoch ${epoch + 1}/${epochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
+          epochLoss = 0;
+        },
+      },
+    );
+    bar.done();
+    row.train_seconds = (performance.now() - trainStart) / 1000;
+    row.step_seconds = medianStepSeconds(reports);
+    row.peak_train_bytes = this.ledger.peak;
+    row.final_loss = reports[reports.length - 1]?.loss ?? NaN;
+    row.recompute_seconds = reports.reduce((s, r) => s + r.stats.recomputeSeconds, 0);
+    return { params, executor, optimizer };
+  }
+
+  /** Evaluate: inference as the strategy runs it on each validation case, Dice and HD95 per region. */
+  private async evaluateTrial(p: TrialPlan, trial: TrialConfig, trained: TrainedTrial, row: TrialRow, onHost: () => void): Promise<CaseResult[]> {
+    const { data, task, net, strategy, validation } = p;
+    const cases: CaseResult[] = [];
+    this.ledger.resetPeak();
+    const inferStart = performance.now();
+    const perCase: { name: string; dice: number; hd95: number }[][] = [];
+    for (const id of validation) {
+      const v = await this.volume(data, id);
+      const predict = this.predictor(trained.executor, net, trained.params, v.channels, () => `inference ${id}`);
+      const probs = await strategy.infer({ image: v.image, shape: v.shape, channels: v.channels }, predict, net);
+      onHost();
+      const labels = probabilitiesToLabels(probs, v.shape, task, trial.training.threshold);
+      const result = evaluateCase(labels, v.label!, task, v.shape, v.spacing);
+      perCase.push(result);
+      for (const r of result) cases.push({ case: id, region: r.name, dice: r.dice, hd95: r.hd95 });
+    }
+    row.infer_seconds = (performance.now() - inferStart) / 1000;
+    row.peak_infer_bytes = this.ledger.peak;
+    row.validation_cases = validation.length;
+    Object.assign(row, aggregateCaseMetrics(perCase));
+    return cases;
+  }
+
+  /** Record: the strategy's own columns (with their meanings, for the summary's legend). */
+  private recordStrategy(strategy: MemoryStrategy, row: TrialRow): void {
+    const columns: StrategyColumn[] = strategy.report?.() ?? [];
+    for (const c of columns) row[c.name] = c.value;
+    if (columns.length) row.strategy_columns = JSON.stringify(Object.fromEntries(columns.map((c) => [c.name, c.meaning])));
+  }
+
+  /** Record: the trained weights and the plan to rebuild them. */
+  private async recordModel(exp: Experiment, trial: TrialConfig, p: TrialPlan, params: Params, resultsDir: string, row: TrialRow): Promise<void> {
+    const dir = join(resultsDir, 'models', `trial-${trial.trial}`);
+    await saveModel(
+      dir,
+      {
+        experiment: exp.name,
+        trial: trial.trial,
+        architecture: trial.architecture,
+        network: { inChannels: p.data.dataset.channels.length, outChannels: p.K, activation: p.activation },
+        dataset: trial.dataset,
+        channels: p.data.dataset.channels,
+        task: p.task,
+        strategy: trial.strategy,
+        threshold: trial.training.threshold,
+      },
+      params,
+    );
+    row.model = dir;
+  }
+
+  /** One trial: plan → train → evaluate → record; never throws (a failure is the row's status). */
+  async runTrial(exp: Experiment, trial: TrialConfig, resultsDir: string, log: (l: string) => void): Promise<{ row: TrialRow; cases: CaseResult[] }> {
+    const tr = trial.training;
     const row: TrialRow = {
       trial: trial.trial,
       experiment: exp.name,
@@ -250,7 +389,7 @@ export class ExperimentRunner {
       input_shape: null,
       seed: trial.seed,
       backend: this.backendInfo!.label,
-      epochs: tr.epochs as number,
+      epochs: tr.epochs,
       status: 'ok',
       settings: JSON.stringify({
         label: trial.label,
@@ -260,14 +399,16 @@ export class ExperimentRunner {
         training: tr,
         profile: exp.profile ?? null,
       }),
-      started_at: startedAt,
-      ...Object.fromEntries(RUNNER_COLUMNS.map((c) => [c, null])),
+      started_at: new Date().toISOString(),
+      host_peak_bytes: 0,
+      ...Object.fromEntries([...RUNNER_COLUMNS, ...this.strategyColumns].map((c) => [c, null])),
     };
-    const cases: CaseResult[] = [];
+    let cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
-    let adam: Adam | null = null;
+    // Training's optimizer lives until the trial ends (evaluation and the saved model come first).
+    const held: { optimizer?: Adam } = {};
     const hostPeak = { rss: process.memoryUsage().rss };
-    const sampleHost = (): void => {
+    const onHost = (): void => {
       hostPeak.rss = Math.max(hostPeak.rss, process.memoryUsage().rss);
     };
     tf.engine().startScope();
@@ -277,144 +418,15 @@ export class ExperimentRunner {
       for (const c of regionColumns(dataset.task)) row[c] ??= null;
       const p = await this.planTrial(exp, trial);
       strategy = p.strategy;
-      const { data, task, K, activation, net, train, validation, plan } = p;
-      row.params = parameterCount(net);
+      row.params = parameterCount(p.net);
       row.volume_shape = shapeText(p.caseShape);
       row.input_shape = shapeText(p.stepShape);
       row.est_peak_train_bytes = p.estimate.peak;
-      const batch = tr.batchSize as number;
-      const prepared = new Map<string, PreparedCase>();
-      const prepare = async (id: string): Promise<PreparedCase> => {
-        let p = prepared.get(id);
-        if (!p) {
-          const v = await this.volume(data, id);
-          if (!v.label) throw new Error(`case ${id} of dataset ${dataset.name} has no label map`);
-          p = {
-            id,
-            image: v.image,
-            target: labelsToTargets(v.label, task, voxels(v.shape)),
-            shape: v.shape,
-            channels: v.channels,
-            outChannels: K,
-            label: v.label,
-          };
-          prepared.set(id, p);
-        }
-        return p;
-      };
-
-      // ---- training
-      const rng = new SeededRng(trial.seed);
-      const sampleRng = rng.fork('samples');
-      const caseRng = rng.fork('cases');
-      const params = initParams(net, trial.seed);
-      adam = new Adam({ learningRate: tr.learningRate as number });
-      const executor = new Executor(net);
-      const budget = (tr.deviceMemory as number | undefined) ?? null;
-      this.ledger.setBudget(budget);
-      this.ledger.takeOverflow();
-      this.ledger.resetPeak();
-      const epochs = tr.epochs as number;
-      const stepsPerEpoch = tr.stepsPerEpoch as number;
-      const total = epochs * stepsPerEpoch;
-      const bar = new ProgressBar(`  train`, total);
-      const stepTimes: number[] = [];
-      let step = 0;
-      let order: string[] = [];
-      let lastLoss = NaN;
-      const stats = { recompute: 0, wait: 0 };
-      const observer = this.observer(() => `train step ${step + 1}`);
-      const trainStart = performance.now();
-      for (let epoch = 0; epoch < epochs; epoch++) {
-        let epochLoss = 0;
-        for (let s = 0; s < stepsPerEpoch; s++) {
-          const samples = [];
-          for (let b = 0; b < batch; b++) {
-            if (order.length === 0) order = caseRng.shuffle([...train]);
-            samples.push(strategy.sample(await prepare(order.pop()!), sampleRng, net));
-          }
-          const t0 = performance.now();
-          const shape = samples[0]!.shape;
-          if (samples.some((x) => shapeText(x.shape) !== shapeText(shape)))
-            throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
-          const x = tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]);
-          const y = tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]);
-          const loss = stepLoss(y, tr.loss as LossKind, activation, net);
-          let result;
-          if (tr.optimizerInBackward) {
-            const opt = adam;
-            opt.begin();
-            result = await executor.trainStep(x, params, loss, plan, observer, (name, g) => opt.update(params, name, g));
-          } else {
-            result = await executor.trainStep(x, params, loss, plan, observer);
-            adam.step(params, result.grads);
-          }
-          x.dispose();
-          y.dispose();
-          stepTimes.push((performance.now() - t0) / 1000);
-          stats.recompute += result.stats.recomputeSeconds;
-          stats.wait += result.stats.unpackWaitSeconds;
-          lastLoss = result.loss;
-          epochLoss += result.loss;
-          sampleHost();
-          step++;
-          bar.update(step, `loss ${result.loss.toFixed(4)}`);
-        }
-        if (epoch === epochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(epochs / 5)) === 0)
-          log(`  epoch ${epoch + 1}/${epochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
-      }
-      bar.done();
-      row.train_seconds = (performance.now() - trainStart) / 1000;
-      row.step_seconds = medianStepSeconds(stepTimes);
-      row.peak_train_bytes = this.ledger.peak;
-      row.final_loss = lastLoss;
-      row.recompute_seconds = stats.recompute;
-      row.swap_wait_seconds = stats.wait;
-      const report = strategy.report?.() ?? {};
-      for (const [k, v] of Object.entries(report)) if (k !== 'swap_host_peak_bytes') row[k] = v;
-      row.host_peak_bytes = report.swap_host_peak_bytes ?? 0;
+      const trained = await this.trainTrial(p, trial, row, log, onHost, held);
+      this.recordStrategy(strategy, row);
       row.meter = this.meter!.method;
-
-      // ---- evaluation
-      if (tr.evaluate) {
-        this.ledger.resetPeak();
-        const inferStart = performance.now();
-        const perCase: { name: string; dice: number; hd95: number }[][] = [];
-        for (const id of validation) {
-          const v = await this.volume(data, id);
-          const predict = this.predictor(executor, net, params, v.channels, () => `inference ${id}`);
-          const probs = await strategy.infer({ image: v.image, shape: v.shape, channels: v.channels }, predict, net);
-          sampleHost();
-          const labels = probabilitiesToLabels(probs, v.shape, task, tr.threshold as number);
-          const result = evaluateCase(labels, v.label!, task, v.shape, v.spacing);
-          perCase.push(result);
-          for (const r of result) cases.push({ case: id, region: r.name, dice: r.dice, hd95: r.hd95 });
-        }
-        row.infer_seconds = (performance.now() - inferStart) / 1000;
-        row.peak_infer_bytes = this.ledger.peak;
-        row.validation_cases = validation.length;
-        Object.assign(row, aggregateCaseMetrics(perCase));
-      }
-
-      if (tr.saveModel) {
-        const dir = join(resultsDir, 'models', `trial-${trial.trial}`);
-        await saveModel(
-          dir,
-          {
-            experiment: exp.name,
-            trial: trial.trial,
-            architecture: trial.architecture,
-            network: { inChannels: dataset.channels.length, outChannels: K, activation },
-            dataset: trial.dataset,
-            channels: dataset.channels,
-            task,
-            strategy: trial.strategy,
-            threshold: tr.threshold as number,
-          },
-          params,
-        );
-        row.model = dir;
-      }
+      if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost);
+      if (tr.saveModel) await this.recordModel(exp, trial, p, trained.params, resultsDir, row);
     } catch (e) {
       if (e instanceof DeviceOutOfMemoryError) {
         row.status = 'did-not-fit';
@@ -431,7 +443,7 @@ export class ExperimentRunner {
     } finally {
       this.ledger.setBudget(null);
       this.ledger.takeOverflow();
-      adam?.dispose();
+      held.optimizer?.dispose();
       await strategy?.dispose?.();
       // Everything the trial made (params, and whatever a failed step left) goes with the scope.
       tf.engine().endScope();

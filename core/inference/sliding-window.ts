@@ -35,9 +35,11 @@ export interface SlidingWindowOptions {
   outChannels: number;
   /** Fraction of a window shared with its neighbour, in [0, 1); default 0.5. */
   overlap?: number;
-  /** Window weighting; default 'gaussian'. */
-  /** Window weighting: a Gaussian (MONAI), constant, or meU-net's 'cascade' (2 in the central half-cube, 1 elsewhere). */
-  blend?: 'gaussian' | 'constant' | 'cascade';
+  /**
+   * Window weighting: 'gaussian' (MONAI, default), 'constant', or a map of weights over a window
+   * [d, h, w] (row-major, x fastest), e.g. a network's own stitching weights (Network.windowWeights).
+   */
+  blend?: 'gaussian' | 'constant' | ((roi: Shape3) => Float32Array);
   /** Gaussian sigma as a fraction of the roi edge; default 0.125, as MONAI. */
   sigmaScale?: number;
   /** Windows run one at a time; batching several windows is not supported. */
@@ -135,17 +137,19 @@ export async function slidingWindowInference(
   const overlap = options.overlap ?? 0.5;
   checkOverlap(overlap);
   const blend = options.blend ?? 'gaussian';
-  if (blend !== 'gaussian' && blend !== 'constant' && blend !== 'cascade') {
-    throw new Error(`slidingWindowInference: blend must be 'gaussian', 'constant' or 'cascade', got ${JSON.stringify(blend)}`);
+  if (blend !== 'gaussian' && blend !== 'constant' && typeof blend !== 'function') {
+    throw new Error(`slidingWindowInference: blend must be 'gaussian', 'constant' or a weight map function, got ${JSON.stringify(blend)}`);
   }
   const [d, h, w] = roiSize;
   const patchVoxels = d * h * w;
   const weights =
     blend === 'gaussian'
       ? gaussianImportanceMap(roiSize, options.sigmaScale ?? 0.125)
-      : blend === 'cascade'
-        ? cascadeWeightMap(roiSize)
-        : new Float32Array(patchVoxels).fill(1);
+      : blend === 'constant'
+        ? new Float32Array(patchVoxels).fill(1)
+        : blend(roiSize);
+  if (weights.length !== patchVoxels)
+    throw new Error(`slidingWindowInference: the blend's weight map has ${weights.length} values for a [${roiSize.join(', ')}] window (${patchVoxels} voxels)`);
 
   // Virtual zero padding: the padded axis has length max(size, roi), with `before` voxels in front.
   const padded = [Math.max(D, d), Math.max(H, h), Math.max(W, w)] as const;
@@ -204,37 +208,5 @@ export async function slidingWindowInference(
     const ob = v * K;
     for (let k = 0; k < K; k++) out[ob + k] = out[ob + k]! / s;
   }
-  return out;
-}
-
-// meU-net's test-time stitching (Wang, Blackie, Miguel-Aliaga, Bai, MIDL 2022): output patches are blended
-// "with weight 2 in the central half-cube and 1 elsewhere": voxels in the middle half of a window along
-// every axis, where the patch saw the most context, count twice.
-
-/** The central half of an axis of length n: [lo, n − lo) with lo = floor(n/4) (exactly n/2 voxels when 4 | n). */
-export function centralHalf(n: number): [number, number] {
-  const lo = Math.floor(n / 4);
-  return [lo, n - lo];
-}
-
-/**
- * Weights over a window [d, h, w] (row-major, x fastest): 2 inside the central half-cube — the middle half
- * along each axis, [floor(n/4), n − floor(n/4)), symmetric and exactly half when the edge is a multiple of
- * 4 — and 1 elsewhere.
- */
-export function cascadeWeightMap(roi: Shape3): Float32Array {
-  roi.forEach((n, i) => {
-    if (!(Number.isInteger(n) && n > 0)) throw new Error(`cascadeWeightMap: roi[${i}] must be a positive integer, got ${n}`);
-  });
-  const [d, h, w] = roi;
-  const [z0, z1] = centralHalf(d);
-  const [y0, y1] = centralHalf(h);
-  const [x0, x1] = centralHalf(w);
-  const out = new Float32Array(d * h * w).fill(1);
-  for (let z = z0; z < z1; z++)
-    for (let y = y0; y < y1; y++) {
-      const row = (z * h + y) * w;
-      out.fill(2, row + x0, row + x1);
-    }
   return out;
 }

@@ -4,9 +4,14 @@ import type { Executor, StepObserver } from '../engine/executor.js';
 import type { Network } from '../engine/graph.js';
 import { activate } from '../training/loss.js';
 import type { Params } from '../training/optimizer.js';
-import type { WindowPredictor } from '../plugins/contracts.js';
 import type { Shape3 } from '../types.js';
 import { cropTo, padShapeTo, padTo } from '../data/volume.js';
+
+/**
+ * Runs the network on one window (any shape; the predictor pads it to the network's divisor and crops the
+ * output back) and returns probabilities [d, h, w, K].
+ */
+export type WindowPredictor = (window: Float32Array, shape: Shape3) => Promise<Float32Array>;
 
 /**
  * Runs the network on one input window: the output (window minus the network's margin) is padded to the

@@ -25,7 +25,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, PredictionInput, Volume } from '../types.js';
-import { SettingsError, type Settings } from '../config/settings.js';
+import { SettingsError } from '../config/settings.js';
 import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, type NiftiImage } from './nifti.js';
 import { BRATS_TASK } from '../data/brats-task.js';
 
@@ -248,7 +248,15 @@ function normalizeBrain(volume: Volume, images: NiftiImage[], mask?: NiftiImage)
  * normalised as training cases are. The trained file patterns are used where they match; otherwise the
  * built-in BraTS naming (so a model trained on one year's naming segments another year's cases).
  */
-export function bratsPredictionInputs(path: string, settings: Settings, channels: string[]): PredictionInput[] {
+export interface BratsReading {
+  /** File name per modality (and 'seg', 'mask'), `{case}` for the folder name; unchecked (see parsePatterns). */
+  patterns?: unknown;
+  /** Raw label -> BraTS label; unchecked (see parseLabelMap). */
+  labelMap?: unknown;
+  normalize?: 'zscore-brain' | 'none';
+}
+
+export function bratsPredictionInputs(path: string, settings: BratsReading, channels: string[]): PredictionInput[] {
   const p = resolve(path);
   if (!isDir(p)) throw new Error(`${p}: expected a BraTS case folder or a folder of case folders`);
   const isCase = readdirSync(p).some((f) => /\.nii(\.gz)?$/i.test(f));
@@ -259,7 +267,7 @@ export function bratsPredictionInputs(path: string, settings: Settings, channels
       modalities: channels,
       patterns,
       labelMap: parseLabelMap(settings.labelMap),
-      normalize: (settings.normalize as 'zscore-brain' | 'none') ?? 'zscore-brain',
+      normalize: settings.normalize ?? 'zscore-brain',
       ...(only ? { only } : {}),
     });
   let folder: BratsFolder;

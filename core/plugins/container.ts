@@ -5,7 +5,9 @@
  */
 import 'reflect-metadata';
 import { Container } from 'inversify';
-import type { Plugin, PluginKind } from '../types.js';
+import type { PluginKind } from '../types.js';
+import type { Dataset } from '../types.js';
+import type { Architecture, ArchitecturePlugin, DatasetPlugin, MemoryStrategy, Plugin, StrategyPlugin } from './contracts.js';
 import type { PluginCatalogView } from '../config/experiment.js';
 
 export const TOKENS = {
@@ -54,6 +56,18 @@ export class PluginCatalog implements PluginCatalogView {
   get<T = unknown>(kind: PluginKind, name: string): Plugin<T> {
     if (!this.names(kind).includes(name)) throw new UnknownPluginError(kind, name, this.names(kind));
     return this.container.get<Plugin<T>>(TOKENS.plugin[kind], { name });
+  }
+
+  dataset(name: string): DatasetPlugin {
+    return this.get<Dataset>('dataset', name);
+  }
+
+  architecture(name: string): ArchitecturePlugin {
+    return this.get<Architecture>('architecture', name);
+  }
+
+  strategy(name: string): StrategyPlugin {
+    return this.get<MemoryStrategy>('strategy', name);
   }
 
   all(kind: PluginKind): Plugin<unknown>[] {

@@ -1,45 +1,65 @@
 /**
- * The MemoryStrategy contract. A strategy decides three things:
+ * The plugin contracts: what a dataset, an architecture and a memory strategy plugin provide. A plugin is
+ * data (its kind, name, description, citation and settings schema) plus `create`, which receives the
+ * settings resolved against that schema (typed from it: `SettingsOf`). The runner knows plugins only
+ * through these interfaces and their registered names.
+ *
+ * A memory strategy decides three things:
  * 1. what the model sees in a training step (`sample`: the whole volume, a crop, a context window…);
  * 2. how the step keeps what backward needs (`plan`: saved-tensor hooks for swapping, recompute
  *    segments for checkpointing, or the plain tape for the baseline);
  * 3. how inference runs (`infer`: one pass over the whole volume, a sliding window, …).
- * The runner knows strategies only through this interface and their registered names.
  */
+import type { SettingsOf, SettingsSchema } from '../config/settings.js';
 import type { Network } from '../engine/graph.js';
 import type { StepPlan } from '../engine/plan.js';
 import type { EstimateOptions } from '../memory/estimator.js';
-import type { Rng, Shape3, TrainingSample } from '../types.js';
+import type { WindowPredictor } from '../inference/window.js';
+import type { Dataset, InferenceInput, NetworkSpec, PluginKind, PredictionInput, PreparedCase, Rng, Shape3, TrainingSample } from '../types.js';
+import { resolveSettings, type Settings } from '../config/settings.js';
 
-/** A labelled case ready for training: channels-last image and one target channel per network output. */
-export interface PreparedCase {
-  id: string;
-  image: Float32Array;
-  /** [D, H, W, K] targets (regions or one-hot labels). */
-  target: Float32Array;
-  shape: Shape3;
-  channels: number;
-  outChannels: number;
-  /** Label values per voxel (foreground-biased sampling reads it). */
-  label: Uint8Array;
-}
-
-/** An image to segment. */
-export interface InferenceInput {
-  image: Float32Array;
-  shape: Shape3;
-  channels: number;
+/** What a plugin may use when it is created. */
+export interface PluginDeps {
+  /** Folder of the experiment file or the working directory; relative data paths resolve against it. */
+  baseDir: string;
 }
 
 /**
- * Runs the network on one window (any shape; the runner pads it to the network's divisor and crops the
- * output back) and returns probabilities [d, h, w, K].
+ * A registry holds plugins of many schemas, so the default schema parameter is `any` (a list of
+ * `StrategyPlugin`s accepts each plugin whatever its schema); each plugin's own file declares
+ * `StrategyPlugin<typeof settings>`, which types its `create` from its schema.
  */
-export type WindowPredictor = (window: Float32Array, shape: Shape3) => Promise<Float32Array>;
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnySchema = any;
 
-export interface StrategyStepInfo {
-  net: Network;
+export interface Plugin<T, S extends SettingsSchema = AnySchema> {
+  readonly kind: PluginKind;
+  readonly name: string;
+  /** One line for `--list` and error messages. */
+  readonly description: string;
+  /** Citation of the paper or system the plugin implements. */
+  readonly reference?: string;
+  /** Every setting, declared once: its type, default, bounds and description. */
+  readonly settings: S;
+  create(settings: SettingsOf<S>, deps: PluginDeps): T;
 }
+
+export interface DatasetPlugin<S extends SettingsSchema = AnySchema> extends Plugin<Dataset, S> {
+  /**
+   * The images to segment at `path` (a file, a case folder, or a folder of them), read with the
+   * preprocessing this dataset applies to its cases (`settings` as the model was trained with), for
+   * `npm run predict`. `channels`: the modalities the model expects, in order.
+   */
+  predictionInputs?(path: string, settings: SettingsOf<S>, channels: string[]): PredictionInput[];
+}
+
+export interface Architecture {
+  readonly name: string;
+  build(spec: NetworkSpec): Network;
+}
+
+export type ArchitecturePlugin<S extends SettingsSchema = AnySchema> = Plugin<Architecture, S>;
+export type StrategyPlugin<S extends SettingsSchema = AnySchema> = Plugin<MemoryStrategy, S>;
 
 /** What the runner tells `plan` about the step beyond the network and its input. */
 export interface PlanContext {
@@ -48,6 +68,15 @@ export interface PlanContext {
    * loss): a strategy that plans with the estimator (checkpoint's search) must use the same.
    */
   estimate?: EstimateOptions;
+}
+
+/** One column a strategy adds to each trial record (trials.csv), with its meaning for the summary's legend. */
+export interface StrategyColumn {
+  /** The column's name, snake_case, e.g. `swap_out_bytes`. */
+  name: string;
+  value: number | null;
+  /** One line saying what the value is (unit included). */
+  meaning: string;
 }
 
 export interface MemoryStrategy {
@@ -60,8 +89,18 @@ export interface MemoryStrategy {
   plan(net: Network, inputShape: number[], context?: PlanContext): StepPlan;
   /** Probabilities [D, H, W, K] for a whole image. */
   infer(input: InferenceInput, predict: WindowPredictor, net: Network): Promise<Float32Array>;
-  /** Strategy counters for the trial record (bytes swapped, recompute seconds, …), cumulative. */
-  report?(): Record<string, number>;
+  /** The strategy's own columns for the trial record (bytes swapped, …), cumulative over the trial. */
+  report?(): StrategyColumn[];
   /** Frees resources (worker threads, host stores). */
   dispose?(): Promise<void> | void;
+}
+
+export type { WindowPredictor };
+
+/**
+ * Creates a plugin from settings as an experiment (or a saved model) gives them: checked against the
+ * plugin's schema and completed with its defaults (again: resolving resolved settings changes nothing).
+ */
+export function instantiate<T, S extends SettingsSchema>(plugin: Plugin<T, S>, settings: Settings, deps: PluginDeps): T {
+  return plugin.create(resolveSettings(plugin.settings, settings, `${plugin.kind}.settings`), deps);
 }

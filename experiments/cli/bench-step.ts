@@ -12,11 +12,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { Executor } from '../../core/engine/executor.js';
 import type { StepPlan } from '../../core/engine/plan.js';
 import { inferShapes, parameterCount, type Network } from '../../core/engine/graph.js';
 import { Adam, initParams } from '../../core/training/optimizer.js';
-import { stepLoss } from '../../core/training/loss.js';
+import { train } from '../../core/training/loop.js';
 import { initBackend } from '../../core/backend/backends.js';
 import { searchSegments } from '../../strategies/checkpoint.js';
 import type { BenchOptions, BenchRow } from './bench-kernels.js';
@@ -46,19 +45,17 @@ async function timeStep(cfg: StepConfig, repeats: number): Promise<{ ms: number;
   // As the checkpoint strategy plans it by default (lean saves), for this step (Adam after backward).
   const plan: StepPlan = cfg.strategy === 'checkpoint' ? { recompute: searchSegments(net, inputShape, 'lean'), saveMode: 'lean' } : {};
   const params = initParams(net, 0);
-  const adam = new Adam({ learningRate: 1e-3 });
+  const optimizer = new Adam({ learningRate: 1e-3 });
   const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
   const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, cfg.edge, cfg.edge, cfg.edge, 3], 0, 1, 'float32', 2), 0.7), 'float32'));
-  const ex = new Executor(net);
-  const times: number[] = [];
-  for (let i = 0; i <= repeats; i++) {
-    const t0 = performance.now();
-    const r = await ex.trainStep(x, params, stepLoss(y, 'dice+ce', 'sigmoid', net), plan);
-    adam.step(params, r.grads);
-    if (i > 0) times.push(performance.now() - t0);
-  }
+  // A warm-up step, then `repeats` timed ones, on the same batch; Adam after backward.
+  const reports = await train(
+    { net, params, optimizer, plan, loss: 'dice+ce', optimizerInBackward: false },
+    { steps: repeats + 1, batch: () => ({ x, y, owned: false }) },
+  );
+  const times = reports.slice(1).map((r) => r.seconds * 1000);
   tf.dispose([x, y]);
-  adam.dispose();
+  optimizer.dispose();
   for (const p of params.values()) p.dispose();
   times.sort((a, b) => a - b);
   const ms = times[times.length >> 1]!;

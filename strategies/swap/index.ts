@@ -15,66 +15,92 @@
  * ahead of that reader. Settings follow TFLMS: `n_tensors` → `nTensors`, `lb`, `swap_branches` →
  * `swapBranches`, `branch_threshold` → `branchDistance`.
  *
- * The link between device and host: on a GPU backend (tfjs-node-gpu, webgpu) a swap-out is a real
- * `await t.data()` into host memory and a swap-in `tf.tensor(values)` (`DirectTransport`, no added delay).
- * On the cpu backend device and host are the same RAM, so the link is emulated in real time by
- * core/host-link.ts (`EmulatedTransport`): worker threads move the bytes at `bandwidth` with `latency`
+ * The link between device and host (store.ts): on a GPU backend (tfjs-node-gpu, webgpu) a swap-out is a
+ * real `await t.data()` into host memory and a swap-in `tf.tensor(values)` (`DirectTransport`, no added
+ * delay). Where device and host are the same RAM (the cpu backend), the link is emulated in real time by
+ * host-link.ts (`EmulatedTransport`): worker threads move the bytes at `bandwidth` with `latency`
  * per transfer, one FIFO lane per direction, so overlap and stalls are real wall-clock time. With
  * `linkCopies: false` the link emulates the transfers' time only and moves nothing (for large volumes,
  * where this machine's memcpy, not the emulated link, would set the pace).
  *
  * Device memory, as the memory meter sees it: a swapped-out tensor's device buffer lives until its
  * transfer to the host finished (the store holds a clone — an alias of the same buffer — until then and
- * disposes it in `poll()`, which the executor calls between layers); a swapped-in tensor exists from the
- * moment its transfer finished (the tensor is created then) until the executor disposes it after use.
+ * disposes it in `poll()`, which the executor calls between layers); a swapped-in tensor's buffer counts
+ * from the start of its copy (as a GPU allocates the destination first) until the executor disposes it
+ * after use; a tensor wanted back while its swap-out is still on the link is served by that device copy.
  * A tensor saved by two layers, or saved and parked, is copied to the host once (by buffer identity);
  * the host copy is reference-counted and freed when every holder released it.
  */
-import * as tf from '@tensorflow/tfjs-core';
-import type { Tensor } from '@tensorflow/tfjs-core';
-import type { PackedTensor, ParkSite, SaveSite, SavedTensorHooks, StepPlan } from '../../core/engine/plan.js';
+import type { ParkSite, SavedTensorHooks, StepPlan } from '../../core/engine/plan.js';
 import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../../core/engine/graph.js';
-import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
-import type { MemoryStrategy } from '../../core/plugins/contracts.js';
-import type { StrategyPlugin } from '../../core/types.js';
-import { capabilities } from '../../core/backend/capabilities.js';
-import fullVolume, { fullVolumeSample, fullVolumeShape } from '../full-volume.js';
+import type { PackedTensor, SaveSite } from '../../core/engine/plan.js';
+import type { MemoryStrategy, StrategyPlugin } from '../../core/plugins/contracts.js';
+import { defaultSettings, defineSettings, type SettingsOf } from '../../core/config/settings.js';
+import { fullVolumeSample, fullVolumeShape } from '../../core/training/samples.js';
+import { fullVolumeInference } from '../../core/inference/full-volume.js';
+import { SwapHandle, SwapStore } from './store.js';
 
-export interface SwapSettings {
-  /** How many saved tensors to swap, counted from the input in forward order; -1: all. */
-  nTensors: number;
-  /** Swap a tensor back in at least this many layers before its use (the executor's prefetchDistance). */
-  lb: number;
-  /** Also park far-away branches (skip connections) during forward. */
-  swapBranches: boolean;
-  /** "Far away" for swapBranches: the next forward reader is at least this many layers later. */
-  branchDistance: number;
-  /** Link bandwidth, bytes per second per direction. */
-  bandwidth: number;
-  /** Seconds per transfer. */
-  latency: number;
-  /** Saved tensors smaller than this stay on the device. */
-  minBytes: number;
-  /** The emulated link (cpu backend) really copies the bytes; false: it emulates their time only. */
-  linkCopies: boolean;
-  /**
-   * A swap-out may stay in flight for this many more layers before the step waits for it (−1: never
-   * waits). Bounds the device memory that copies on their way to the host hold.
-   */
-  outLag: number;
-}
+const settings = defineSettings({
+  nTensors: {
+    type: 'integer',
+    min: -1,
+    default: -1,
+    description: 'how many saved tensors to swap, counted from the input in forward order (TFLMS n_tensors); -1: all',
+  },
+  lb: {
+    type: 'integer',
+    min: 0,
+    default: 1,
+    description: 'swap a tensor back in at least this many layers before its use (TFLMS lb); 0: on demand, when backward needs it (least device memory, no overlap)',
+  },
+  swapBranches: {
+    type: 'boolean',
+    default: false,
+    description: 'also park, during forward, activations whose next reader is far away (skip connections; TFLMS swap_branches)',
+  },
+  branchDistance: {
+    type: 'integer',
+    min: 1,
+    default: 4,
+    description: 'with swapBranches: park an activation whose next forward reader is at least this many layers later',
+  },
+  bandwidth: {
+    type: 'bytes',
+    min: 1,
+    default: '16GB',
+    description: "host link bandwidth per direction, bytes per second ('16GB': PCIe Gen3 ×16, '75GB': NVLink 2.0); emulated where device memory is host memory",
+  },
+  latency: {
+    type: 'number',
+    min: 0,
+    default: 10e-6,
+    description: 'seconds per transfer on the emulated link',
+  },
+  minBytes: {
+    type: 'bytes',
+    min: 0,
+    default: '64KiB',
+    description: 'saved tensors smaller than this stay on the device (TFLMS ignores tiny tensors)',
+  },
+  outLag: {
+    type: 'integer',
+    min: -1,
+    default: 1,
+    description:
+      'a swap-out may overlap this many further layers before the step waits for it; bounds the device memory held by copies still on the link (−1: never wait)',
+  },
+  linkCopies: {
+    type: 'boolean',
+    default: true,
+    description:
+      "the emulated link really copies the bytes (worker threads); false: it emulates only the transfers' time (no memcpy; for large volumes, where this machine's memcpy is slower than the emulated link)",
+  },
+});
 
-export const SWAP_DEFAULTS: SwapSettings = {
-  nTensors: -1,
-  lb: 1,
-  swapBranches: false,
-  branchDistance: 4,
-  bandwidth: 16e9,
-  latency: 10e-6,
-  minBytes: 64 * 1024,
-  linkCopies: true,
-  outLag: 1,
-};
+/** The swap strategy's settings, from its schema. */
+export type SwapSettings = SettingsOf<typeof settings>;
+
+export const SWAP_DEFAULTS: SwapSettings = defaultSettings(settings, 'strategy.settings');
 
 // ------------------------------------------------------------------------------------------------
 // Which saves are swapped: a pure function of the save site and its bytes (so the estimator can ask)
@@ -143,440 +169,6 @@ export function swapDecision(table: Map<string, SaveSiteInfo>, s: Pick<SwapSetti
 }
 
 // ------------------------------------------------------------------------------------------------
-// Transports: how bytes move between device and host
-// ------------------------------------------------------------------------------------------------
-
-/** A device→host copy in progress or done. */
-interface OutCopy {
-  readonly bytes: number;
-  done(): boolean;
-}
-
-/** A host→device copy in progress or done. */
-interface InCopy {
-  done(): boolean;
-  /** Until done (blocks on the emulated link; a promise on a real one). */
-  wait(): void | Promise<void>;
-  /** The device tensor, once done (the emulated link made it when the copy started; a real one, now). */
-  take(): Tensor;
-  /** Done but not wanted any more: give the device buffer back. */
-  discard(): void;
-}
-
-interface Transport {
-  readonly kind: 'emulated' | 'direct';
-  /** Starts copying `t` to the host; `t`'s buffer must stay alive until the copy is done. */
-  out(t: Tensor): OutCopy;
-  /** Starts copying a host copy back (its device→host copy may still be in flight). */
-  in(from: OutCopy, shape: number[]): InCopy;
-  /** The host copy is not needed any more, and no transfer reads it. */
-  free(c: OutCopy): void;
-  /** Between layers: reclaim what finished. */
-  sweep(): void;
-  /** A swapped-in tensor handed to forward layers: never reuse its buffer (see EmulatedTransport). */
-  keep(t: Tensor): void;
-  close(): Promise<void>;
-}
-
-/**
- * The cpu backend: the emulated link of core/host-link.ts. A swapped-in tensor is created on the shared
- * buffer the link writes (no copy on the main thread) when the copy starts, so that the device memory
- * counts from then on, as a GPU's swap-in allocates its destination before the copy; nothing reads it
- * before the copy is done (the store hands it out only then). When the backend freed that tensor's buffer, the
- * shared buffer goes back to the link for the next swap-in of that size (fresh buffers would cost page
- * faults on every transfer). That is safe only if no other tensor views the buffer: the cpu backend's
- * Slice returns a view (subarray) for a contiguous slice. Saved tensors are read by their layer's
- * backward only, which makes new tensors (a layer's backward never returns a view of what it saved), but
- * a parked activation goes back into forward layers, where a slice may keep a view of it: its buffer is
- * never reused (`keep`).
- */
-class EmulatedTransport implements Transport {
-  readonly kind = 'emulated';
-  readonly link: HostLink;
-  private readonly backendData: { has(dataId: object): boolean } | null;
-  private readonly lent: { dataId: object; data: Float32Array }[] = [];
-
-  constructor(bandwidth: number, latency: number, copy: boolean) {
-    this.link = new HostLink({ bandwidth, latency, copy });
-    const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
-    this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
-  }
-
-  out(t: Tensor): OutCopy & { transfer: Transfer; host: HostBuffer } {
-    // On the cpu backend dataSync() is the backend's own array (no copy).
-    const src = t.dataSync() as Float32Array;
-    const { transfer, host } = this.link.startOut(src);
-    return { bytes: src.byteLength, transfer, host, done: () => transfer.done };
-  }
-
-  in(from: OutCopy, shape: number[]): InCopy {
-    const f = from as ReturnType<EmulatedTransport['out']>;
-    const { transfer, data } = this.link.startIn(f.host, f.transfer);
-    const t = tf.tensor(data, shape, 'float32');
-    // Without copies `data` is the host array itself, never pooled: nothing to give back. Otherwise the
-    // buffer goes back to the link once the backend freed the tensor (sweep).
-    if (this.backendData && this.link.copies) this.lent.push({ dataId: t.dataId, data });
-    return {
-      done: () => transfer.done,
-      wait: () => transfer.wait(),
-      take: () => t,
-      discard: () => t.dispose(),
-    };
-  }
-
-  free(c: OutCopy): void {
-    this.link.free((c as ReturnType<EmulatedTransport['out']>).host);
-  }
-
-  keep(t: Tensor): void {
-    const i = this.lent.findIndex((l) => l.dataId === t.dataId);
-    if (i >= 0) this.lent.splice(i, 1);
-  }
-
-  sweep(): void {
-    if (!this.backendData || this.lent.length === 0) return;
-    for (let i = this.lent.length - 1; i >= 0; i--) {
-      const l = this.lent[i]!;
-      if (this.backendData.has(l.dataId)) continue;
-      this.link.recycle(l.data);
-      this.lent.splice(i, 1);
-    }
-  }
-
-  async close(): Promise<void> {
-    this.lent.length = 0;
-    await this.link.close();
-  }
-}
-
-/**
- * A GPU backend (tfjs-node-gpu, webgpu): real transfers, no emulated delay. `t.data()` downloads into
- * host memory asynchronously (the device buffer stays alive through the store's clone until it resolved);
- * a swap-in uploads with `tf.tensor`.
- */
-class DirectTransport implements Transport {
-  readonly kind = 'direct';
-
-  out(t: Tensor): OutCopy & { host: Float32Array | null; promise: Promise<void>; error: unknown } {
-    const c = {
-      bytes: t.size * 4,
-      host: null as Float32Array | null,
-      error: null as unknown,
-      finished: false,
-      promise: Promise.resolve(),
-      done: () => c.finished,
-    };
-    c.promise = t.data().then(
-      (v) => {
-        c.host = v as Float32Array;
-        c.finished = true;
-      },
-      (e: unknown) => {
-        c.error = e;
-        c.finished = true;
-      },
-    );
-    return c;
-  }
-
-  in(from: OutCopy, shape: number[]): InCopy {
-    const f = from as ReturnType<DirectTransport['out']>;
-    return {
-      done: () => f.done(),
-      wait: () => (f.done() ? undefined : f.promise),
-      take: () => {
-        if (f.error) throw f.error;
-        return tf.tensor(f.host!, shape, 'float32');
-      },
-      discard: () => {},
-    };
-  }
-
-  free(c: OutCopy): void {
-    (c as ReturnType<DirectTransport['out']>).host = null;
-  }
-
-  sweep(): void {}
-
-  keep(): void {}
-
-  async close(): Promise<void> {}
-}
-
-// ------------------------------------------------------------------------------------------------
-// The host store
-// ------------------------------------------------------------------------------------------------
-
-/** One tensor's host copy, and its device copy while one is wanted. */
-interface Entry {
-  key: object;
-  shape: number[];
-  bytes: number;
-  out: OutCopy;
-  /** Alias of the swapped-out buffer, held until the device→host copy finished. */
-  clone: Tensor | null;
-  /** The store's layer tick when the swap-out started (see SwapStore.endLayer). */
-  issued: number;
-  inCopy: InCopy | null;
-  /** The swapped-in tensor, held while a handle that prefetched it has not unpacked it yet. */
-  device: Tensor | null;
-  /** Live handles. */
-  refs: number;
-  /** Handles that prefetched and have not unpacked or released yet. */
-  wanted: number;
-  /** Unpacks waiting for the swap-in. */
-  waiting: number;
-  retired: boolean;
-}
-
-/** What the executor holds for a swapped tensor: one per save site (or park). */
-export class SwapHandle implements PackedTensor {
-  readonly location = 'host' as const;
-  wanted = false;
-  used = false;
-  released = false;
-  constructor(
-    readonly entry: Entry,
-    readonly bytes: number,
-    /** A forward branch parked until its next reader (else a saved tensor for backward). */
-    readonly parked = false,
-  ) {}
-}
-
-export interface SwapCounters {
-  swapOutBytes: number;
-  /** Bytes moved back to the device. */
-  swapInBytes: number;
-  /** Bytes wanted back while their swap-out was still on the link: the device copy served, nothing moved. */
-  reusedBytes: number;
-  swappedTensors: number;
-  parkedTensors: number;
-  hostLiveBytes: number;
-  hostPeakBytes: number;
-}
-
-export class SwapStore {
-  private transport: Transport | null = null;
-  private readonly live = new Map<object, Entry>();
-  private readonly outgoing = new Set<Entry>();
-  private readonly incoming = new Set<Entry>();
-  private readonly retiring = new Set<Entry>();
-  /** Layers ended so far (endLayer calls): the age of a swap-out in layers. */
-  private tick = 0;
-  readonly counters: SwapCounters = {
-    swapOutBytes: 0,
-    swapInBytes: 0,
-    reusedBytes: 0,
-    swappedTensors: 0,
-    parkedTensors: 0,
-    hostLiveBytes: 0,
-    hostPeakBytes: 0,
-  };
-
-  constructor(private readonly opts: { bandwidth: number; latency: number; copy?: boolean; transport?: 'auto' | 'emulated' | 'direct' }) {}
-
-  /** The transport, chosen on first use: the emulated link on the cpu backend, real transfers elsewhere. */
-  get link(): Transport {
-    if (!this.transport) {
-      const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : capabilities().unifiedMemory ? 'emulated' : 'direct';
-      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency, this.opts.copy ?? true) : new DirectTransport();
-    }
-    return this.transport;
-  }
-
-  /** The emulated link (its timing statistics), when that is the transport. */
-  get hostLink(): HostLink | null {
-    return this.transport instanceof EmulatedTransport ? this.transport.link : null;
-  }
-
-  /** Starts moving `t` to the host (once per buffer) and returns a handle for one holder. */
-  swapOut(t: Tensor, parked = false): SwapHandle {
-    let e = this.live.get(t.dataId);
-    if (!e) {
-      const clone = tf.clone(t);
-      const out = this.link.out(clone);
-      e = { key: t.dataId, shape: [...t.shape], bytes: out.bytes, out, clone, issued: this.tick, inCopy: null, device: null, refs: 0, wanted: 0, waiting: 0, retired: false };
-      this.live.set(t.dataId, e);
-      this.outgoing.add(e);
-      const c = this.counters;
-      c.swapOutBytes += e.bytes;
-      c.swappedTensors++;
-      c.hostLiveBytes += e.bytes;
-      c.hostPeakBytes = Math.max(c.hostPeakBytes, c.hostLiveBytes);
-    }
-    if (parked) this.counters.parkedTensors++;
-    e.refs++;
-    return new SwapHandle(e, e.bytes, parked);
-  }
-
-  prefetch(h: SwapHandle): void {
-    if (h.wanted || h.used || h.released) return;
-    const e = h.entry;
-    h.wanted = true;
-    e.wanted++;
-    if (!e.device && !e.inCopy) this.startIn(e);
-  }
-
-  async unpack(h: SwapHandle): Promise<Tensor> {
-    if (!(h instanceof SwapHandle)) throw new Error('swap: unpack() was given a handle this store did not make');
-    if (h.released) throw new Error('swap: unpack() after release()');
-    this.poll();
-    const e = h.entry;
-    // While this waits, another unpack or a poll may complete the same swap-in (or use and drop it).
-    while (!e.device) {
-      if (!e.inCopy) this.startIn(e);
-      const c = e.inCopy!;
-      if (!c.done()) {
-        e.waiting++;
-        try {
-          await c.wait();
-        } finally {
-          e.waiting--;
-        }
-      }
-      if (e.inCopy === c) this.completeIn(e);
-    }
-    if (h.parked) this.link.keep(e.device);
-    h.used = true;
-    if (h.wanted) {
-      h.wanted = false;
-      e.wanted--;
-    }
-    if (e.wanted === 0 && e.waiting === 0) {
-      // The last holder that wants it takes the tensor itself (no alias to make and drop).
-      const t = e.device;
-      e.device = null;
-      return t;
-    }
-    return tf.clone(e.device);
-  }
-
-  release(h: SwapHandle): void {
-    if (h.released) return;
-    h.released = true;
-    const e = h.entry;
-    if (h.wanted) {
-      h.wanted = false;
-      e.wanted--;
-    }
-    this.dropDeviceIfUnwanted(e);
-    if (--e.refs === 0) {
-      if (this.live.get(e.key) === e) this.live.delete(e.key);
-      e.retired = true;
-      this.retiring.add(e);
-      this.tryFree(e);
-    }
-  }
-
-  /** Completes finished transfers: frees swapped-out device buffers, creates swapped-in tensors. */
-  poll(): void {
-    if (!this.transport) return;
-    for (const e of this.outgoing) {
-      if (!e.out.done()) continue;
-      e.clone?.dispose();
-      e.clone = null;
-      this.outgoing.delete(e);
-      this.tryFree(e);
-    }
-    for (const e of this.incoming) {
-      if (!e.inCopy!.done()) continue;
-      if (e.wanted > 0 || e.waiting > 0) this.completeIn(e);
-      else {
-        e.inCopy!.discard();
-        e.inCopy = null;
-        this.incoming.delete(e);
-        this.tryFree(e);
-      }
-    }
-    this.transport.sweep();
-  }
-
-  /**
-   * The executor finished a layer: completes finished transfers and, with `outLag` ≥ 0, waits for every
-   * swap-out started more than `outLag` layers ago, so at most the saves of the last `outLag` + 1 layers
-   * hold device memory while their copies are on the link (−1: never waits; a slow link then lets
-   * forward's device copies pile up).
-   */
-  async endLayer(outLag: number): Promise<void> {
-    this.poll();
-    if (outLag >= 0) {
-      const due = [...this.outgoing].filter((e) => e.issued <= this.tick - outLag);
-      if (due.length) {
-        for (const e of due) await this.waitOut(e);
-        this.poll();
-      }
-    }
-    this.tick++;
-  }
-
-  private async waitOut(e: Entry): Promise<void> {
-    const c = e.out;
-    if (c.done()) return;
-    if (this.transport instanceof DirectTransport) await (c as ReturnType<DirectTransport['out']>).promise;
-    else (c as ReturnType<EmulatedTransport['out']>).transfer.wait();
-  }
-
-  /** Waits for every transfer in flight, then completes them. */
-  async settle(): Promise<void> {
-    for (const e of [...this.outgoing]) await this.waitOut(e);
-    for (const e of [...this.incoming]) if (!e.inCopy!.done()) await e.inCopy!.wait();
-    this.poll();
-  }
-
-  /** Frees everything (after a failed step too) and stops the link. */
-  async dispose(): Promise<void> {
-    if (!this.transport) return;
-    await this.settle();
-    for (const e of [...this.live.values(), ...this.retiring]) {
-      e.clone?.dispose();
-      e.device?.dispose();
-      e.clone = null;
-      e.device = null;
-    }
-    this.live.clear();
-    this.retiring.clear();
-    this.counters.hostLiveBytes = 0;
-    await this.transport.close();
-    this.transport = null;
-  }
-
-  private startIn(e: Entry): void {
-    // Still on its way out (the store's clone holds the device buffer): use that buffer, no transfer.
-    if (e.clone) {
-      e.device = tf.clone(e.clone);
-      this.counters.reusedBytes += e.bytes;
-      return;
-    }
-    e.inCopy = this.link.in(e.out, e.shape);
-    this.incoming.add(e);
-    this.counters.swapInBytes += e.bytes;
-  }
-
-  private completeIn(e: Entry): void {
-    const c = e.inCopy!;
-    e.inCopy = null;
-    this.incoming.delete(e);
-    e.device = c.take();
-    this.tryFree(e);
-  }
-
-  private dropDeviceIfUnwanted(e: Entry): void {
-    if (e.wanted === 0 && e.waiting === 0 && e.device) {
-      e.device.dispose();
-      e.device = null;
-    }
-  }
-
-  /** A retired entry's host copy goes once no transfer touches it. */
-  private tryFree(e: Entry): void {
-    if (!e.retired || e.clone || e.inCopy || !this.retiring.has(e)) return;
-    this.retiring.delete(e);
-    this.link.free(e.out);
-    this.counters.hostLiveBytes -= e.bytes;
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
 // The hooks and the plugin
 // ------------------------------------------------------------------------------------------------
 
@@ -611,90 +203,33 @@ export function createSwapStrategy(
 ): MemoryStrategy & { readonly store: SwapStore } {
   const s: SwapSettings = { ...SWAP_DEFAULTS, ...settings };
   const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, copy: s.linkCopies, transport: opts.transport ?? 'auto' });
-  const full = fullVolume.create({ backward: 'owned' }, { baseDir: '.' });
   return {
     name: 'swap',
     store,
     trainingShape: fullVolumeShape,
-    sample: fullVolumeSample(),
+    sample: fullVolumeSample,
     plan: (net, inputShape): StepPlan => ({ hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb, packLag: s.outLag }),
     // One forward pass over the whole volume saves nothing, so nothing is swapped.
-    infer: (input, predict, net) => full.infer(input, predict, net),
-    report: () => ({
-      swap_out_bytes: store.counters.swapOutBytes,
-      swap_in_bytes: store.counters.swapInBytes,
-      swap_host_peak_bytes: store.counters.hostPeakBytes,
-      swapped_tensors: store.counters.swappedTensors,
-    }),
+    infer: fullVolumeInference,
+    report: () => [
+      { name: 'swap_out_bytes', value: store.counters.swapOutBytes, meaning: 'bytes copied device → host over the trial (each swapped tensor once per step)' },
+      { name: 'swap_in_bytes', value: store.counters.swapInBytes, meaning: 'bytes copied host → device over the trial (a copy still on its way out serves without a transfer)' },
+      { name: 'swapped_tensors', value: store.counters.swappedTensors, meaning: 'tensors swapped out over the trial' },
+      { name: 'swap_wait_seconds', value: store.counters.waitSeconds, meaning: 'seconds training waited for tensors to come back from the host (swap stalls)' },
+      { name: 'host_peak_bytes', value: store.counters.hostPeakBytes, meaning: 'peak bytes the store kept in host memory' },
+    ],
     dispose: () => store.dispose(),
   };
 }
 
-const plugin: StrategyPlugin = {
+const plugin: StrategyPlugin<typeof settings> = {
   kind: 'strategy',
   name: 'swap',
   description: 'whole volume per step; saved activations swapped to host memory in forward and back ahead of use in backward (TFLMS)',
   reference:
     'Le T.D. et al., TFLMS: Large Model Support in TensorFlow by Graph Rewriting, 2018 (arXiv:1807.02037); Imai H. et al., Fast and Accurate 3D Medical Image Segmentation with Data-swapping Method, 2018 (arXiv:1812.07816)',
-  settings: {
-    nTensors: {
-      type: 'integer',
-      min: -1,
-      default: SWAP_DEFAULTS.nTensors,
-      description: 'how many saved tensors to swap, counted from the input in forward order (TFLMS n_tensors); -1: all',
-    },
-    lb: {
-      type: 'integer',
-      min: 0,
-      default: SWAP_DEFAULTS.lb,
-      description: 'swap a tensor back in at least this many layers before its use (TFLMS lb); 0: on demand, when backward needs it (least device memory, no overlap)',
-    },
-    swapBranches: {
-      type: 'boolean',
-      default: SWAP_DEFAULTS.swapBranches,
-      description: 'also park, during forward, activations whose next reader is far away (skip connections; TFLMS swap_branches)',
-    },
-    branchDistance: {
-      type: 'integer',
-      min: 1,
-      default: SWAP_DEFAULTS.branchDistance,
-      description: 'with swapBranches: park an activation whose next forward reader is at least this many layers later',
-    },
-    bandwidth: {
-      type: 'bytes',
-      min: 1,
-      default: SWAP_DEFAULTS.bandwidth,
-      description: "host link bandwidth per direction, bytes per second ('16GB': PCIe Gen3 ×16, '75GB': NVLink 2.0); emulated on the cpu backend",
-    },
-    latency: {
-      type: 'number',
-      min: 0,
-      default: SWAP_DEFAULTS.latency,
-      description: 'seconds per transfer on the emulated link',
-    },
-    minBytes: {
-      type: 'bytes',
-      min: 0,
-      default: SWAP_DEFAULTS.minBytes,
-      description: 'saved tensors smaller than this stay on the device (TFLMS ignores tiny tensors)',
-    },
-    outLag: {
-      type: 'integer',
-      min: -1,
-      default: SWAP_DEFAULTS.outLag,
-      description:
-        'a swap-out may overlap this many further layers before the step waits for it; bounds the device memory held by copies still on the link (−1: never wait)',
-    },
-    linkCopies: {
-      type: 'boolean',
-      default: SWAP_DEFAULTS.linkCopies,
-      description:
-        "cpu backend: the emulated link really copies the bytes (worker threads); false: it emulates only the transfers' time (no memcpy; for large volumes, where this machine's memcpy is slower than the emulated link)",
-    },
-  },
-  create(settings): MemoryStrategy {
-    return createSwapStrategy(settings as unknown as SwapSettings);
-  },
+  settings,
+  create: (s) => createSwapStrategy(s),
 };
 
 export default plugin;

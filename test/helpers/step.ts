@@ -4,7 +4,8 @@ import { initBackend } from '../../core/backend/backends.js';
 import { buildUNet3d } from '../../architectures/unet3d.js';
 import { Executor } from '../../core/engine/executor.js';
 import type { StepPlan } from '../../core/engine/plan.js';
-import { initParams, type Params } from '../../core/training/optimizer.js';
+import { Adam, initParams, type Params } from '../../core/training/optimizer.js';
+import { train } from '../../core/training/loop.js';
 import { stepLoss } from '../../core/training/loss.js';
 import { DeviceMemoryMeter } from '../../core/memory/meter.js';
 import { estimatePeak } from '../../core/memory/estimator.js';
@@ -64,24 +65,22 @@ export async function measuredPeak(
   plan: StepPlan,
   opts: { optimizerInBackward?: boolean } = {},
 ): Promise<number> {
-  const { Adam } = await import('../../core/training/optimizer.js');
   const params = initParams(net, 1);
-  const adam = new Adam({ learningRate: 1e-3 });
+  const optimizer = new Adam({ learningRate: 1e-3 });
   const { x, y } = batch(net, spatial);
-  const ex = new Executor(net);
   let peak = 0;
-  for (let s = 0; s < 2; s++) {
-    meter.ledger.resetPeak();
-    const loss = stepLoss(y, 'dice+ce', net.activation, net);
-    if (opts.optimizerInBackward) {
-      adam.begin();
-      await ex.trainStep(x, params, loss, plan, undefined, (name, g) => adam.update(params, name, g));
-    } else adam.step(params, (await ex.trainStep(x, params, loss, plan)).grads);
-    peak = meter.ledger.peak;
-  }
+  await train(
+    { net, params, optimizer, plan, loss: 'dice+ce', optimizerInBackward: opts.optimizerInBackward ?? false },
+    {
+      steps: 2,
+      batch: () => ({ x, y, owned: false }),
+      beforeStep: () => meter.ledger.resetPeak(),
+      afterStep: () => void (peak = meter.ledger.peak),
+    },
+  );
   x.dispose();
   y.dispose();
-  adam.dispose();
+  optimizer.dispose();
   for (const p of params.values()) p.dispose();
   return peak;
 }
