@@ -211,10 +211,14 @@ describe('DeviceMemoryMeter on the cpu backend', () => {
     expect(Object.getOwnPropertyDescriptor(engine, 'trackTensor')).toEqual(trackBefore);
     expect(Object.getOwnPropertyDescriptor(engine, 'removeDataId')).toBeUndefined();
     expect((store as { set: unknown }).set).toBe(protoSet);
-    // And nothing is counted any more.
-    const m = new DeviceMemoryMeter();
-    tf.zeros([10]).dispose();
+    // And a meter that was attached counts nothing once detached.
+    const m = new DeviceMemoryMeter().attach();
+    m.detach();
+    const t = tf.zeros([10]);
     expect(m.ledger.live).toBe(0);
+    expect(m.ledger.count).toBe(0);
+    t.dispose();
+    expect(m.untrackedReleases).toBe(0);
   });
 
   it("engine fallback ('engine-data-ids') counts distinct dataIds the engine tracks", () => {

@@ -14,7 +14,8 @@
  * result and b the reference; every test requires rel <= 1e-4.
  *
  * Every kernel test runs with both native code paths (AVX2+FMA, when the CPU has it, and portable).
- * The whole file is skipped, with the reason in the suite name, when the addon is not built.
+ * The whole file is skipped, with the reason in the suite name, when the addon is not built, except where
+ * VOLSEG_REQUIRE_NATIVE=1 (CI): there a missing addon fails the suite.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -105,6 +106,13 @@ const simdPaths: NativeSimd[] = !status.loaded
   : nativeAddon()!.info().avx2Available
     ? ['avx2-fma', 'portable']
     : ['portable'];
+
+// Where the addon must exist (CI sets VOLSEG_REQUIRE_NATIVE=1: the machine has a compiler), its absence fails.
+describe.runIf(process.env.VOLSEG_REQUIRE_NATIVE === '1')('native kernels are required (VOLSEG_REQUIRE_NATIVE=1)', () => {
+  it('the addon was built and loads', () => {
+    expect(status.loaded, `native kernels not loaded: ${status.reason}`).toBe(true);
+  });
+});
 
 describe.skipIf(!status.loaded)(
   status.loaded ? 'native kernels' : `native kernels: SKIPPED, addon not available (${status.reason})`,

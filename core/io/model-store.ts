@@ -6,7 +6,10 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { Params } from '../training/optimizer.js';
+import type { Tensor } from '@tensorflow/tfjs-core';
+
+/** Parameters by qualified name (`node.param`), as training keeps them. */
+type Params = Map<string, Tensor>;
 import type { PluginChoice } from '../config/experiment.js';
 import type { NetworkSpec, SegmentationTask } from '../types.js';
 

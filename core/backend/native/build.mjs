@@ -1,7 +1,8 @@
-// Builds the optional native kernels (core/native/build/Release/volseg_native.node) with npm's
-// bundled node-gyp. Runs as the package's `install` script, so it must never fail `npm install`:
-// any failure prints one line and exits 0, and training then uses tfjs's JavaScript kernels.
-// Set VOLSEG_NO_NATIVE=1 to skip the build.
+// Builds the optional native kernels (core/backend/native/build/Release/volseg_native.node) with npm's
+// bundled node-gyp. Runs as the package's `install` script, so it must never fail a plain user's
+// `npm install`: any failure prints one line and exits 0, and training then uses tfjs's JavaScript
+// kernels. Set VOLSEG_NO_NATIVE=1 to skip the build. With VOLSEG_REQUIRE_NATIVE=1 (CI, where a compiler
+// exists) a failed build fails the install instead.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +13,10 @@ const root = path.resolve(here, '..', '..', '..');
 const output = path.join(here, 'build', 'Release', 'volseg_native.node');
 
 function skip(reason) {
+  if (process.env.VOLSEG_REQUIRE_NATIVE === '1' && process.env.VOLSEG_NO_NATIVE !== '1') {
+    console.error(`native kernels not built: ${reason}; VOLSEG_REQUIRE_NATIVE=1 makes this an error (unset it to fall back to tfjs's JavaScript kernels)`);
+    process.exit(1);
+  }
   console.log(`native kernels not built: ${reason}; training uses tfjs's JavaScript kernels`);
   process.exit(0);
 }
