@@ -1,7 +1,8 @@
 /**
  * The architecture's dependency rules, checked by `npm test` (test/architecture.test.ts) with
  * dependency-cruiser: imports in core/ go one way, down the layers below; core/ imports no plugin; no
- * plugin imports another plugin. Type-only imports count: a layer depends on what it names.
+ * plugin imports another plugin; a core folder is used from outside through its index.ts. Type-only
+ * imports count: a layer depends on what it names.
  */
 // core/'s folders from the bottom up: a folder may import its own files, core/types.ts and the folders before it.
 const LAYERS = ['config', 'data', 'io', 'backend', 'engine', 'memory', 'training', 'inference', 'evaluation', 'plugins', 'experiment'];
@@ -38,6 +39,13 @@ module.exports = {
       comment: "a plugin (a file, or a folder, under strategies/, architectures/ or datasets/) never imports another plugin; what two plugins share belongs in core/. Each folder's index.ts registers them.",
       from: { path: `^${PLUGIN_FOLDERS}/([^/.]+)`, pathNot: `^${PLUGIN_FOLDERS}/index\\.ts$` },
       to: { path: `^${PLUGIN_FOLDERS}/`, pathNot: '^$1/$2(\\.ts$|/)' },
+    },
+    {
+      name: 'core-folders-used-through-their-index',
+      severity: 'error',
+      comment: "outside a core/ folder, import it through its index.ts (the folder's public part, under its header comment)",
+      from: { path: '^(core/[^/]+|strategies|architectures|datasets|experiments)/' },
+      to: { path: '^core/[^/]+/.', pathNot: ['^$1/', '^core/[^/]+/index\\.ts$'] },
     },
     {
       name: 'no-circular',

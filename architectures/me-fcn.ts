@@ -65,24 +65,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import {
-  GraphBuilder,
-  NETWORK_INPUT,
-  type BackwardArgs,
-  type BackwardResult,
-  type ForwardArgs,
-  type Layer,
-  type Network,
-  type ParamSpec,
-  type SavedSpec,
-  type SaveMode,
-  type Shape,
-} from '../core/engine/graph.js';
-import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
+import { GraphBuilder, NETWORK_INPUT, Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest, type BackwardArgs, type BackwardResult, type ForwardArgs, type Layer, type Network, type ParamSpec, type SavedSpec, type SaveMode, type Shape } from '../core/engine/index.js';
 import type { NetworkSpec } from '../core/types.js';
-import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
-import { defineSettings, type SettingsOf } from '../core/config/settings.js';
-import type { BackendCapabilities } from '../core/backend/capabilities.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/index.js';
+import { defineSettings, type SettingsOf } from '../core/config/index.js';
+import type { BackendCapabilities } from '../core/backend/index.js';
 
 // ---------------------------------------------------------------------------------------------------
 // IEEE 754 half precision on typed arrays

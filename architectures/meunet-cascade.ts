@@ -42,11 +42,10 @@
  * Test-time stitching "with weight 2 in the central half-cube and 1 elsewhere" is `cascadeWeightMap`
  * below, which the network declares as its `windowWeights` (the patch strategy's `blend: network`).
  */
-import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
-import { AvgPool3d, CenterCrop, ConcatChannels, Conv3d, InstanceNormAct, MaxPool3d, UpsampleNearest } from '../core/engine/layers.js';
+import { GraphBuilder, NETWORK_INPUT, AvgPool3d, CenterCrop, ConcatChannels, Conv3d, InstanceNormAct, MaxPool3d, UpsampleNearest, type Network } from '../core/engine/index.js';
 import type { NetworkSpec, Shape3 } from '../core/types.js';
-import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
-import { defineSettings, toShape3, type SettingsOf } from '../core/config/settings.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/index.js';
+import { defineSettings, toShape3, type SettingsOf } from '../core/config/index.js';
 
 const settings = defineSettings({
   patch: {

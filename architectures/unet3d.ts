@@ -14,11 +14,10 @@
  *
  * Checkpoint segments: one per level of each pathway.
  */
-import { GraphBuilder, NETWORK_INPUT, type Network } from '../core/engine/graph.js';
-import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest } from '../core/engine/layers.js';
+import { GraphBuilder, NETWORK_INPUT, Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest, type Network } from '../core/engine/index.js';
 import type { NetworkSpec } from '../core/types.js';
-import type { Architecture, ArchitecturePlugin } from '../core/plugins/contracts.js';
-import { defineSettings, type SettingsOf } from '../core/config/settings.js';
+import type { Architecture, ArchitecturePlugin } from '../core/plugins/index.js';
+import { defineSettings, type SettingsOf } from '../core/config/index.js';
 
 const settings = defineSettings({
   depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },

@@ -24,9 +24,9 @@
  */
 import { resolve } from 'node:path';
 import type { Dataset } from '../core/types.js';
-import type { DatasetPlugin } from '../core/plugins/contracts.js';
-import { defineSettings, SettingsError } from '../core/config/settings.js';
-import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from '../core/io/brats-folder.js';
+import type { DatasetPlugin } from '../core/plugins/index.js';
+import { defineSettings, SettingsError } from '../core/config/index.js';
+import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from '../core/io/index.js';
 
 const settings = defineSettings({
   root: { type: 'string', description: 'folder holding one sub-folder per case (relative paths: to the experiment file)', required: true },

@@ -1,5 +1,5 @@
 /** The dataset plugins of the framework: one registration line per plugin. */
-import type { DatasetPlugin } from '../core/plugins/contracts.js';
+import type { DatasetPlugin } from '../core/plugins/index.js';
 import syntheticBrats from './synthetic-brats.js';
 import brats from './brats.js';
 import msd from './msd.js';

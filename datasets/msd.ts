@@ -15,9 +15,9 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
-import type { DatasetPlugin } from '../core/plugins/contracts.js';
-import { defineSettings, SettingsError, type SettingsOf } from '../core/config/settings.js';
-import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/nifti.js';
+import type { DatasetPlugin } from '../core/plugins/index.js';
+import { defineSettings, SettingsError, type SettingsOf } from '../core/config/index.js';
+import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/index.js';
 
 const settings = defineSettings({
   root: { type: 'string', description: 'MSD task folder holding dataset.json, imagesTr/, labelsTr/ (relative paths: to the experiment file)', required: true },

@@ -43,11 +43,10 @@
  * the same case at another size is the same head and tumour resampled (plus fresh noise).
  */
 import type { Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
-import type { DatasetPlugin } from '../core/plugins/contracts.js';
-import { defineSettings } from '../core/config/settings.js';
-import { SeededRng } from '../core/data/rng.js';
-import { BRATS_CHANNELS, BRATS_TASK } from '../core/data/brats-task.js';
-import { bratsPredictionInputs } from '../core/io/brats-folder.js';
+import type { DatasetPlugin } from '../core/plugins/index.js';
+import { defineSettings } from '../core/config/index.js';
+import { SeededRng, BRATS_CHANNELS, BRATS_TASK } from '../core/data/index.js';
+import { bratsPredictionInputs } from '../core/io/index.js';
 
 export { BRATS_CHANNELS, BRATS_TASK };
 

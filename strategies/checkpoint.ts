@@ -11,12 +11,12 @@
  * `split: balanced` cuts the layer order into `segments` contiguous runs holding about equal bytes of
  * saved tensors; `split: levels` uses the architecture's own blocks (one per U-Net level and pathway).
  */
-import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/contracts.js';
-import { inferShapes, type Network, type Shape } from '../core/engine/graph.js';
-import { estimatePeak, type EstimateOptions } from '../core/memory/estimator.js';
-import { defineSettings } from '../core/config/settings.js';
-import { fullVolumeSample, fullVolumeShape } from '../core/training/samples.js';
-import { fullVolumeInference } from '../core/inference/full-volume.js';
+import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/index.js';
+import { inferShapes, type Network, type Shape } from '../core/engine/index.js';
+import { estimatePeak, type EstimateOptions } from '../core/memory/index.js';
+import { defineSettings } from '../core/config/index.js';
+import { fullVolumeSample, fullVolumeShape } from '../core/training/index.js';
+import { fullVolumeInference } from '../core/inference/index.js';
 
 /** Bytes each node saves for backward (its saved inputs, output and extras), at `inputShape`. */
 export function savedBytesPerNode(net: Network, inputShape: Shape): number[] {

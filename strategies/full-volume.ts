@@ -3,10 +3,10 @@
  * every other strategy is compared with. `backward: tape` runs plain `tf.grads`, which keeps every saved
  * tensor and gradient to the end of backward; `owned` (default) frees them as backward goes.
  */
-import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/contracts.js';
-import { defineSettings } from '../core/config/settings.js';
-import { fullVolumeSample, fullVolumeShape } from '../core/training/samples.js';
-import { fullVolumeInference } from '../core/inference/full-volume.js';
+import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/index.js';
+import { defineSettings } from '../core/config/index.js';
+import { fullVolumeSample, fullVolumeShape } from '../core/training/index.js';
+import { fullVolumeInference } from '../core/inference/index.js';
 
 const settings = defineSettings({
   backward: {

@@ -1,5 +1,5 @@
 /** The registered memory strategies: one line per plugin file. */
-import type { StrategyPlugin } from '../core/plugins/contracts.js';
+import type { StrategyPlugin } from '../core/plugins/index.js';
 import fullVolume from './full-volume.js';
 import patch from './patch.js';
 import checkpoint from './checkpoint.js';

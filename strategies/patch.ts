@@ -5,11 +5,11 @@
  * Loses context where an object spans several patches; that is what the comparison measures.
  */
 import type { PreparedCase, Rng, Shape3 } from '../core/types.js';
-import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/contracts.js';
-import { extractBox } from '../core/data/volume.js';
-import { slidingWindowInference } from '../core/inference/sliding-window.js';
-import { defineSettings, SettingsError } from '../core/config/settings.js';
-import type { Network } from '../core/engine/graph.js';
+import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/index.js';
+import { extractBox } from '../core/data/index.js';
+import { slidingWindowInference } from '../core/inference/index.js';
+import { defineSettings, SettingsError } from '../core/config/index.js';
+import type { Network } from '../core/engine/index.js';
 
 const foregroundIndex = new WeakMap<Uint8Array, Uint32Array>();
 

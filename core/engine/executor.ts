@@ -19,8 +19,7 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import type { GraphNode, Network, SaveMode, Shape } from './graph.js';
 import type { PackedTensor, Phase, SaveSite, StepPlan } from './plan.js';
 import { forwardSchedule, stepSchedule, type StepSchedule, type TapeSchedule } from './schedule.js';
-import { addInto, sharesStorage } from '../backend/in-place.js';
-import { capabilities } from '../backend/capabilities.js';
+import { addInto, sharesStorage, capabilities } from '../backend/index.js';
 
 /** Told before and after each layer; the memory meter names the operation in out-of-memory errors. */
 export interface StepObserver {

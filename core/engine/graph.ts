@@ -5,7 +5,7 @@
  * the step free every saved tensor and gradient as soon as backward is done with it.
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { BackendCapabilities } from '../backend/capabilities.js';
+import type { BackendCapabilities } from '../backend/index.js';
 
 export type Shape = number[];
 

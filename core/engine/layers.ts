@@ -6,9 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackwardArgs, BackwardResult, ForwardArgs, Layer, ParamSpec, SavedSpec, SaveMode, Shape } from './graph.js';
-import { exclusiveValues } from '../backend/in-place.js';
-import { capabilities, type BackendCapabilities } from '../backend/capabilities.js';
-import { instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad } from '../backend/kernels/ops.js';
+import { exclusiveValues, capabilities, instanceNormAct, instanceNormActBackward, upsampleNearest3d, upsampleNearest3dGrad, type BackendCapabilities } from '../backend/index.js';
 
 const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 

@@ -18,7 +18,7 @@
  */
 import { NETWORK_INPUT, inferShapes, readsOnce, type Network, type SaveMode, type Shape } from './graph.js';
 import { mergeSegments, type ParkSite, type Phase, type SaveSite, type StepPlan } from './plan.js';
-import { capabilities, type BackendCapabilities } from '../backend/capabilities.js';
+import { capabilities, type BackendCapabilities } from '../backend/index.js';
 
 /** Bytes per element: every tensor a step makes is float32. */
 export const BYTES_PER_ELEMENT = 4;

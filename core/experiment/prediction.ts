@@ -6,15 +6,13 @@
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadModel } from '../io/model-store.js';
-import { Executor } from '../engine/executor.js';
-import { windowPredictor } from '../inference/window.js';
-import { probabilitiesToLabels } from '../evaluation/metrics.js';
-import { writeNiftiLabel } from '../io/nifti.js';
-import { disposeParams } from '../training/optimizer.js';
-import type { PluginCatalog } from '../plugins/container.js';
-import { instantiate } from '../plugins/contracts.js';
-import { resolveSettings } from '../config/settings.js';
+import { loadModel, writeNiftiLabel } from '../io/index.js';
+import { Executor } from '../engine/index.js';
+import { windowPredictor } from '../inference/index.js';
+import { probabilitiesToLabels } from '../evaluation/index.js';
+import { disposeParams } from '../training/index.js';
+import { instantiate, type PluginCatalog } from '../plugins/index.js';
+import { resolveSettings } from '../config/index.js';
 
 export interface PredictionResult {
   id: string;

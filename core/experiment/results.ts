@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { std, mean } from 'mathjs';
-import { formatBytes } from '../config/settings.js';
-import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from '../evaluation/metrics.js';
+import { formatBytes } from '../config/index.js';
+import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from '../evaluation/index.js';
 import type { SegmentationTask } from '../types.js';
 
 export type TrialValue = string | number | null;

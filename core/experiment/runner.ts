@@ -10,26 +10,19 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
-import type { Experiment, TrialConfig } from '../config/experiment.js';
-import type { PluginCatalog } from '../plugins/container.js';
-import { instantiate, type MemoryStrategy, type StrategyColumn } from '../plugins/contracts.js';
-import { Executor, type StepObserver } from '../engine/executor.js';
-import type { Phase, StepPlan } from '../engine/plan.js';
-import { inferShapes, parameterCount, type Network } from '../engine/graph.js';
-import { Adam, initParams, type Params } from '../training/optimizer.js';
-import { medianStepSeconds, train } from '../training/loop.js';
-import { SeededRng } from '../data/rng.js';
+import { formatBytes, type Experiment, type TrialConfig } from '../config/index.js';
+import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn } from '../plugins/index.js';
+import { Executor, inferShapes, parameterCount, type StepObserver, type Phase, type StepPlan, type Network } from '../engine/index.js';
+import { Adam, initParams, medianStepSeconds, train, type Params } from '../training/index.js';
+import { SeededRng, voxels } from '../data/index.js';
 import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '../types.js';
-import { voxels } from '../data/volume.js';
-import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/metrics.js';
-import { DeviceMemoryMeter, type BufferLedger } from '../memory/meter.js';
+import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/index.js';
+import { DeviceMemoryMeter, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
 import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSummary, type TrialRow } from './results.js';
-import { formatBytes } from '../config/settings.js';
 import { ProgressBar, formatDuration } from './progress.js';
-import { saveModel } from '../io/model-store.js';
-import { windowPredictor, type WindowPredictor } from '../inference/window.js';
-import { chooseBackend, initBackend, type BackendInfo } from '../backend/backends.js';
-import { estimatePeak, type Estimate, type EstimateOptions } from '../memory/estimator.js';
+import { saveModel } from '../io/index.js';
+import { windowPredictor, type WindowPredictor } from '../inference/index.js';
+import { chooseBackend, initBackend, type BackendInfo } from '../backend/index.js';
 
 /** Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes. */
 export class DeviceOutOfMemoryError extends Error {

@@ -1,6 +1,6 @@
 /** Inference in one pass over the whole image, which every full-volume strategy shares. */
-import type { Network } from '../engine/graph.js';
-import { extractBox } from '../data/volume.js';
+import type { Network } from '../engine/index.js';
+import { extractBox } from '../data/index.js';
 import type { InferenceInput, Shape3 } from '../types.js';
 import type { WindowPredictor } from './window.js';
 

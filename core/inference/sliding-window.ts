@@ -15,7 +15,7 @@
  * is exact to a few ulp.
  */
 import type { Shape3 } from '../types.js';
-import { extractBox } from '../data/volume.js';
+import { extractBox } from '../data/index.js';
 
 /** Lower bound of the Gaussian importance map (MONAI clamps at max(min(map), 1e-3)). */
 export const IMPORTANCE_MAP_MIN = 1e-3;

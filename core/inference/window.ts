@@ -1,11 +1,9 @@
 /** Running a trained network on windows of an image (shared by evaluation and `npm run predict`). */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Executor, StepObserver } from '../engine/executor.js';
-import type { Network } from '../engine/graph.js';
-import { activate } from '../training/loss.js';
-import type { Params } from '../training/optimizer.js';
+import type { Executor, StepObserver, Network } from '../engine/index.js';
+import { activate, type Params } from '../training/index.js';
 import type { Shape3 } from '../types.js';
-import { cropTo, padShapeTo, padTo } from '../data/volume.js';
+import { cropTo, padShapeTo, padTo } from '../data/index.js';
 
 /**
  * Runs the network on one window (any shape; the predictor pads it to the network's divisor and crops the

@@ -25,9 +25,9 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, PredictionInput, Volume } from '../types.js';
-import { SettingsError } from '../config/settings.js';
+import { SettingsError } from '../config/index.js';
 import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, type NiftiImage } from './nifti.js';
-import { BRATS_TASK } from '../data/brats-task.js';
+import { BRATS_TASK } from '../data/index.js';
 
 const ALIASES: Record<string, string> = { t1: 't1n', t1n: 't1', t1ce: 't1c', t1c: 't1ce', t2: 't2w', t2w: 't2', flair: 't2f', t2f: 'flair' };
 const NAMING_2017 = ['t1', 't1ce', 't2', 'flair'];

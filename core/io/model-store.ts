@@ -10,7 +10,7 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 
 /** Parameters by qualified name (`node.param`), as training keeps them. */
 type Params = Map<string, Tensor>;
-import type { PluginChoice } from '../config/experiment.js';
+import type { PluginChoice } from '../config/index.js';
 import type { NetworkSpec, SegmentationTask } from '../types.js';
 
 export const MODEL_FORMAT = 'volseg-model/1';

@@ -9,10 +9,8 @@
  * What it cannot see: a swap-out that finishes before its allowed window ends (each is booked for the
  * whole window: an upper bound), and allocator fragmentation on real GPUs.
  */
-import { capabilities, type BackendCapabilities } from '../backend/capabilities.js';
-import { NETWORK_INPUT, type GraphNode, type Network, type Shape } from '../engine/graph.js';
-import type { StepPlan } from '../engine/plan.js';
-import { BYTES_PER_ELEMENT as BYTES, stepSchedule, type MemoryOp } from '../engine/schedule.js';
+import { capabilities, type BackendCapabilities } from '../backend/index.js';
+import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp } from '../engine/index.js';
 
 const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
 

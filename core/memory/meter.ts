@@ -10,7 +10,7 @@
  * every allocation and every release (`BufferLedger`, fed by `DeviceMemoryMeter`).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { capabilities } from '../backend/capabilities.js';
+import { capabilities } from '../backend/index.js';
 
 /** Any value that names one buffer: a tfjs dataId (object), or a caller's own number or string. */
 export type BufferId = object | number | string;

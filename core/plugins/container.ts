@@ -8,7 +8,7 @@ import { Container } from 'inversify';
 import type { PluginKind } from '../types.js';
 import type { Dataset } from '../types.js';
 import type { Architecture, ArchitecturePlugin, DatasetPlugin, MemoryStrategy, Plugin, StrategyPlugin } from './contracts.js';
-import type { PluginCatalogView } from '../config/experiment.js';
+import type { PluginCatalogView } from '../config/index.js';
 
 export const TOKENS = {
   plugin: {

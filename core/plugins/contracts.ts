@@ -10,13 +10,11 @@
  *    segments for checkpointing, or the plain tape for the baseline);
  * 3. how inference runs (`infer`: one pass over the whole volume, a sliding window, …).
  */
-import type { SettingsOf, SettingsSchema } from '../config/settings.js';
-import type { Network } from '../engine/graph.js';
-import type { StepPlan } from '../engine/plan.js';
-import type { EstimateOptions } from '../memory/estimator.js';
-import type { WindowPredictor } from '../inference/window.js';
+import { resolveSettings, type SettingsOf, type SettingsSchema, type Settings } from '../config/index.js';
+import type { Network, StepPlan } from '../engine/index.js';
+import type { EstimateOptions } from '../memory/index.js';
+import type { WindowPredictor } from '../inference/index.js';
 import type { Dataset, InferenceInput, NetworkSpec, PluginKind, PredictionInput, PreparedCase, Rng, Shape3, TrainingSample } from '../types.js';
-import { resolveSettings, type Settings } from '../config/settings.js';
 
 /** What a plugin may use when it is created. */
 export interface PluginDeps {

@@ -4,9 +4,7 @@
  * either inside backward as each parameter's gradient becomes final or after backward.
  */
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { Executor, type StepObserver, type StepStats } from '../engine/executor.js';
-import type { Network } from '../engine/graph.js';
-import type { StepPlan } from '../engine/plan.js';
+import { Executor, type StepObserver, type StepStats, type Network, type StepPlan } from '../engine/index.js';
 import { stepLoss, type LossKind } from './loss.js';
 import type { Adam, Params } from './optimizer.js';
 

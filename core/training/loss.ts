@@ -6,8 +6,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { capabilities } from '../backend/capabilities.js';
-import type { LossFunction } from '../engine/executor.js';
+import { capabilities } from '../backend/index.js';
+import type { LossFunction } from '../engine/index.js';
 
 export type LossKind = 'dice' | 'dice+ce';
 

@@ -4,10 +4,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { Network } from '../engine/graph.js';
-import { SeededRng } from '../data/rng.js';
-import { exclusiveValues } from '../backend/in-place.js';
-import { capabilities } from '../backend/capabilities.js';
+import type { Network } from '../engine/index.js';
+import { SeededRng } from '../data/index.js';
+import { exclusiveValues, capabilities } from '../backend/index.js';
 
 export type Params = Map<string, Tensor>;
 

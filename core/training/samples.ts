@@ -1,6 +1,6 @@
 /** Training samples that several strategies share: the whole case, padded to the network's divisor. */
-import type { Network } from '../engine/graph.js';
-import { extractBox, padShapeTo } from '../data/volume.js';
+import type { Network } from '../engine/index.js';
+import { extractBox, padShapeTo } from '../data/index.js';
 import type { PreparedCase, Rng, Shape3, TrainingSample } from '../types.js';
 
 /** The input extent for a whole case: the divisor-padded volume plus the network's context margin. */

@@ -9,14 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import {
-  nativeAddon,
-  nativeStatus,
-  originalKernel,
-  registerNativeKernels,
-  setNativeKernelsEnabled,
-  type NativeStatus,
-} from '../../core/backend/native-kernels.js';
+import { nativeAddon, nativeStatus, originalKernel, registerNativeKernels, setNativeKernelsEnabled, type NativeStatus } from '../../core/backend/index.js';
 
 /** One benchmark row (kernel rows have strategy null; training-step rows name their strategy). */
 export interface BenchRow {

@@ -12,11 +12,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import type { StepPlan } from '../../core/engine/plan.js';
-import { inferShapes, parameterCount, type Network } from '../../core/engine/graph.js';
-import { Adam, initParams } from '../../core/training/optimizer.js';
-import { train } from '../../core/training/loop.js';
-import { initBackend } from '../../core/backend/backends.js';
+import { inferShapes, parameterCount, type StepPlan, type Network } from '../../core/engine/index.js';
+import { Adam, initParams, train } from '../../core/training/index.js';
+import { initBackend } from '../../core/backend/index.js';
 import { searchSegments } from '../../strategies/checkpoint.js';
 import type { BenchOptions, BenchRow } from './bench-kernels.js';
 

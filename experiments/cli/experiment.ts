@@ -5,11 +5,10 @@
  */
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadExperiment, listExperiments, ExperimentError } from '../../core/config/experiment.js';
-import { ExperimentRunner } from '../../core/experiment/runner.js';
-import { chooseBackend, initBackend } from '../../core/backend/backends.js';
-import { formatBytes, SettingsError } from '../../core/config/settings.js';
-import { parameterCount } from '../../core/engine/graph.js';
+import { loadExperiment, listExperiments, ExperimentError, formatBytes, SettingsError } from '../../core/config/index.js';
+import { ExperimentRunner } from '../../core/experiment/index.js';
+import { chooseBackend, initBackend } from '../../core/backend/index.js';
+import { parameterCount } from '../../core/engine/index.js';
 import { buildContainer } from './plugins.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 

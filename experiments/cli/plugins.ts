@@ -5,8 +5,7 @@
 import { architectures } from '../../architectures/index.js';
 import { datasets } from '../../datasets/index.js';
 import { strategies } from '../../strategies/index.js';
-import { createContainer } from '../../core/plugins/container.js';
-import type { Plugin } from '../../core/plugins/contracts.js';
+import { createContainer, type Plugin } from '../../core/plugins/index.js';
 
 export function buildContainer() {
   return createContainer([...datasets, ...architectures, ...strategies] as Plugin<unknown>[]);

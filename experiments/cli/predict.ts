@@ -8,9 +8,9 @@
  * Inputs: an image file, an MSD task folder (imagesTs/, else imagesTr/), a folder of images, a BraTS case
  * folder or a folder of case folders.
  */
-import { chooseBackend, initBackend } from '../../core/backend/backends.js';
-import { predictImages } from '../../core/experiment/prediction.js';
-import { SettingsError } from '../../core/config/settings.js';
+import { chooseBackend, initBackend } from '../../core/backend/index.js';
+import { predictImages } from '../../core/experiment/index.js';
+import { SettingsError } from '../../core/config/index.js';
 import { buildContainer } from './plugins.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 

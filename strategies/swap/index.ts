@@ -31,13 +31,11 @@
  * A tensor saved by two layers, or saved and parked, is copied to the host once (by buffer identity);
  * the host copy is reference-counted and freed when every holder released it.
  */
-import type { ParkSite, SavedTensorHooks, StepPlan } from '../../core/engine/plan.js';
-import { NETWORK_INPUT, inferShapes, type Network, type Shape } from '../../core/engine/graph.js';
-import type { PackedTensor, SaveSite } from '../../core/engine/plan.js';
-import type { MemoryStrategy, StrategyPlugin } from '../../core/plugins/contracts.js';
-import { defaultSettings, defineSettings, type SettingsOf } from '../../core/config/settings.js';
-import { fullVolumeSample, fullVolumeShape } from '../../core/training/samples.js';
-import { fullVolumeInference } from '../../core/inference/full-volume.js';
+import { NETWORK_INPUT, inferShapes, type ParkSite, type SavedTensorHooks, type StepPlan, type Network, type Shape, type PackedTensor, type SaveSite } from '../../core/engine/index.js';
+import type { MemoryStrategy, StrategyPlugin } from '../../core/plugins/index.js';
+import { defaultSettings, defineSettings, type SettingsOf } from '../../core/config/index.js';
+import { fullVolumeSample, fullVolumeShape } from '../../core/training/index.js';
+import { fullVolumeInference } from '../../core/inference/index.js';
 import { SwapHandle, SwapStore } from './store.js';
 
 const settings = defineSettings({

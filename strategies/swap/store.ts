@@ -9,8 +9,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { PackedTensor } from '../../core/engine/plan.js';
-import { capabilities } from '../../core/backend/capabilities.js';
+import type { PackedTensor } from '../../core/engine/index.js';
+import { capabilities } from '../../core/backend/index.js';
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 
 // ------------------------------------------------------------------------------------------------

@@ -1,0 +1,7 @@
+/**
+ * core/data/ — Data on the host: channels-last volumes and their boxes and padding (volume.ts), the seeded random
+ * source every plugin draws from (rng.ts), and the BraTS task encoding the BraTS-like datasets share.
+ */
+export * from './volume.js';
+export * from './rng.js';
+export * from './brats-task.js';

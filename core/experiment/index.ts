@@ -1,0 +1,8 @@
+/**
+ * core/experiment/ — Running experiments: the runner (plan → train → evaluate → record, one trial record the moment a trial
+ * ends), trial records and the summary regenerated from them, predicting with a saved model, progress.
+ */
+export * from './runner.js';
+export * from './results.js';
+export * from './prediction.js';
+export * from './progress.js';
