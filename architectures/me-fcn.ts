@@ -170,7 +170,7 @@ export function unpackHalf(p: Tensor, shape: Shape): Tensor {
 
 /**
  * InstanceNormAct with `inPlace: true` (InPlace-ABN: saves its output y and invStd, not x̂; backward
- * rebuilds x̂ = (lrelu⁻¹(y) − β)/γ into one buffer, core/layers.ts), checked for a usable slope.
+ * rebuilds x̂ = (lrelu⁻¹(y) − β)/γ into one buffer, core/engine/layers.ts), checked for a usable slope.
  */
 export class InPlaceNormAct extends InstanceNormAct {
   constructor(opts: { channels: number; alpha: number; epsilon?: number }) {

@@ -19,7 +19,7 @@
  * pathway) is a checkpoint segment listed in the network's `recompute` (`checkpointStage1`): its
  * activations are re-run in backward rather than kept. A 1×1×1 head gives stage-1 logits at half
  * resolution over the whole context: an auxiliary output (`auxOutputs: [{ weight: auxWeight, scale: 2 }]`)
- * supervised with the target average-pooled by 2 over the context (core/loss.ts `stepLoss`).
+ * supervised with the target average-pooled by 2 over the context (core/training/loss.ts `stepLoss`).
  *
  * Stage 2 (local, full resolution): CenterCrop of the input to the patch, then a U-Net of the same block
  * design with `stage2Filters`. Joining the stages (`join`):

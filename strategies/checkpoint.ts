@@ -6,7 +6,7 @@
  *
  * `split: search` (default) plans the segments for the step's input shape: starting from the best of
  * the balanced splits and the architecture's levels, it toggles single cut points (and whether a layer
- * is checkpointed at all) while the estimator's predicted peak (core/estimator.ts, within a few percent
+ * is checkpointed at all) while the estimator's predicted peak (core/memory/estimator.ts, within a few percent
  * of the meter) goes down: Chen et al.'s memory planning with the estimator as the cost model.
  * `split: balanced` cuts the layer order into `segments` contiguous runs holding about equal bytes of
  * saved tensors; `split: levels` uses the architecture's own blocks (one per U-Net level and pathway).

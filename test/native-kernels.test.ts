@@ -8,7 +8,7 @@
  *   exactly.
  * - the project's custom kernels (VolInstanceNorm*, VolUpsampleNearest3D*): the reference is a
  *   straightforward double-precision JavaScript implementation of the contract written below,
- *   and also the project's JavaScript kernel (core/kernels.ts) when that file is registered.
+ *   and also the project's JavaScript kernel (core/backend/kernels) when that file is registered.
  *
  * Error measure, per output tensor: rel = max|a - b| / max(1e-6, max|b|), with a the native
  * result and b the reference; every test requires rel <= 1e-4.
@@ -133,7 +133,7 @@ describe.skipIf(!status.loaded)(
       expect(['avx2-fma', 'portable']).toContain(status.simd);
       expect(status.threads).toBeGreaterThanOrEqual(1);
       expect(originalKernel('Conv3D')).toBeTypeOf('function');
-      // With core/kernels.ts present, its JavaScript kernels are the fallback and the reference.
+      // With core/backend/kernels present, its JavaScript kernels are the fallback and the reference.
       if (hasProjectKernels) expect(originalKernel('VolInstanceNormForward')).toBeTypeOf('function');
     });
 
@@ -340,10 +340,10 @@ describe.skipIf(!status.loaded)(
         return out;
       }
 
-      /** Also compares with the project's JavaScript kernel when core/kernels.ts registered one. */
+      /** Also compares with the project's JavaScript kernel when core/backend/kernels registered one. */
       function compareWithProjectKernel(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>) {
         if (!originalKernel(kernel)) return;
-        expect(compareWithTfjs(kernel, inputs, attrs), `${kernel} vs core/kernels.ts`).toBeLessThanOrEqual(TOL);
+        expect(compareWithTfjs(kernel, inputs, attrs), `${kernel} vs core/backend/kernels`).toBeLessThanOrEqual(TOL);
       }
 
       const normShapes: Shape5[] = [
@@ -366,7 +366,7 @@ describe.skipIf(!status.loaded)(
             for (let i = 0; i < 3; i++) expect(relDiff(fwd[i].values, ref[i]), `forward output ${i}`).toBeLessThanOrEqual(TOL);
             compareWithProjectKernel('VolInstanceNormForward', { x, gamma, beta }, { epsilon, alpha });
             // withXhat false: [y, invStd] only; inPlace: y written over x's own buffer. Same values as
-            // the full forward, for the native kernel and (native off) core/kernels.ts's.
+            // the full forward, for the native kernel and (native off) core/backend/kernels's.
             for (const native of originalKernel('VolInstanceNormForward') ? [true, false] : [true]) {
               setNativeKernelsEnabled(native);
               try {
@@ -396,7 +396,7 @@ describe.skipIf(!status.loaded)(
             for (let i = 0; i < 3; i++) expect(relDiff(bwd[i].values, bref[i]), `backward output ${i}`).toBeLessThanOrEqual(TOL);
             compareWithProjectKernel('VolInstanceNormBackward', { dy, xhat, invStd, gamma, beta }, { alpha });
             // inPlace: dx written over dy's own buffer (the output shares dy's dataId), same values,
-            // for the native kernel and (native off) core/kernels.ts's.
+            // for the native kernel and (native off) core/backend/kernels's.
             for (const native of originalKernel('VolInstanceNormBackward') ? [true, false] : [true]) {
               setNativeKernelsEnabled(native);
               try {

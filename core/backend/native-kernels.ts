@@ -3,7 +3,7 @@
  * tfjs's 'cpu' backend under tfjs's own kernel names, with tfjs's semantics:
  *  - Conv3D, Conv3DBackpropInputV2, Conv3DBackpropFilterV2 (register-blocked direct convolution);
  *  - MaxPool3D, AvgPool3D and their gradients;
- *  - the project's VolInstanceNormForward/Backward and VolUpsampleNearest3D/Grad (core/kernels.ts);
+ *  - the project's VolInstanceNormForward/Backward and VolUpsampleNearest3D/Grad (core/backend/kernels);
  *  - "general" ops that tfjs's cpu backend runs far below memory speed on 5-D volumes: Add, Sub,
  *    Multiply, RealDiv (with broadcasting), LeakyRelu, Relu, Square, Sigmoid, Exp, Log, Sum and
  *    Mean over a contiguous block of axes, Softmax, Slice, SplitV (concat's gradient), Concat,
@@ -14,15 +14,15 @@
  * non-contiguous reduction axes, ...) is handed to the kernel that was registered before
  * (tfjs's JavaScript kernel, or the project's JavaScript reference for the Vol* kernels).
  *
- * The addon is built by `npm install` (core/native/build.mjs) into
- * core/native/build/Release/volseg_native.node. When it is missing or fails to load, nothing is
+ * The addon is built by `npm install` (core/backend/native/build.mjs) into
+ * core/backend/native/build/Release/volseg_native.node. When it is missing or fails to load, nothing is
  * registered and training uses the JavaScript kernels. `VOLSEG_NO_NATIVE=1` disables it,
  * `VOLSEG_THREADS=n` sets its thread count, `VOLSEG_NATIVE_SIMD=portable` forces the portable
  * code path, `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large
  * outputs.
  *
  * Order: import the modules that register JavaScript kernels under the same names (tfjs-backend-cpu,
- * core/kernels.ts) BEFORE calling registerNativeKernels(). Calling it again later is cheap and puts
+ * core/backend/kernels) BEFORE calling registerNativeKernels(). Calling it again later is cheap and puts
  * the native kernels back on top of anything registered meanwhile (the newcomer becomes the
  * fallback).
  */
@@ -47,7 +47,7 @@ export interface NativeStatus {
   threads: number;
 }
 
-/** The addon's interface (core/native/src/addon.cc). Output arrays are allocated by the caller. */
+/** The addon's interface (core/backend/native/src/addon.cc). Output arrays are allocated by the caller. */
 export interface NativeAddon {
   conv3d(x: Float32Array, w: Float32Array, y: Float32Array, params: Int32Array): void;
   conv3dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, params: Int32Array): void;
@@ -330,7 +330,7 @@ const instanceNormForward: Impl = (a, { inputs, backend, attrs }) => {
   const xv = f32(b, x), gv = f32(b, gamma), bv = f32(b, beta);
   require1(gv.length === C && bv.length === C);
   const S = D * H * W;
-  // In place: y is written over x (core/kernels.ts's contract: the caller owns x's buffer exclusively).
+  // In place: y is written over x (core/backend/kernels's contract: the caller owns x's buffer exclusively).
   const y = inPlace ? xv : new Float32Array(xv.length);
   const xhat = withXhat ? new Float32Array(xv.length) : new Float32Array(0);
   const invStd = new Float32Array(N * C);
@@ -351,7 +351,7 @@ const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {
   const dyv = f32(b, dy), hv = f32(b, xhat), isv = f32(b, invStd), gv = f32(b, gamma), bv = f32(b, beta);
   require1(isv.length === N * C && gv.length === C && bv.length === C);
   const S = D * H * W;
-  // In place: the kernel writes dx over dy element by element (core/kernels.ts's contract).
+  // In place: the kernel writes dx over dy element by element (core/backend/kernels's contract).
   const dx = inPlace ? dyv : new Float32Array(dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
   a.instanceNormBackward(dyv, hv, isv, gv, bv, dx, dgamma, dbeta, Int32Array.of(N, S, C), alpha as number);
   return [
@@ -645,7 +645,7 @@ const leakyRelu: Impl = (a, { inputs, backend, attrs }) => {
 };
 
 /**
- * The native kernels, by tfjs kernel name. `custom`: a project kernel (core/kernels.ts), which
+ * The native kernels, by tfjs kernel name. `custom`: a project kernel (core/backend/kernels), which
  * may not have a JavaScript registration yet. `general`: tfjs ops that are not convolutions but
  * that tfjs's cpu backend runs 10-500x slower than memory speed on 5-D volumes (element-wise
  * and broadcasting arithmetic, reductions over spatial axes, softmax, slice/split/concat —

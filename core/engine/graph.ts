@@ -112,14 +112,14 @@ export interface Layer {
   tapeExtra?(inputShapes: Shape[]): number;
   /**
    * True where forward writes its output into input 0's buffer when `ForwardArgs.overwritable[0]` and
-   * nothing else shares that buffer (core/in-place.ts, cpu backend), so the output needs no new buffer.
+   * nothing else shares that buffer (core/backend/in-place.ts, cpu backend), so the output needs no new buffer.
    */
   readonly forwardInPlace?: boolean;
   /** True where backward hands `dy` itself (an alias, no new buffer) to every input (element-wise sum). */
   readonly passesGradient?: boolean;
   /**
    * True where backward writes its (single) input gradient into dy's buffer when nothing else shares
-   * that buffer (core/in-place.ts, cpu backend), so no new buffer is allocated for it.
+   * that buffer (core/backend/in-place.ts, cpu backend), so no new buffer is allocated for it.
    */
   readonly gradientInPlace?: boolean;
   /** Multiply–add count ×2 of forward (for the benchmark's GFLOP/s). */

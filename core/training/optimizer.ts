@@ -99,7 +99,7 @@ export class Adam {
 
 /**
  * The cpu backend's Adam update written into the parameter's and the moments' own arrays (no
- * allocation), when each of them is exclusively owned (core/in-place.ts); false (nothing written) if not.
+ * allocation), when each of them is exclusively owned (core/backend/in-place.ts); false (nothing written) if not.
  * The arithmetic is fusedAdam's.
  */
 function adamInPlace(

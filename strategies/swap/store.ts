@@ -50,7 +50,7 @@ interface Transport {
 }
 
 /**
- * The cpu backend: the emulated link of core/host-link.ts. A swapped-in tensor is created on the shared
+ * The cpu backend: the emulated link of host-link.ts. A swapped-in tensor is created on the shared
  * buffer the link writes (no copy on the main thread) when the copy starts, so that the device memory
  * counts from then on, as a GPU's swap-in allocates its destination before the copy; nothing reads it
  * before the copy is done (the store hands it out only then). When the backend freed that tensor's buffer, the
