@@ -16,7 +16,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import type { GraphNode, Network, SaveMode, Shape } from './graph.js';
+import { NETWORK_INPUT, type GraphNode, type Network, type SaveMode, type Shape } from './graph.js';
 import type { PackedTensor, Phase, SaveSite, StepPlan } from './plan.js';
 import { forwardSchedule, stepSchedule, type StepSchedule, type TapeSchedule } from './schedule.js';
 import { addInto, sharesStorage, capabilities } from '../backend/index.js';
@@ -126,7 +126,7 @@ export class Executor {
    */
   forwardOutputs(x: Tensor, params: Map<string, Tensor>, outputs: string[], observer?: StepObserver, phase: Phase = 'inference'): Tensor[] {
     const inference = phase === 'inference';
-    const acts = new Map<string, Tensor>([['input', x]]);
+    const acts = new Map<string, Tensor>([[NETWORK_INPUT, x]]);
     for (const step of forwardSchedule(this.net, outputs, inference)) {
       const node = this.net.nodes[step.node]!;
       observer?.beforeOp?.(phase, node.name);
