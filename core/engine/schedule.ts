@@ -399,8 +399,8 @@ class StepScheduler {
   // ---- one layer's forward
 
   /**
-   * `keep`: the layer saves for backward (false in the forward of a checkpointed node). `onDevice`: the
-   * main forward, where the hooks may pack saves (recomputed saves stay on the device). `lastRead[k]`:
+   * `keep`: the layer saves for backward (false in the forward of a checkpointed node). In phase
+   * 'forward' the hooks may pack saves; recomputed saves stay on the device. `lastRead[k]`:
    * input k has no other reference. `skipIfInputSaves`: a recomputed node whose output nothing reads and
    * which saves only inputs is not run (returns null).
    */
