@@ -198,7 +198,7 @@ export interface StepSchedule {
   /** Output shape of every node (and of NETWORK_INPUT). */
   shapes: Map<string, Shape>;
   /** The checkpoint segments in force (the architecture's and the plan's, merged) and their external inputs. */
-  segments: { nodes: string[]; external: string[] }[];
+  segments: CheckpointSegment[];
   optimizerInBackward: boolean;
   capabilities: BackendCapabilities;
   events: StepEvent[];
@@ -225,6 +225,8 @@ export interface GraphFacts {
   readers: Map<string, number[]>;
   /** Whether a node's output depends on a parameter (else backward skips it). */
   requiresGrad: Map<string, boolean>;
+  /** How many backward steps from the end of forward until each node's backward runs (0 = first). */
+  backwardPos: Map<string, number>;
 }
 
 const facts = new WeakMap<Network, GraphFacts>();
@@ -245,13 +247,23 @@ export function graphFacts(net: Network): GraphFacts {
     }
     requiresGrad.set(node.name, node.layer.params.length > 0 || node.inputs.some((i) => requiresGrad.get(i)));
   });
-  f = { index, consumers, readers, requiresGrad };
+  const backwardPos = new Map([...net.nodes].reverse().map((n, i) => [n.name, i]));
+  f = { index, consumers, readers, requiresGrad, backwardPos };
   facts.set(net, f);
   return f;
 }
 
+/** A checkpoint segment: its nodes, the inputs it reads from outside, and how often it reads each of its own. */
+export interface CheckpointSegment {
+  nodes: string[];
+  external: string[];
+  inside: Set<string>;
+  /** Reads, within the segment, of each node's output. */
+  reads: Map<string, number>;
+}
+
 /** The segments in force for a plan, checked (known nodes, contiguous runs), with their external inputs. */
-export function checkpointSegments(net: Network, recompute: string[][]): { nodes: string[]; external: string[] }[] {
+export function checkpointSegments(net: Network, recompute: string[][]): CheckpointSegment[] {
   const { index } = graphFacts(net);
   return recompute.map((names) => {
     const idx = names.map((n) => {
@@ -263,8 +275,13 @@ export function checkpointSegments(net: Network, recompute: string[][]): { nodes
       if (idx[k] !== idx[k - 1]! + 1) throw new Error(`checkpoint segment [${names.join(', ')}] is not a contiguous run of nodes`);
     const inside = new Set(names);
     const external = new Set<string>();
-    for (const n of names) for (const i of net.nodes[index.get(n)!]!.inputs) if (!inside.has(i)) external.add(i);
-    return { nodes: names, external: [...external] };
+    const reads = new Map<string, number>();
+    for (const n of names)
+      for (const i of net.nodes[index.get(n)!]!.inputs) {
+        if (inside.has(i)) reads.set(i, (reads.get(i) ?? 0) + 1);
+        else external.add(i);
+      }
+    return { nodes: names, external: [...external], inside, reads };
   });
 }
 
@@ -308,12 +325,11 @@ class StepScheduler {
   private hostBytes = 0;
   private readonly caps: BackendCapabilities;
   private readonly facts: GraphFacts;
-  private readonly segments: { nodes: string[]; external: string[] }[];
+  private readonly segments: CheckpointSegment[];
   private readonly segmentOf = new Map<string, number>();
   private readonly holds = new Map<string, number>();
   private readonly saveMode: 'all' | 'lean';
   private readonly packLag: number;
-  private readonly backwardPos: Map<string, number>;
   /** Swap-outs still on the link: with packLag L, a copy started during layer k keeps its buffer to the end of layer k + L. */
   private readonly inFlight: { b: SymbolicBuffer; due: number }[] = [];
   private readonly acts = new Map<string, Value>();
@@ -333,7 +349,6 @@ class StepScheduler {
     for (const s of this.segments) for (const e of s.external) this.holds.set(e, (this.holds.get(e) ?? 0) + 1);
     this.saveMode = plan.saveMode ?? 'all';
     this.packLag = plan.packLag ?? -1;
-    this.backwardPos = new Map([...net.nodes].reverse().map((n, i) => [n.name, i]));
   }
 
   // ---- symbolic buffers, and the memory effects they emit
@@ -359,7 +374,10 @@ class StepScheduler {
 
   /** Appends an event with the memory effects gathered since the last one. */
   private emit<E extends StepEvent>(event: Omit<E, 'phase' | 'where' | 'memory'> & Partial<Pick<E, 'phase' | 'where'>>): E {
-    const e = { phase: this.phase, where: this.where, ...event, memory: this.memory } as E;
+    const e = event as E;
+    e.phase ??= this.phase;
+    e.where = this.where;
+    e.memory = this.memory;
     this.memory = [];
     this.events.push(e);
     return e;
@@ -442,49 +460,12 @@ class StepScheduler {
     } else outBuffer = this.alloc(outBytes, 0, `activation ${name}`);
     if (ws?.forward) this.transient(ws.forward * BYTES_PER_ELEMENT);
     const saves: { site: SaveSite; host: boolean }[] = [];
-    const site = (): SaveSite => ({
-      node: name,
-      layerType: node.layer.type,
-      nodeIndex: i,
-      saveIndex: saves.length,
-      backwardPosition: this.backwardPos.get(name)!,
-    });
-    const packs = (s: SaveSite, bytes: number): boolean => onDevice && hooks !== undefined && hooks.willPack(s, bytes);
-    const keepTracked = (b: SymbolicBuffer, bytes: number): void => {
-      if (!keep) return;
-      const s = site();
-      const host = packs(s, bytes);
-      saves.push({ site: s, host });
-      if (host) {
-        items.push({ host: bytes, from: this.packLag >= 0 ? b : null });
-        this.hostBytes += bytes;
-        this.swapOut(b);
-      } else {
-        b.refs++;
-        items.push({ device: b });
-      }
-    };
-    for (const k of spec.inputs) keepTracked(inputs[k]!.buffer, inputs[k]!.buffer.bytes);
-    if (spec.output) keepTracked(outBuffer, outBytes);
-    for (const n of spec.extra) {
-      const bytes = n * BYTES_PER_ELEMENT;
-      if (!keep) {
-        this.transient(bytes);
-        continue;
-      }
-      const s = site();
-      const host = packs(s, bytes);
-      saves.push({ site: s, host });
-      if (host) {
-        let from: SymbolicBuffer | null = null;
-        if (this.packLag >= 0) {
-          from = this.alloc(bytes, 1, `swap-out in flight from ${name}`);
-          this.inFlight.push({ b: from, due: this.tick + this.packLag });
-        } else this.transient(bytes);
-        items.push({ host: bytes, from });
-        this.hostBytes += bytes;
-      } else items.push({ device: this.alloc(bytes, 1, `saved by ${name}`) });
-    }
+    const packs = onDevice && hooks !== undefined;
+    if (keep) {
+      for (const k of spec.inputs) this.keepSave(i, items, saves, packs, inputs[k]!.buffer.bytes, inputs[k]!.buffer);
+      if (spec.output) this.keepSave(i, items, saves, packs, outBytes, outBuffer);
+      for (const n of spec.extra) this.keepSave(i, items, saves, packs, n * BYTES_PER_ELEMENT, null);
+    } else for (const n of spec.extra) this.transient(n * BYTES_PER_ELEMENT);
     if (keep) this.saved.set(name, { items, mode });
     const out = this.value(outBuffer);
     const event = this.emit<ForwardEvent>({
@@ -500,6 +481,33 @@ class StepScheduler {
       release: [],
     });
     return { out, event };
+  }
+
+  /**
+   * One save of node `i`, in save order: swapped to the host where the hooks say so (its device buffer
+   * stays while the copy is on the link), else held on the device. `buffer`: the input or output it
+   * saves; null for a tensor the layer makes only to save it (x̂, invStd…), of `bytes`.
+   */
+  private keepSave(i: number, items: SavedItem[], saves: { site: SaveSite; host: boolean }[], packs: boolean, bytes: number, buffer: SymbolicBuffer | null): void {
+    const node = this.net.nodes[i]!;
+    const site: SaveSite = { node: node.name, layerType: node.layer.type, nodeIndex: i, saveIndex: saves.length, backwardPosition: this.facts.backwardPos.get(node.name)! };
+    const host = packs && this.plan.hooks!.willPack(site, bytes);
+    saves.push({ site, host });
+    if (host) this.hostBytes += bytes;
+    if (buffer && host) {
+      items.push({ host: bytes, from: this.packLag >= 0 ? buffer : null });
+      this.swapOut(buffer);
+    } else if (buffer) {
+      buffer.refs++;
+      items.push({ device: buffer });
+    } else if (host) {
+      let from: SymbolicBuffer | null = null;
+      if (this.packLag >= 0) {
+        from = this.alloc(bytes, 1, `swap-out in flight from ${node.name}`);
+        this.inFlight.push({ b: from, due: this.tick + this.packLag });
+      } else this.transient(bytes);
+      items.push({ host: bytes, from });
+    } else items.push({ device: this.alloc(bytes, 1, `saved by ${node.name}`) });
   }
 
   // ---- the step
@@ -719,9 +727,8 @@ class StepScheduler {
     const s = this.segments[seg]!;
     this.phase = 'recompute';
     this.emit<RecomputeEvent>({ kind: 'recompute', segment: seg });
-    const inside = new Set(s.nodes);
-    const pending = new Map<string, number>();
-    for (const n of s.nodes) for (const i of net.nodes[index.get(n)!]!.inputs) if (inside.has(i)) pending.set(i, (pending.get(i) ?? 0) + 1);
+    const { inside } = s;
+    const pending = new Map(s.reads);
     const local = new Map<string, Value>();
     for (const n of s.nodes) {
       const i = index.get(n)!;
