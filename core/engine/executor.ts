@@ -31,8 +31,6 @@ export interface StepStats {
   forwardSeconds: number;
   backwardSeconds: number;
   recomputeSeconds: number;
-  /** Time the step waited for packed tensors to come back (a swap stall). */
-  unpackWaitSeconds: number;
   savedOnDevice: number;
   packed: number;
 }
@@ -184,7 +182,7 @@ export class Executor {
   ): Promise<StepResult> {
     const { nodes } = this.net;
     const hooks = plan.hooks;
-    const stats: StepStats = { forwardSeconds: 0, backwardSeconds: 0, recomputeSeconds: 0, unpackWaitSeconds: 0, savedOnDevice: 0, packed: 0 };
+    const stats: StepStats = { forwardSeconds: 0, backwardSeconds: 0, recomputeSeconds: 0, savedOnDevice: 0, packed: 0 };
     const holders = new Holders(x);
     const acts = new Map<number, Tensor>([[schedule.inputValue, x]]);
     const saved = new Map<string, SavedEntry[]>();
@@ -198,12 +196,6 @@ export class Executor {
     const liveTensors = function* (): Generator<Tensor> {
       yield* acts.values();
       for (const entries of saved.values()) for (const e of entries) if ('tensor' in e) yield e.tensor;
-    };
-    const unpack = async (p: PackedTensor): Promise<Tensor> => {
-      const w0 = now();
-      const t = await hooks!.unpack(p);
-      stats.unpackWaitSeconds += now() - w0;
-      return t;
     };
     /** A gradient contribution joins the one already there: in place where the schedule planned it and the buffer is exclusive. */
     const accumulate = (into: Map<string, Tensor>, name: string, g: Tensor, how: 'first' | 'in-place' | 'sum'): void => {
@@ -304,7 +296,7 @@ export class Executor {
         case 'unpark': {
           const p = parked.get(ev.value)!;
           parked.delete(ev.value);
-          const t = await unpack(p);
+          const t = await hooks!.unpack(p);
           hooks!.release?.(p);
           acts.set(ev.value, t);
           holders.hold(t, ev.holders);
@@ -346,7 +338,7 @@ export class Executor {
           const forwardMode = savedMode.get(node.name) ?? 'all';
           savedMode.delete(node.name);
           if (ev.kind === 'backward' && dy) {
-            const savedTensors = await Promise.all(entries.map((e) => ('tensor' in e ? e.tensor : unpack(e.packed))));
+            const savedTensors = await Promise.all(entries.map((e) => ('tensor' in e ? e.tensor : hooks!.unpack(e.packed))));
             observer?.beforeOp?.('backward', node.name);
             const { dInputs, dParams } = node.layer.backward({
               dy,
@@ -451,7 +443,6 @@ export class Executor {
       forwardSeconds,
       backwardSeconds: now() - t0 - forwardSeconds,
       recomputeSeconds: 0,
-      unpackWaitSeconds: 0,
       savedOnDevice: 0,
       packed: 0,
     };

@@ -23,7 +23,8 @@ import { capabilities, type BackendCapabilities } from '../backend/index.js';
 /** Bytes per element: every tensor a step makes is float32. */
 export const BYTES_PER_ELEMENT = 4;
 const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
-const bytesOf = (s: Shape): number => count(s) * BYTES_PER_ELEMENT;
+/** Device bytes of a float32 tensor of shape `s`. */
+export const bytesOf = (s: Shape): number => count(s) * BYTES_PER_ELEMENT;
 
 /** A memory effect, in device bytes; buffers are numbered within one schedule. */
 export type MemoryOp =

@@ -78,11 +78,10 @@ interface LoadedData {
   volumes: Map<string, Volume>;
 }
 
-/** What training leaves for evaluation and the record (the caller disposes the optimizer). */
+/** What training leaves for evaluation and the record. */
 interface TrainedTrial {
   params: Params;
   executor: Executor;
-  optimizer: Adam;
 }
 
 const shapeText = (s: number[]): string => s.join('x');
@@ -247,7 +246,7 @@ export class ExperimentRunner {
     row: TrialRow,
     log: (l: string) => void,
     onHost: () => void,
-    held: { optimizer?: Adam },
+    optimizer: Adam,
   ): Promise<TrainedTrial> {
     const tr = trial.training;
     const { data, task, K, net, strategy, plan } = p;
@@ -276,8 +275,6 @@ export class ExperimentRunner {
     let order: string[] = [];
     let epochLoss = 0;
     const trainStart = performance.now();
-    const optimizer = new Adam({ learningRate: tr.learningRate });
-    held.optimizer = optimizer; // the caller disposes it when the trial ends, as it does on failure
     const reports = await train(
       { net, params, optimizer, plan, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward, executor },
       {
@@ -315,7 +312,7 @@ export class ExperimentRunner {
     row.peak_train_bytes = this.ledger.peak;
     row.final_loss = reports[reports.length - 1]?.loss ?? NaN;
     row.recompute_seconds = reports.reduce((s, r) => s + r.stats.recomputeSeconds, 0);
-    return { params, executor, optimizer };
+    return { params, executor };
   }
 
   /** Evaluate: inference as the strategy runs it on each validation case, Dice and HD95 per region. */
@@ -398,8 +395,8 @@ export class ExperimentRunner {
     };
     let cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
-    // Training's optimizer lives until the trial ends (evaluation and the saved model come first).
-    const held: { optimizer?: Adam } = {};
+    // The optimizer (its state holds nothing until the first step) lives until the trial ends.
+    const optimizer = new Adam({ learningRate: tr.learningRate });
     const hostPeak = { rss: process.memoryUsage().rss };
     const onHost = (): void => {
       hostPeak.rss = Math.max(hostPeak.rss, process.memoryUsage().rss);
@@ -415,7 +412,7 @@ export class ExperimentRunner {
       row.volume_shape = shapeText(p.caseShape);
       row.input_shape = shapeText(p.stepShape);
       row.est_peak_train_bytes = p.estimate.peak;
-      const trained = await this.trainTrial(p, trial, row, log, onHost, held);
+      const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer);
       this.recordStrategy(strategy, row);
       row.meter = this.meter!.method;
       if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost);
@@ -436,7 +433,7 @@ export class ExperimentRunner {
     } finally {
       this.ledger.setBudget(null);
       this.ledger.takeOverflow();
-      held.optimizer?.dispose();
+      optimizer.dispose();
       await strategy?.dispose?.();
       // Everything the trial made (params, and whatever a failed step left) goes with the scope.
       tf.engine().endScope();

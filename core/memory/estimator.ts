@@ -10,9 +10,7 @@
  * whole window: an upper bound), and allocator fragmentation on real GPUs.
  */
 import { capabilities, type BackendCapabilities } from '../backend/index.js';
-import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp } from '../engine/index.js';
-
-const count = (s: Shape): number => s.reduce((a, b) => a * b, 1);
+import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, bytesOf, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp } from '../engine/index.js';
 
 export interface Estimate {
   /** Predicted high-water mark of device bytes during a training step (after the first). */
@@ -73,12 +71,12 @@ export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, op
   const caps = opts.capabilities ?? capabilities();
   const schedule = stepSchedule(net, inputShape, plan, { optimizerInBackward: opts.optimizerInBackward, capabilities: caps });
   const { shapes } = schedule;
-  const paramBytes = net.params.reduce((n, p) => n + count(p.shape) * BYTES, 0);
+  const paramBytes = net.params.reduce((n, p) => n + bytesOf(p.shape), 0);
   const slots = opts.optimizerSlots ?? 2;
   const K = opts.targetChannels ?? net.outChannels;
   const logitsShape = shapes.get(net.output)!;
-  const targetBytes = count([...logitsShape.slice(0, 4), K]) * BYTES;
-  const inputBytes = count(inputShape) * BYTES;
+  const targetBytes = bytesOf([...logitsShape.slice(0, 4), K]);
+  const inputBytes = bytesOf(inputShape);
 
   let live = 0;
   let peak = 0;
@@ -187,19 +185,19 @@ function tapeEstimate(net: Network, shapes: Map<string, Shape>, fixed: number, p
     for (const i of spec.inputs) if (node.inputs[i] !== NETWORK_INPUT) savedActs.add(node.inputs[i]!);
     if (spec.output) savedActs.add(node.name);
     savedBytes += spec.extra.reduce((a, b) => a + b, 0) * BYTES;
-    gradBytes += (count(shapes.get(node.name)!) + (node.layer.tapeExtra?.(inShapes) ?? 0)) * BYTES;
+    gradBytes += bytesOf(shapes.get(node.name)!) + (node.layer.tapeExtra?.(inShapes) ?? 0) * BYTES;
   }
-  for (const n of savedActs) savedBytes += count(shapes.get(n)!) * BYTES;
+  for (const n of savedActs) savedBytes += bytesOf(shapes.get(n)!);
   // A tensor read by several layers keeps each reader's gradient contribution besides their sum
   // (an element-wise sum's contribution is an alias of its gradient and costs nothing).
   const readers = new Map<string, GraphNode[]>();
   for (const node of net.nodes) for (const i of node.inputs) readers.set(i, [...(readers.get(i) ?? []), node]);
   for (const [name, rs] of readers) {
     if (name === NETWORK_INPUT || rs.length < 2) continue;
-    gradBytes += rs.filter((r) => !r.layer.passesGradient).length * count(shapes.get(name)!) * BYTES;
+    gradBytes += rs.filter((r) => !r.layer.passesGradient).length * bytesOf(shapes.get(name)!);
   }
   const auxNames = (net.auxOutputs ?? []).map((a) => a.node);
-  const outBytes = [net.output, ...auxNames].reduce((n, o) => n + count(shapes.get(o)!) * BYTES, 0);
+  const outBytes = [net.output, ...auxNames].reduce((n, o) => n + bytesOf(shapes.get(o)!), 0);
   const loss = lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * outBytes;
   const peak = fixed + savedBytes + gradBytes + paramBytes + loss;
   return { peak, at: 'backward / end of tf.grads', fixed, hostBytes: 0, steps: [peak] };
