@@ -26,7 +26,7 @@ import { resolve } from 'node:path';
 import type { Dataset } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings, SettingsError } from '../core/config/index.js';
-import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns } from '../core/io/index.js';
+import { BratsFolder, bratsPredictionInputs, isDir, parseLabelMap, parsePatterns, DEFAULT_GEOMETRY_TOLERANCE } from '../core/io/index.js';
 
 const settings = defineSettings({
   root: { type: 'string', description: 'folder holding one sub-folder per case (relative paths: to the experiment file)', required: true },
@@ -46,6 +46,14 @@ const settings = defineSettings({
     default: 'zscore-brain',
   },
   cases: { type: 'string[]', description: 'use only these case folders (default: all)' },
+  geometryTolerance: {
+    type: 'number',
+    min: 0,
+    // 1 µm: see DEFAULT_GEOMETRY_TOLERANCE (core/io/nifti.ts) for why.
+    default: DEFAULT_GEOMETRY_TOLERANCE,
+    description:
+      "mm by which a case's files (modalities, seg, mask) may differ in spacing (pixdim) and in where their affines (sform, else qform) put any voxel; beyond it loading stops naming both files (default 0.001 mm: float32 rounding passes, a real misalignment does not)",
+  },
 });
 
 /** BraTS 2017–2021 name <-> BraTS 2023 name. */
@@ -66,6 +74,7 @@ const plugin: DatasetPlugin<typeof settings> = {
       labelMap: parseLabelMap(s.labelMap),
       normalize: s.normalize,
       ...(s.cases ? { only: s.cases } : {}),
+      geometryTolerance: s.geometryTolerance,
     });
   },
   predictionInputs: bratsPredictionInputs,

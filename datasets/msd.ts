@@ -8,8 +8,11 @@
  * nnU-Net variant with one file per channel (`<case>_0000.nii.gz`, `<case>_0001.nii.gz`, ...) is also read.
  *
  * The task is mutually exclusive labels (softmax over background + labels), named after dataset.json
- * (lower-cased). Images without a usable label (e.g. `hippocampus_118.nii.gz` in Task04, present in
- * imagesTr but neither listed nor labelled) are reported in `skipped` with the reason. Normalisation
+ * (lower-cased). A case dataset.json lists ("training" or "test") whose image or label file is missing is
+ * an error naming the entry (training[3]) and the path, or, with `skipMissing: true`, left out. Images in
+ * imagesTr that dataset.json does not list (e.g. `hippocampus_118.nii.gz` in Task04, neither listed nor
+ * labelled) are not used. Every case left out is in `skipped` with the reason and named in one console
+ * warning when the dataset is opened. Normalisation
  * `zscore`: each channel of each image z-scored over all its voxels (nnU-Net's scheme for MRI).
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -17,7 +20,17 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, PredictionInput, SegmentationTask, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings, SettingsError, type SettingsOf } from '../core/config/index.js';
-import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, channelCount, NiftiError } from '../core/io/index.js';
+import {
+  readNifti,
+  labelsFromNifti,
+  volumeFromNifti,
+  checkSameGrid,
+  zscoreChannel,
+  channelCount,
+  skippedReport,
+  NiftiError,
+  DEFAULT_GEOMETRY_TOLERANCE,
+} from '../core/io/index.js';
 
 const settings = defineSettings({
   root: { type: 'string', description: 'MSD task folder holding dataset.json, imagesTr/, labelsTr/ (relative paths: to the experiment file)', required: true },
@@ -26,6 +39,20 @@ const settings = defineSettings({
     values: ['zscore', 'none'],
     description: 'zscore: each channel of each image z-scored over all its voxels; none: as stored',
     default: 'zscore',
+  },
+  skipMissing: {
+    type: 'boolean',
+    description:
+      'false: a case dataset.json lists whose image or label file is missing stops loading, naming the entry (training[3]) and the path; true: such cases are left out and named in a warning',
+    default: false,
+  },
+  geometryTolerance: {
+    type: 'number',
+    min: 0,
+    // 1 µm: see DEFAULT_GEOMETRY_TOLERANCE (core/io/nifti.ts) for why.
+    default: DEFAULT_GEOMETRY_TOLERANCE,
+    description:
+      "mm by which a case's image and label (and nnU-Net channel files) may differ in spacing (pixdim) and in where their affines (sform, else qform) put any voxel; beyond it loading stops naming both files (default 0.001 mm: float32 rounding passes, a real misalignment does not)",
   },
 });
 
@@ -115,7 +142,7 @@ class MsdTask implements Dataset {
 
   constructor(
     private readonly root: string,
-    private readonly normalize: 'zscore' | 'none',
+    private readonly opts: { normalize: 'zscore' | 'none'; skipMissing: boolean; geometryTolerance: number },
   ) {
     const jsonPath = join(root, 'dataset.json');
     if (!existsSync(jsonPath)) {
@@ -153,21 +180,28 @@ class MsdTask implements Dataset {
     const trDir = join(root, 'imagesTr');
     const fromJson = (p: string) => resolve(root, p);
     const listed = new Set<string>();
+    // Entries of dataset.json whose files are missing: an error below, or skipped with skipMissing.
+    const missing: { entry: string; id: string; problem: string }[] = [];
+    const notFound = (file: string) => {
+      const ext = niftiExt(file);
+      return `image file ${file} not found (nor nnU-Net channel files ${file.replace(NIFTI_NAME, '')}_0000${ext}, …)`;
+    };
     for (const [i, entry] of (meta.training ?? []).entries()) {
+      const where = `training[${i}]`;
       if (!entry?.image) {
-        this.skipped.push({ id: `training[${i}]`, reason: `dataset.json training[${i}] has no "image"` });
+        missing.push({ entry: where, id: where, problem: 'has no "image"' });
         continue;
       }
       const id = caseIdFromFile(entry.image);
       listed.add(id);
       const images = this.imageFiles(fromJson(entry.image));
       if (!images) {
-        this.skipped.push({ id, reason: `image ${fromJson(entry.image)} listed in dataset.json not found` });
+        missing.push({ entry: where, id, problem: notFound(fromJson(entry.image)) });
         continue;
       }
       const label = entry.label ? fromJson(entry.label) : join(root, 'labelsTr', basename(fromJson(entry.image)));
       if (!existsSync(label)) {
-        this.skipped.push({ id, reason: `no label file ${label}` });
+        missing.push({ entry: where, id, problem: `label file ${label} not found` });
         continue;
       }
       this.cases.set(id, { id, images, label });
@@ -190,9 +224,16 @@ class MsdTask implements Dataset {
     // Unlabelled test images.
     const tsDir = join(root, 'imagesTs');
     const tsFiles = new Set(listNifti(tsDir));
-    for (const t of meta.test ?? []) {
+    for (const [i, t] of (meta.test ?? []).entries()) {
+      const where = `test[${i}]`;
       const p = typeof t === 'string' ? t : t?.image;
-      if (p && existsSync(fromJson(p))) tsFiles.add(fromJson(p));
+      if (!p) {
+        missing.push({ entry: where, id: where, problem: 'has no image path' });
+        continue;
+      }
+      const files = this.imageFiles(fromJson(p));
+      if (!files) missing.push({ entry: where, id: caseIdFromFile(p), problem: notFound(fromJson(p)) });
+      else for (const f of files) tsFiles.add(f);
     }
     const tsSeen = new Set<string>();
     for (const file of [...tsFiles].sort()) {
@@ -206,10 +247,13 @@ class MsdTask implements Dataset {
       }
       this.cases.set(id, { id, images });
     }
+    if (missing.length && !opts.skipMissing) throw missingFilesError(jsonPath, missing);
+    for (const m of missing) this.skipped.push({ id: m.id, reason: `dataset.json ${m.entry} ${m.problem} (skipMissing)` });
     if (this.cases.size === 0) {
       const why = this.skipped.slice(0, 3).map((s) => `${s.id}: ${s.reason}`).join('; ');
       throw new Error(`msd: no usable case in ${root}${why ? ` (${why})` : ''}`);
     }
+    if (this.skipped.length) console.warn(skippedReport(`msd: ${root}`, this.skipped));
   }
 
   /** The file(s) of one image: the file itself, or nnU-Net's per-channel `<id>_0000.nii.gz`, `_0001`, ... */
@@ -236,6 +280,7 @@ class MsdTask implements Dataset {
       const skip = this.skipped.find((s) => s.id === id);
       throw new Error(`msd: case ${JSON.stringify(id)} ${skip ? `was skipped: ${skip.reason}` : `is not in ${this.root}`}`);
     }
+    const tolerance = this.opts.geometryTolerance;
     const [images, labelImage] = await Promise.all([Promise.all(c.images.map(readNifti)), c.label ? readNifti(c.label) : undefined]);
     const channels = images.reduce((n, img) => n + channelCount(img), 0);
     if (channels !== this.channels.length) {
@@ -246,15 +291,31 @@ class MsdTask implements Dataset {
     }
     let label: Uint8Array | undefined;
     if (labelImage) {
-      checkSameGrid(images[0]!, labelImage);
+      checkSameGrid(images[0]!, labelImage, tolerance);
       label = labelsFromNifti(labelImage, {
         allowed: this.labelValues,
         hint: `dataset.json "labels" lists ${this.labelValues.join(', ')}; fix the label file or dataset.json`,
       });
     }
-    const volume = volumeFromNifti(id, images, label, c.label);
-    return normalizeVolume(volume, this.normalize);
+    const volume = volumeFromNifti(id, images, label, c.label, tolerance);
+    return normalizeVolume(volume, this.opts.normalize);
   }
+}
+
+/**
+ * The error for dataset.json entries whose files are missing: its first line names the first entry, the
+ * path and the fixes (a trial's status keeps only the first line); the others follow, at most 10.
+ */
+function missingFilesError(jsonPath: string, missing: readonly { entry: string; id: string; problem: string }[]): Error {
+  const name = (m: (typeof missing)[number]) => `${m.entry}${m.id !== m.entry ? ` (${m.id})` : ''} ${m.problem}`;
+  const [first, ...rest] = missing;
+  const more = rest.length ? ` (and ${rest.length} more entr${rest.length === 1 ? 'y' : 'ies'}, below)` : '';
+  const lines = [
+    `msd: ${jsonPath}: ${name(first!)}${more}; restore the file, remove the entry from dataset.json, or set dataset.settings.skipMissing: true to leave such cases out (they are then named in a warning)`,
+    ...rest.slice(0, 10).map((m) => `  also ${name(m)}`),
+    ...(rest.length > 10 ? [`  … and ${rest.length - 10} more`] : []),
+  ];
+  return new Error(lines.join('\n'));
 }
 
 /** The dataset's intensity preprocessing, shared by training cases and prediction inputs. */
@@ -277,7 +338,7 @@ export function msdPredictionInputs(path: string, settings: MsdSettings, channel
         const n = channelCount(image);
         if (n !== channels.length)
           throw new NiftiError(file, `has ${n} channel(s) (dims ${image.dims.join('×')}) but the model expects ${channels.length} (${channels.join(', ')})`);
-        return normalizeVolume(volumeFromNifti(id, [image]), settings.normalize);
+        return normalizeVolume(volumeFromNifti(id, [image], undefined, undefined, settings.geometryTolerance), settings.normalize);
       },
     };
   });
@@ -300,7 +361,7 @@ const plugin: DatasetPlugin<typeof settings> = {
     if (!ok) {
       throw new SettingsError('dataset.settings.root', `folder ${root} does not exist (${JSON.stringify(s.root)} resolved against ${deps.baseDir})`);
     }
-    return new MsdTask(root, s.normalize);
+    return new MsdTask(root, { normalize: s.normalize, skipMissing: s.skipMissing, geometryTolerance: s.geometryTolerance });
   },
   predictionInputs: msdPredictionInputs,
 };

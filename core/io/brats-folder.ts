@@ -26,7 +26,16 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Dataset, PredictionInput, Volume } from '../types.js';
 import { SettingsError } from '../config/index.js';
-import { readNifti, labelsFromNifti, volumeFromNifti, checkSameGrid, zscoreChannel, type NiftiImage } from './nifti.js';
+import {
+  readNifti,
+  labelsFromNifti,
+  volumeFromNifti,
+  checkSameGrid,
+  checkFinite,
+  zscoreChannel,
+  DEFAULT_GEOMETRY_TOLERANCE,
+  type NiftiImage,
+} from './nifti.js';
 import { BRATS_TASK } from '../data/index.js';
 
 const ALIASES: Record<string, string> = { t1: 't1n', t1n: 't1', t1ce: 't1c', t1c: 't1ce', t2: 't2w', t2w: 't2', flair: 't2f', t2f: 'flair' };
@@ -82,6 +91,16 @@ export function parseLabelMap(value: unknown, path = 'dataset.settings.labelMap'
   return map;
 }
 
+/**
+ * The warning for cases a dataset found but does not use, one line per case with the reason (at most 50
+ * lines, then a count), so that no case leaves the data without a word.
+ */
+export function skippedReport(where: string, skipped: readonly { id: string; reason: string }[]): string {
+  const shown = skipped.slice(0, 50).map((s) => `  ${s.id}: ${s.reason}`);
+  const more = skipped.length > shown.length ? [`  … and ${skipped.length - shown.length} more`] : [];
+  return [`${where}: ${skipped.length} case(s) found but not used:`, ...shown, ...more].join('\n');
+}
+
 export function isDir(p: string): boolean {
   try {
     return statSync(p).isDirectory();
@@ -105,6 +124,8 @@ export class BratsFolder implements Dataset {
       labelMap: Map<number, number>;
       normalize: 'zscore-brain' | 'none';
       only?: string[];
+      /** mm within which a case's files must agree on spacing and affine (default DEFAULT_GEOMETRY_TOLERANCE). */
+      geometryTolerance?: number;
     },
   ) {
     const folders = readdirSync(root, { withFileTypes: true })
@@ -136,6 +157,7 @@ export class BratsFolder implements Dataset {
         `brats: none of the ${ids.length} case folders in ${root} has all of the modalities ${this.channels.join(', ')} (${why}); set dataset.settings.patterns for other file names, or modalities for a subset`,
       );
     }
+    if (this.skipped.length) console.warn(skippedReport(`brats: ${root}`, this.skipped));
   }
 
   private defaultModalities(ids: string[]): string[] {
@@ -211,26 +233,33 @@ export class BratsFolder implements Dataset {
         throw new Error(`${img.source}: expected a 3-D modality image, got dims ${img.dims.join('×')}`);
       }
     }
+    const tolerance = this.opts.geometryTolerance ?? DEFAULT_GEOMETRY_TOLERANCE;
     let label: Uint8Array | undefined;
     if (seg) {
-      checkSameGrid(images[0]!, seg);
+      checkSameGrid(images[0]!, seg, tolerance);
       label = labelsFromNifti(seg, {
         labelMap: this.opts.labelMap,
         allowed: [1, 2, 4],
         hint: 'map it with dataset.settings.labelMap: BraTS 2015 uses 3 for non-enhancing tumour (labelMap: {3: 1}), BraTS 2023 uses 3 for enhancing tumour (labelMap: {3: 4})',
       });
     }
-    const volume = volumeFromNifti(id, images, label, label ? c.seg : undefined);
-    if (this.opts.normalize === 'zscore-brain') normalizeBrain(volume, images, mask);
+    if (mask) {
+      checkSameGrid(images[0]!, mask, tolerance);
+      checkFinite(mask);
+    }
+    const volume = volumeFromNifti(id, images, label, label ? c.seg : undefined, tolerance);
+    if (this.opts.normalize === 'zscore-brain') normalizeBrain(volume, mask);
     return volume;
   }
 }
 
-/** Z-scores each channel over the brain (mask, else non-background voxels); background becomes 0. */
-function normalizeBrain(volume: Volume, images: NiftiImage[], mask?: NiftiImage): void {
+/**
+ * Z-scores each channel over the brain (mask, else non-background voxels); background becomes 0. The mask
+ * is already checked against the case's grid.
+ */
+function normalizeBrain(volume: Volume, mask?: NiftiImage): void {
   const C = volume.channels;
   if (mask) {
-    checkSameGrid(images[0]!, mask);
     const inBrain = mask.data;
     // Mark non-brain voxels NaN so the selection below is one test, then z-score over the rest.
     for (let v = 0; v < inBrain.length; v++) if (!inBrain[v]) for (let c = 0; c < C; c++) volume.image[v * C + c] = NaN;
@@ -254,6 +283,8 @@ export interface BratsReading {
   /** Raw label -> BraTS label; unchecked (see parseLabelMap). */
   labelMap?: unknown;
   normalize?: 'zscore-brain' | 'none';
+  /** mm within which a case's files must agree on spacing and affine. */
+  geometryTolerance?: number;
 }
 
 export function bratsPredictionInputs(path: string, settings: BratsReading, channels: string[]): PredictionInput[] {
@@ -269,6 +300,7 @@ export function bratsPredictionInputs(path: string, settings: BratsReading, chan
       labelMap: parseLabelMap(settings.labelMap),
       normalize: settings.normalize ?? 'zscore-brain',
       ...(only ? { only } : {}),
+      ...(settings.geometryTolerance !== undefined ? { geometryTolerance: settings.geometryTolerance } : {}),
     });
   let folder: BratsFolder;
   try {
