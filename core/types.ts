@@ -77,6 +77,24 @@ export interface Dataset {
   load(id: string): Promise<Volume>;
   /** Cases that were found but cannot be used, with the reason (e.g. an image without a label). */
   readonly skipped?: { id: string; reason: string }[];
+  /**
+   * How much of a case's label depends on evidence farther than half a patch edge away (only a dataset
+   * that knows what decides its labels, such as a generator, can say; `npm run context` prints it).
+   */
+  context?(id: string, patch: Shape3): ContextFigures;
+}
+
+/** What `Dataset.context` reports for one case and patch extent, in voxels. */
+export interface ContextFigures {
+  case: string;
+  /** Voxels with a foreground label. */
+  labelled: number;
+  /** Of those, the voxels whose deciding evidence lies outside the patch-sized box centred on them. */
+  labelledBeyond: number;
+  /** Background voxels that look locally like a foreground label (mimics). */
+  mimic: number;
+  /** Of those, the voxels whose deciding evidence lies outside the patch-sized box centred on them. */
+  mimicBeyond: number;
 }
 
 /** A training example as host arrays: the strategy decides its extent (a crop, the whole volume, ...). */

@@ -18,6 +18,17 @@
  *   with the BraTS labels: necrosis 1 inside an enhancing rim 4 (together the tumour core) inside edema 2
  *   (the whole tumour). Edema always surrounds the core by a margin; the rim is at least about a voxel
  *   thick. Labels are zero outside the brain (the tumour is clipped by the brain surface).
+ * - Optional context lesions (`mimics`, `edemaFingers`; none by default, which gives the data of before
+ *   they existed, byte for byte), so that some labels depend on evidence beyond a patch, as in real scans:
+ *   - lesion mimics: elongated, irregular T2/FLAIR-bright bands (small-vessel white-matter
+ *     hyperintensities, post-treatment change) with edema's intensities and texture, placed away from the
+ *     tumour, labelled background;
+ *   - edema fingers: tubes of edema running from the tumour out along the white matter, `fingerReach`
+ *     beyond it, tapering;
+ *   - the rule that decides (`applyLesionRule`): an edema-like voxel is edema (2) when its 6-connected
+ *     lesion holds a tumour core voxel, background otherwise. Locally a mimic and a finger look the same;
+ *     only whether the lesion connects to a core tells them apart. `syntheticContext` reports how much
+ *     of each case's labelled and mimic volume lies farther than half a patch edge from that evidence.
  * - Roughly realistic contrasts: CSF dark in T1/T1ce/FLAIR and bright in T2; WM brighter than GM in T1,
  *   darker in T2/FLAIR; the enhancing rim bright in T1ce; edema bright in T2 and FLAIR; necrosis dark in
  *   T1/T1ce, bright in T2. Per-case contrast jitter (scanner variation), a smooth multiplicative bias
@@ -28,7 +39,7 @@
  * MR physics (no T1/T2 relaxation, no Rician noise, no partial-volume blurring: boundaries are hard), real
  * anatomy (no cerebellum, brain stem, sulci as thin CSF-filled folds, vessels or eyes), skull stripping
  * (the scalp and skull are kept, as in unprocessed scans, but are background-labelled), mass effect (the
- * tumour does not push the anatomy), multifocal tumours, non-enhancing tumour of the BraTS 2015 scheme,
+ * tumour does not push the anatomy), multifocal tumours (the mimics have no core), non-enhancing tumour of the BraTS 2015 scheme,
  * motion and registration errors. It is for exercising memory strategies on realistic shapes, sizes and
  * label statistics, not for claims about clinical segmentation accuracy.
  *
@@ -42,7 +53,7 @@
  * and the same size gives the same bytes on every run. Shapes are defined in size-independent units, so
  * the same case at another size is the same head and tumour resampled (plus fresh noise).
  */
-import type { Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
+import type { ContextFigures, Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings } from '../core/config/index.js';
 import { SeededRng, BRATS_CHANNELS, BRATS_TASK } from '../core/data/index.js';
@@ -62,6 +73,28 @@ const settings = defineSettings({
   noise: { type: 'number', description: 'Gaussian noise standard deviation, relative to the white-matter T1 intensity', default: 0.05, min: 0 },
   biasField: { type: 'number', description: 'strength of the smooth multiplicative bias field (0: none; 0.2: ±20%)', default: 0.2, min: 0, max: 0.9 },
   tumourScale: { type: 'number', description: 'multiplies the tumour size (1: diameters ~10%..60% of the volume edge)', default: 1, min: 0.05, max: 3 },
+  mimics: {
+    type: 'integer',
+    description:
+      'lesion mimics per case: elongated T2/FLAIR-bright bands (small-vessel disease, post-treatment change) that look locally like edema but are background, because no tumour core is connected to them (0: none, today\'s data)',
+    default: 0,
+    min: 0,
+    max: 12,
+  },
+  edemaFingers: {
+    type: 'integer',
+    description: 'finger-like extensions of the edema along the white matter, reaching fingerReach beyond the tumour (0: none, today\'s data)',
+    default: 0,
+    min: 0,
+    max: 8,
+  },
+  fingerReach: {
+    type: 'number',
+    description: "how far the edema fingers reach beyond the tumour, as a fraction of the brain's semi-axes (0.8: most of the way across a hemisphere)",
+    default: 0.8,
+    min: 0.05,
+    max: 1.5,
+  },
 });
 
 // Tissue classes (internal); 0 is background.
@@ -200,9 +233,126 @@ interface CaseParams {
     texture: FieldParams;
   };
   noiseSeed: number;
+  lesions: LesionParams;
 }
 
-function drawCase(seed: number, index: number, tumourScale: number): CaseParams {
+/**
+ * A tube along a polyline: lesion mimics and edema fingers. Points are fractions of the brain's semi-axes
+ * (as the tumour centre is), radii fractions of a reference radius fixed when the case is generated.
+ */
+interface Polyline {
+  points: [number, number, number][];
+  radius: number[];
+}
+
+/** The context-dependent lesions of one case (none unless `mimics` / `edemaFingers` ask for them). */
+interface LesionParams {
+  mimics: Polyline[];
+  fingers: Polyline[];
+  /** Irregular radius (|field| ≤ 1) and intensity texture of the fingers and mimics. */
+  shape: FieldParams | null;
+  texture: FieldParams | null;
+}
+
+export interface LesionOptions {
+  mimics: number;
+  edemaFingers: number;
+  fingerReach: number;
+}
+
+/** Shortest distance from p to the segment a→b, and where along it (t in [0, 1]). */
+function segmentDistance(p: readonly number[], a: readonly number[], b: readonly number[]): { d: number; t: number } {
+  const ab = [b[0]! - a[0]!, b[1]! - a[1]!, b[2]! - a[2]!];
+  const ap = [p[0]! - a[0]!, p[1]! - a[1]!, p[2]! - a[2]!];
+  const len2 = ab[0]! * ab[0]! + ab[1]! * ab[1]! + ab[2]! * ab[2]!;
+  const t = len2 > 0 ? Math.min(1, Math.max(0, (ap[0]! * ab[0]! + ap[1]! * ab[1]! + ap[2]! * ab[2]!) / len2)) : 0;
+  return { d: Math.hypot(ap[0]! - t * ab[0]!, ap[1]! - t * ab[1]!, ap[2]! - t * ab[2]!), t };
+}
+
+/** Shortest distance between two polylines, sampled along the first (fraction units; for placement only). */
+function polylineGap(a: Polyline, b: Polyline): number {
+  let best = Infinity;
+  for (let i = 0; i + 1 < a.points.length; i++) {
+    for (let k = 0; k <= 8; k++) {
+      const t = k / 8;
+      const p = a.points[i]!.map((v, j) => v + t * (a.points[i + 1]![j]! - v));
+      for (let m = 0; m + 1 < b.points.length; m++) best = Math.min(best, segmentDistance(p, b.points[m]!, b.points[m + 1]!).d);
+    }
+  }
+  return best;
+}
+
+/** A wandering polyline of `segments` steps from `start`, total length `length`, turning gently. */
+function wander(rng: SeededRng, start: [number, number, number], length: number, segments: number): [number, number, number][] {
+  let dir = [rng.normal(), rng.normal(), rng.normal()];
+  const points: [number, number, number][] = [start];
+  for (let k = 0; k < segments; k++) {
+    if (k > 0) dir = dir.map((v) => v + 0.6 * rng.normal());
+    const n = Math.hypot(dir[0]!, dir[1]!, dir[2]!) || 1;
+    dir = dir.map((v) => v / n);
+    const last = points[points.length - 1]!;
+    points.push([0, 1, 2].map((j) => last[j]! + (dir[j]! * length) / segments) as [number, number, number]);
+  }
+  return points;
+}
+
+/**
+ * Edema fingers start at the tumour centre and run out past the tumour; mimics are placed away from the
+ * tumour and its fingers (a mimic that still touches them is edema by the labelling rule, see
+ * `applyLesionRule`). Drawn from their own streams, so with none asked for the case is unchanged.
+ */
+function drawLesions(rng: SeededRng, tumour: CaseParams['tumour'], opts: LesionOptions): LesionParams {
+  if (opts.mimics === 0 && opts.edemaFingers === 0) return { mimics: [], fingers: [], shape: null, texture: null };
+  // Fraction units ≈ normalised units / 0.6 (the brain's semi-axes are about 0.57..0.71 of the half edge).
+  const toFraction = 1 / 0.6;
+  // The tumour's outer edge from its centre, fraction units (its deformation field included).
+  const tumourExtent = tumour.rWt * Math.max(...tumour.axes) * 1.35 * toFraction;
+  const f = rng.fork('fingers');
+  const fingers: Polyline[] = [];
+  const c = tumour.centre;
+  for (let k = 0; k < opts.edemaFingers; k++) {
+    // Out from the tumour centre in a random direction, kept inside the brain (fraction radius ≤ 0.8),
+    // bending gently on the way: edema spreading along the white matter.
+    let dx = f.normal(),
+      dy = f.normal(),
+      dz = f.normal();
+    const dn = Math.hypot(dx, dy, dz) || 1;
+    const length = tumourExtent + opts.fingerReach * (0.75 + 0.25 * f.next());
+    let end = [c[0] + (dx / dn) * length, c[1] + (dy / dn) * length, c[2] + (dz / dn) * length];
+    const en = Math.hypot(end[0]!, end[1]!, end[2]!);
+    if (en > 0.8) end = end.map((v) => (v * 0.8) / en);
+    const points: [number, number, number][] = [[c[0], c[1], c[2]]];
+    for (const t of [1 / 3, 2 / 3]) points.push([0, 1, 2].map((j) => c[j]! + t * (end[j]! - c[j]!) + 0.06 * f.normal()) as [number, number, number]);
+    points.push(end as [number, number, number]);
+    // Radii relative to the core radius, tapering to the tip.
+    fingers.push({ points, radius: [0.6, 0.5, 0.42, 0.34].map((r) => r * (0.85 + 0.3 * f.next())) });
+  }
+  const m = rng.fork('mimics');
+  const mimics: Polyline[] = [];
+  for (let k = 0; k < opts.mimics; k++) {
+    for (let attempt = 0; attempt < 30; attempt++) {
+      let dx = m.normal(),
+        dy = m.normal(),
+        dz = m.normal();
+      const dn = Math.hypot(dx, dy, dz) || 1;
+      const radial = 0.7 * Math.sqrt(m.next());
+      const start: [number, number, number] = [(dx / dn) * radial, (dy / dn) * radial, (dz / dn) * radial];
+      const length = 0.8 + 0.6 * m.next();
+      // Radii in normalised units (1 = half the largest edge): 1.2..2.2 voxels at 48³, 5..9 at 192³.
+      const base = 0.05 + 0.04 * m.next();
+      const candidate: Polyline = { points: wander(m, start, length, 3), radius: [1, 0.9, 0.8, 0.7].map((r) => r * base) };
+      const centre: Polyline = { points: [[...tumour.centre], [...tumour.centre]], radius: [0, 0] };
+      const clear = polylineGap(candidate, centre) > tumourExtent + 0.15 && fingers.every((g) => polylineGap(candidate, g) > 0.25);
+      if (clear) {
+        mimics.push(candidate);
+        break;
+      }
+    }
+  }
+  return { mimics, fingers, shape: drawField(rng.fork('lesion-shape'), 4, 1.5, 4), texture: drawField(rng.fork('lesion-texture'), 3, 1.0, 2.5) };
+}
+
+function drawCase(seed: number, index: number, tumourScale: number, lesionOpts: LesionOptions = NO_LESIONS): CaseParams {
   const rng = new SeededRng(seed).fork(`synthetic-brats/case/${index}`);
   const g = rng.fork('anatomy');
   // Left-right narrower than anterior-posterior, as a head is (about 150 × 190 mm on a BraTS grid).
@@ -265,8 +415,11 @@ function drawCase(seed: number, index: number, tumourScale: number): CaseParams 
     texture: drawField(t, 3, 1.0, 2.5),
   };
   const noiseSeed = (rng.fork('noise').next() * 4294967296) >>> 0 || 1;
-  return { head, headField, headAmp, cortexField, wmField, wmRadius, ventricleScale, contrast, bias, tumour, noiseSeed };
+  const lesions = drawLesions(rng.fork('lesions'), tumour, lesionOpts);
+  return { head, headField, headAmp, cortexField, wmField, wmRadius, ventricleScale, contrast, bias, tumour, noiseSeed, lesions };
 }
+
+const NO_LESIONS: LesionOptions = { mimics: 0, edemaFingers: 0, fingerReach: 0.8 };
 
 /** A 1 mm RAS grid centred on the volume (qform and sform both set), so predictions can be written as NIfTI. */
 export function syntheticGeometry([D, H, W]: Shape3): NiftiGeometry {
@@ -301,6 +454,12 @@ export interface SyntheticOptions {
   noise: number;
   biasField: number;
   tumourScale: number;
+  /** Lesion mimics per case (default 0). */
+  mimics?: number;
+  /** Edema fingers per case (default 0). */
+  edemaFingers?: number;
+  /** Their reach beyond the tumour, fraction of the brain's semi-axes (default 0.8). */
+  fingerReach?: number;
 }
 
 export function syntheticCaseId(index: number): string {
@@ -312,8 +471,18 @@ export function syntheticCaseId(index: number): string {
  * then a z-scoring pass. About 10 ms for 48³, 0.5 s for 192³, under 1 s for 240×240×155 on one core.
  */
 export function generateSyntheticCase(index: number, opts: SyntheticOptions): Volume {
+  return generate(index, opts).volume;
+}
+
+/** A case plus its lesion map: 1 where a voxel looks like edema (tumour edema, fingers, mimics), 2 in the core. */
+function generate(index: number, opts: SyntheticOptions): { volume: Volume; lesion: Uint8Array } {
   const [D, H, W] = opts.size;
-  const P = drawCase(opts.seed, index, opts.tumourScale);
+  const lesionOpts: LesionOptions = {
+    mimics: opts.mimics ?? 0,
+    edemaFingers: opts.edemaFingers ?? 0,
+    fingerReach: opts.fingerReach ?? NO_LESIONS.fingerReach,
+  };
+  const P = drawCase(opts.seed, index, opts.tumourScale, lesionOpts);
   const C = 4;
   const N = D * H * W;
   const image = new Float32Array(N * C);
@@ -398,6 +567,48 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
   const texF = sampleField(T.texture, lx, ly, lz);
   const R = T.rotation;
 
+  // Edema fingers and lesion mimics: tubes in normalised coordinates, each with its voxel box.
+  const lesion = new Uint8Array(N);
+  // At least 1.5 voxels, so that a tube (radius wobbling by ±20%) stays 6-connected on the grid.
+  const minRadius = 1.5 * voxel;
+  const tubes = [
+    ...P.lesions.fingers.map((f) => ({ f, finger: true })),
+    ...P.lesions.mimics.map((f) => ({ f, finger: false })),
+  ].map(({ f, finger }) => {
+    const pts = f.points.map((q) => [q[0] * bx, q[1] * by, q[2] * bz]);
+    // Finger radii are fractions of the core radius (so they keep the tumour's proportions); mimics' absolute.
+    const radius = f.radius.map((r) => Math.max(finger ? r * rCore : r, minRadius));
+    const pad = Math.max(...radius) * 1.35 + voxel;
+    const range = (j: number, arr: Float64Array): [number, number] => {
+      const lo = Math.min(...pts.map((q) => q[j]!)) - pad;
+      const hi = Math.max(...pts.map((q) => q[j]!)) + pad;
+      let a = arr.length,
+        b = -1;
+      for (let i = 0; i < arr.length; i++) {
+        if (arr[i]! >= lo && arr[i]! <= hi) {
+          a = Math.min(a, i);
+          b = Math.max(b, i);
+        }
+      }
+      return [a, b];
+    };
+    return { pts, radius, finger, x: range(0, cx), y: range(1, cy), z: range(2, cz) };
+  });
+  const lesionsOn = tubes.length > 0;
+  const lesionShapeF = P.lesions.shape ? sampleField(P.lesions.shape, cx, cy, cz) : null;
+  const lesionTexF = P.lesions.texture ? sampleField(P.lesions.texture, cx, cy, cz) : null;
+  const rowShape = new Float32Array(W);
+  const rowLesionTex = new Float32Array(W);
+  /** Inside tube t at (px, py, pz), its radius modulated by the shape field. */
+  const insideTube = (t: (typeof tubes)[number], p: number[], wobble: number): boolean => {
+    for (let i = 0; i + 1 < t.pts.length; i++) {
+      const { d, t: u } = segmentDistance(p, t.pts[i]!, t.pts[i + 1]!);
+      const r = t.radius[i]! + u * (t.radius[i + 1]! - t.radius[i]!);
+      if (d < r * (1 + wobble)) return true;
+    }
+    return false;
+  };
+
   const intensity = BASE_INTENSITY.map((row, t) => row.map((v, m) => v * P.contrast[t]![m]!));
   const noiseSd = opts.noise * BASE_INTENSITY[WM]![0]!;
   const biasStrength = opts.biasField;
@@ -429,6 +640,11 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
         fieldRow(coreF, y, z, 0.2, rowCore);
         fieldRow(necF, y, z, 0.25, rowNec);
         fieldRow(texF, y, z, 0.12, rowTex);
+      }
+      const activeTubes = lesionsOn ? tubes.filter((t) => y >= t.y[0] && y <= t.y[1] && z >= t.z[0] && z <= t.z[1]) : [];
+      if (activeTubes.length) {
+        fieldRow(lesionShapeF!, y, z, 1, rowShape);
+        fieldRow(lesionTexF!, y, z, 0.12, rowLesionTex);
       }
       const rowBase = (z * H + y) * W;
       for (let x = 0; x < W; x++) {
@@ -488,6 +704,23 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
             }
           }
         }
+        if (lesionsOn && label[v] !== 0) lesion[v] = label[v] === 2 ? 1 : 2;
+        if (brain && label[v] === 0 && activeTubes.length) {
+          const p = [px, py, pz];
+          let hit: boolean | null = null; // true: a finger, false: a mimic
+          for (const t of activeTubes) {
+            if (x < t.x[0] || x > t.x[1] || (hit === true && !t.finger)) continue;
+            if (insideTube(t, p, 0.2 * rowShape[x]!)) hit = hit === true || t.finger;
+          }
+          if (hit !== null) {
+            // Looks like edema whatever it is: the rule (applyLesionRule) decides the label.
+            lesion[v] = 1;
+            if (hit) label[v] = 2;
+            tex = 1 + rowLesionTex[x]!;
+            blendTissue = tissue;
+            tissue = EDEMA;
+          }
+        }
         const base = intensity[tissue]!;
         const under = blendTissue >= 0 ? intensity[blendTissue]! : null;
         const o = v * C;
@@ -503,6 +736,8 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
       }
     }
   }
+
+  if (lesionsOn) applyLesionRule(label, lesion, [D, H, W]);
 
   // BraTS-like normalisation: z-score each modality over the head, background exactly 0.
   for (let m = 0; m < C; m++) {
@@ -524,7 +759,7 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
     }
   }
 
-  return {
+  const volume: Volume = {
     id: syntheticCaseId(index),
     image,
     shape: [D, H, W],
@@ -533,6 +768,135 @@ export function generateSyntheticCase(index: number, opts: SyntheticOptions): Vo
     spacing: [1, 1, 1],
     geometry: syntheticGeometry([D, H, W]),
   };
+  return { volume, lesion };
+}
+
+/** 6-connected components of `mask != 0`: a component id per voxel (0 outside) and the count. */
+function components(mask: Uint8Array, [D, H, W]: Shape3): { id: Int32Array; count: number } {
+  const id = new Int32Array(mask.length);
+  const queue = new Int32Array(mask.length);
+  let count = 0;
+  for (let s = 0; s < mask.length; s++) {
+    if (!mask[s] || id[s]) continue;
+    count++;
+    let head = 0,
+      tail = 0;
+    queue[tail++] = s;
+    id[s] = count;
+    while (head < tail) {
+      const v = queue[head++]!;
+      const x = v % W,
+        y = Math.floor(v / W) % H,
+        z = Math.floor(v / (W * H));
+      const visit = (u: number): void => {
+        if (mask[u] && !id[u]) {
+          id[u] = count;
+          queue[tail++] = u;
+        }
+      };
+      if (x > 0) visit(v - 1);
+      if (x < W - 1) visit(v + 1);
+      if (y > 0) visit(v - W);
+      if (y < H - 1) visit(v + W);
+      if (z > 0) visit(v - W * H);
+      if (z < D - 1) visit(v + W * H);
+    }
+  }
+  return { id, count };
+}
+
+/**
+ * The labelling rule of the context lesions, applied exactly: an edema-like voxel (lesion 1) is edema
+ * (label 2) when its 6-connected lesion (edema-like or core voxels) holds a tumour core voxel, and
+ * background otherwise. So a mimic touching the tumour is edema, and a finger piece cut off by the brain
+ * surface is background: the label is decided by connection to a core, never by the voxel's look.
+ */
+function applyLesionRule(label: Uint8Array, lesion: Uint8Array, shape: Shape3): void {
+  const { id, count } = components(lesion, shape);
+  const hasCore = new Uint8Array(count + 1);
+  for (let v = 0; v < lesion.length; v++) if (lesion[v] === 2) hasCore[id[v]!] = 1;
+  for (let v = 0; v < lesion.length; v++) if (lesion[v] === 1) label[v] = hasCore[id[v]!] ? 2 : 0;
+}
+
+/** Per axis: 1 where some voxel of `mask` lies within ±h[axis] (a box dilation, separable). */
+function boxDilate(mask: Uint8Array, [D, H, W]: Shape3, h: Shape3): Uint8Array {
+  let cur = mask;
+  const dims = [D, H, W];
+  const strides = [H * W, W, 1];
+  for (let a = 0; a < 3; a++) {
+    const n = dims[a]!;
+    const stride = strides[a]!;
+    const out = new Uint8Array(mask.length);
+    const prefix = new Int32Array(n + 1);
+    for (let base = 0; base < mask.length; base++) {
+      // Visit each line once, from its first voxel (the one whose coordinate along axis a is 0).
+      if (Math.floor(base / stride) % n !== 0) continue;
+      for (let i = 0; i < n; i++) prefix[i + 1] = prefix[i]! + cur[base + i * stride]!;
+      for (let i = 0; i < n; i++) {
+        const lo = Math.max(0, i - h[a]!);
+        const hi = Math.min(n, i + h[a]! + 1);
+        out[base + i * stride] = prefix[hi]! - prefix[lo]! > 0 ? 1 : 0;
+      }
+    }
+    cur = out;
+  }
+  return cur;
+}
+
+/**
+ * How much of case `index`'s labelled and mimic volume lies farther than half a patch edge from the
+ * evidence that decides its label, for a patch of extent `patch` [D, H, W]:
+ * - necrosis and enhancing tumour are decided by their own intensities (distance 0);
+ * - an edema voxel is edema because a tumour core is connected to it: it counts when no core voxel lies in
+ *   the patch-sized box centred on it;
+ * - a mimic voxel is background because its lesion ends without a core: it counts when its lesion
+ *   (6-connected) reaches outside the patch-sized box centred on it.
+ * With neither mimics nor fingers every edema voxel still counts when its core is far (large tumours).
+ */
+export function syntheticContext(index: number, opts: SyntheticOptions, patch: Shape3): ContextFigures {
+  const { volume, lesion } = generate(index, opts);
+  const shape = volume.shape;
+  const label = volume.label!;
+  const N = label.length;
+  const h: Shape3 = [Math.floor(patch[0] / 2), Math.floor(patch[1] / 2), Math.floor(patch[2] / 2)];
+  const core = new Uint8Array(N);
+  for (let v = 0; v < N; v++) core[v] = label[v] === 1 || label[v] === 4 ? 1 : 0;
+  const nearCore = boxDilate(core, shape, h);
+  let labelled = 0,
+    labelledBeyond = 0;
+  for (let v = 0; v < N; v++) {
+    if (label[v] === 0) continue;
+    labelled++;
+    if (label[v] === 2 && !nearCore[v]) labelledBeyond++;
+  }
+  const mimicMask = new Uint8Array(N);
+  for (let v = 0; v < N; v++) mimicMask[v] = lesion[v] === 1 && label[v] === 0 ? 1 : 0;
+  const { id, count } = components(mimicMask, shape);
+  const [, H, W] = shape;
+  const lo = new Int32Array((count + 1) * 3).fill(2 ** 30);
+  const hi = new Int32Array((count + 1) * 3).fill(-1);
+  const coord = (v: number): [number, number, number] => [Math.floor(v / (H * W)), Math.floor(v / W) % H, v % W];
+  for (let v = 0; v < N; v++) {
+    const c = id[v]!;
+    if (!c) continue;
+    const q = coord(v);
+    for (let a = 0; a < 3; a++) {
+      lo[c * 3 + a] = Math.min(lo[c * 3 + a]!, q[a]!);
+      hi[c * 3 + a] = Math.max(hi[c * 3 + a]!, q[a]!);
+    }
+  }
+  let mimic = 0,
+    mimicBeyond = 0;
+  for (let v = 0; v < N; v++) {
+    const c = id[v]!;
+    if (!c) continue;
+    mimic++;
+    const q = coord(v);
+    let beyond = false;
+    for (let a = 0; a < 3; a++) if (q[a]! - lo[c * 3 + a]! > h[a]! || hi[c * 3 + a]! - q[a]! > h[a]!) beyond = true;
+    if (beyond) mimicBeyond++;
+  }
+  return { case: volume.id, labelled, labelledBeyond, mimic, mimicBeyond };
 }
 
 class SyntheticBrats implements Dataset {
@@ -556,21 +920,29 @@ class SyntheticBrats implements Dataset {
     return this.ids.slice();
   }
 
+  context(id: string, patch: Shape3): ContextFigures {
+    return syntheticContext(this.index(id), this.opts, patch);
+  }
+
   async load(id: string): Promise<Volume> {
+    return generateSyntheticCase(this.index(id), this.opts);
+  }
+
+  private index(id: string): number {
     const index = this.ids.indexOf(id);
     if (index < 0) {
       throw new Error(
         `synthetic-brats: no case ${JSON.stringify(id)}; this dataset has ${this.count} cases (${this.ids[0]} … ${this.ids[this.count - 1]}); raise dataset.settings.cases for more`,
       );
     }
-    return generateSyntheticCase(index, this.opts);
+    return index;
   }
 }
 
 const plugin: DatasetPlugin<typeof settings> = {
   kind: 'dataset',
   name: 'synthetic-brats',
-  description: 'built-in BraTS-like generator: 4 MR modalities of a brain with a nested tumour (labels 0/1/2/4), any size, reproducible',
+  description: 'built-in BraTS-like generator: 4 MR modalities of a brain with a nested tumour (labels 0/1/2/4), optional lesion mimics and edema fingers that need context, any size, reproducible',
   reference: 'BraTS label scheme and regions: Menze et al., IEEE TMI 2015; Bakas et al., arXiv:1811.02629 (generator: this project)',
   settings,
   create({ cases, ...options }): Dataset {

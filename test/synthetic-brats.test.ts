@@ -1,11 +1,13 @@
 /**
  * The synthetic-brats generator: determinism, label scheme and nesting, size variety, per-case
- * independence of the case count, normalisation, contrasts, and speed.
+ * independence of the case count, normalisation, contrasts, speed, and the context lesions (mimics and
+ * edema fingers, labelled by connection to a tumour core) with the context figures they report.
  */
 import { describe, it, expect } from 'vitest';
-import plugin, { generateSyntheticCase, syntheticCaseId, type SyntheticOptions } from '../datasets/synthetic-brats.js';
+import { createHash } from 'node:crypto';
+import plugin, { generateSyntheticCase, syntheticCaseId, syntheticContext, type SyntheticOptions } from '../datasets/synthetic-brats.js';
 import { resolveSettings } from '../core/config/settings.js';
-import type { Dataset, Volume } from '../core/types.js';
+import type { Dataset, Shape3, Volume } from '../core/types.js';
 
 const OPTS: SyntheticOptions = { seed: 0, size: [48, 48, 48], noise: 0.05, biasField: 0.2, tumourScale: 1 };
 const deps = { baseDir: process.cwd() };
@@ -231,5 +233,79 @@ describe('synthetic-brats', () => {
     const c = counts(v);
     expect(c[1]! > 0 && c[2]! > 0 && c[4]! > 0).toBe(true);
     expect(ms).toBeLessThan(10_000);
+  });
+});
+
+describe('synthetic-brats context lesions (mimics, edema fingers)', () => {
+  const sha = (v: Volume): string => createHash('sha256').update(Buffer.from(v.image.buffer)).update(Buffer.from(v.label!.buffer)).digest('hex').slice(0, 16);
+
+  it('with none asked for, gives exactly the data from before they existed', () => {
+    // Hashes of image + label bytes generated at commit 8732cee, before mimics and fingers were added.
+    const before: [Shape3, number, number, string][] = [
+      [[48, 48, 48], 0, 0, '4e224aff16064c46'],
+      [[48, 48, 48], 0, 5, '27e73e078a5257e9'],
+      [[32, 40, 36], 3, 1, 'c2ae7dc271244da5'],
+    ];
+    for (const [size, seed, index, hash] of before) {
+      expect(sha(generateSyntheticCase(index, { ...OPTS, seed, size })), `${size} seed ${seed} case ${index}`).toBe(hash);
+      expect(sha(generateSyntheticCase(index, { ...OPTS, seed, size, mimics: 0, edemaFingers: 0, fingerReach: 1.2 }))).toBe(hash);
+    }
+  });
+
+  const LESIONS: SyntheticOptions = { ...OPTS, mimics: 5, edemaFingers: 3, fingerReach: 1.0 };
+
+  it('labels an edema-like lesion as edema exactly when a tumour core is connected to it', () => {
+    let mimicVoxels = 0;
+    for (let k = 0; k < 6; k++) {
+      const v = generateSyntheticCase(k, LESIONS);
+      const plain = generateSyntheticCase(k, OPTS);
+      const [D, H, W] = v.shape;
+      const label = v.label!;
+      // 6-connected components of the tumour labels: each holds a core voxel (1 or 4).
+      const seen = new Uint8Array(label.length);
+      let coreless = 0;
+      for (let s = 0; s < label.length; s++) {
+        if (!label[s] || seen[s]) continue;
+        const stack = [s];
+        seen[s] = 1;
+        let core = false;
+        while (stack.length) {
+          const i = stack.pop()!;
+          if (label[i] === 1 || label[i] === 4) core = true;
+          const x = i % W, y = Math.floor(i / W) % H, z = Math.floor(i / (W * H));
+          const next = [x > 0 ? i - 1 : -1, x < W - 1 ? i + 1 : -1, y > 0 ? i - W : -1, y < H - 1 ? i + W : -1, z > 0 ? i - W * H : -1, z < D - 1 ? i + W * H : -1];
+          for (const n of next) if (n >= 0 && label[n] && !seen[n]) (seen[n] = 1), stack.push(n);
+        }
+        if (!core) coreless++;
+      }
+      expect(coreless, `case ${k}: labelled lesions without a core`).toBe(0);
+      // The core is the plain case's; mimics are background that looks like edema in FLAIR.
+      let coreDiffers = 0;
+      for (let i = 0; i < label.length; i++) {
+        if ((label[i] === 1 || label[i] === 4) !== (plain.label![i] === 1 || plain.label![i] === 4)) coreDiffers++;
+        if (label[i] === 0 && plain.label![i] === 0 && Math.abs(v.image[i * 4 + 3]! - plain.image[i * 4 + 3]!) > 0.5) mimicVoxels++;
+      }
+      expect(coreDiffers, `case ${k}: core voxels changed`).toBe(0);
+    }
+    expect(mimicVoxels).toBeGreaterThan(500);
+  });
+
+  it('reports how much labelled and mimic volume lies beyond half a patch edge', () => {
+    const whole = syntheticContext(1, LESIONS, [48, 48, 48]);
+    expect(whole.labelled).toBeGreaterThan(0);
+    expect(whole.mimic).toBeGreaterThan(0);
+    // A patch as large as the volume sees everything; a tiny one sees almost none of what decides.
+    expect([whole.labelledBeyond, whole.mimicBeyond]).toEqual([0, 0]);
+    const tiny = syntheticContext(1, LESIONS, [4, 4, 4]);
+    expect(tiny.mimicBeyond).toBe(tiny.mimic);
+    expect(tiny.labelledBeyond).toBeGreaterThan(0);
+    const mid = syntheticContext(1, LESIONS, [16, 16, 16]);
+    expect(mid.mimicBeyond).toBeLessThanOrEqual(tiny.mimicBeyond);
+    expect(mid.labelledBeyond).toBeLessThanOrEqual(tiny.labelledBeyond);
+    // Without lesions, no mimics.
+    expect(syntheticContext(1, OPTS, [16, 16, 16]).mimic).toBe(0);
+    // Through the plugin, by case id.
+    const ds = create({ cases: 2, size: 48, mimics: 5, edemaFingers: 3, fingerReach: 1.0 });
+    expect(ds.context!('synthetic-001', [16, 16, 16])).toEqual(mid);
   });
 });
