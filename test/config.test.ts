@@ -140,6 +140,10 @@ describe('the example experiment', () => {
       learningRate: 0.001,
       loss: 'dice+ce',
       validationFraction: 0.25,
+      splitSeed: 0,
+      budget: 'steps',
+      curveEvery: 0,
+      curvePoints: 0,
       deviceMemory: 16 * 2 ** 30,
       optimizerInBackward: true,
       backend: 'cpu',
@@ -217,7 +221,7 @@ describe('errors in the file', () => {
     expect(e.file).toBe(file);
     expect([e.line, e.column, e.field]).toEqual([9, 1, 'trainig']);
     expect(e.message.split('\n')[0]).toBe(
-      `${file}:9:1: trainig: unknown field (did you mean "training"?); top-level fields: name, description, dataset, architecture, strategy, training, axes, profiles`,
+      `${file}:9:1: trainig: unknown field (did you mean "training"?); top-level fields: name, description, dataset, architecture, strategy, training, comparison, axes, profiles`,
     );
     // The offending line is shown under the message.
     expect(e.message).toContain('9 | trainig:');

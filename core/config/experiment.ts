@@ -117,6 +117,8 @@ export interface Experiment {
   file: string;
   profile?: string;
   trials: TrialConfig[];
+  /** How the summary compares strategies (defaults filled; `reference` always set). */
+  comparison: ComparisonSettings & { reference: string };
   /** The experiment as plain data after the profile and overrides were applied (what trials came from). */
   raw: unknown;
 }
@@ -184,6 +186,38 @@ export const TRAINING_SCHEMA = defineSettings({
     min: 1,
     description: 'cap on the number of validation cases (all held-out cases when unset)',
   },
+  splitSeed: {
+    type: 'integer',
+    min: 0,
+    max: 2 ** 32 - 1,
+    default: 0,
+    description:
+      'seed of the train/validation split, independent of the trial seed: every strategy and seed of a sweep trains and validates on the same cases (paired comparisons need this)',
+  },
+  budget: {
+    type: 'enum',
+    values: ['steps', 'voxels', 'seconds'],
+    default: 'steps',
+    description:
+      "what is equal across a sweep's trials: 'steps' (epochs × stepsPerEpoch optimizer steps), 'voxels' (input voxels seen, budgetVoxels: a patch strategy takes more, smaller steps) or 'seconds' (training wall time, budgetSeconds; evaluation excluded)",
+  },
+  budgetVoxels: { type: 'number', min: 1, description: "with budget: voxels, the input voxels each trial trains on (it stops at the first step that reaches it)" },
+  budgetSeconds: { type: 'number', min: 0, description: 'with budget: seconds, the training wall time of each trial (it stops at the first step that reaches it)' },
+  curveEvery: {
+    type: 'integer',
+    min: 0,
+    default: 0,
+    description:
+      'every N optimizer steps (and after the last), validate and write a row of curves.csv: Dice per region, loss, training time and voxels seen (0: no learning curve)',
+  },
+  curvePoints: {
+    type: 'integer',
+    min: 0,
+    max: 1000,
+    default: 0,
+    description:
+      "instead of curveEvery: validate at this many evenly spaced points of the trial's budget (steps, voxels seen or seconds), the last after training, so that strategies taking steps of different sizes get points at the same amounts of training (0: none)",
+  },
   deviceMemory: { type: 'bytes', description: 'accelerator memory budget, e.g. 16GiB (unlimited when unset)' },
   optimizerInBackward: {
     type: 'boolean',
@@ -217,6 +251,29 @@ export const TRAINING_SCHEMA = defineSettings({
 
 /** The training fields of a trial, resolved (typed from TRAINING_SCHEMA). */
 export type TrainingSettings = SettingsOf<typeof TRAINING_SCHEMA>;
+
+/** How summary.md compares the strategies (`comparison:` in an experiment). */
+export const COMPARISON_SCHEMA = defineSettings({
+  reference: {
+    type: 'string',
+    description: "the strategy (plugin name) the others are compared with, paired by seed and case (default: the sweep's first strategy)",
+  },
+  target: {
+    type: 'number',
+    min: 0,
+    max: 1,
+    description: "the Dice of 'time to target' (default: the reference's final Dice, averaged over its seeds)",
+  },
+  metric: {
+    type: 'string',
+    default: 'mean',
+    description: "the Dice that 'time to target' follows: 'mean' (over regions) or a region name such as WT",
+  },
+  confidence: { type: 'number', min: 0.5, max: 0.999, default: 0.95, description: 'level of the bootstrap confidence intervals' },
+  resamples: { type: 'integer', min: 100, max: 1_000_000, default: 10_000, description: 'bootstrap resamples (a fixed seed: the same records give the same intervals)' },
+});
+
+export type ComparisonSettings = SettingsOf<typeof COMPARISON_SCHEMA>;
 
 /** Refuses expansions that can only be a mistake (and would take forever to check). */
 export const MAX_TRIALS = 10_000;
@@ -291,6 +348,7 @@ export function loadExperiment(file: string, catalog: PluginCatalogView, options
     description: checked.description,
     file: absFile,
     trials,
+    comparison: checkComparison(src, root, trials),
     raw: root,
   };
   if (options.profile !== undefined) experiment.profile = options.profile;
@@ -381,7 +439,7 @@ type Origin =
 /** Where a problem is: the node of the value itself, or the key that names it (also: the missing field's parent). */
 type Role = 'value' | 'key';
 
-const TOP_LEVEL = ['name', 'description', 'dataset', 'architecture', 'strategy', 'training', 'axes', 'profiles'];
+const TOP_LEVEL = ['name', 'description', 'dataset', 'architecture', 'strategy', 'training', 'comparison', 'axes', 'profiles'];
 const PLUGIN_SECTIONS = ['dataset', 'architecture', 'strategy'] as const;
 type PluginSection = (typeof PLUGIN_SECTIONS)[number];
 
@@ -866,8 +924,39 @@ function checkTrainingPartial(src: Source, training: Record<string, unknown>): v
   });
 }
 
-/** Bounds TRAINING_SCHEMA cannot say (its min/max are inclusive). */
+/** The `comparison:` section, checked and completed; its reference must be a strategy of the sweep. */
+function checkComparison(src: Source, root: Record<string, unknown>, trials: TrialConfig[]): Experiment['comparison'] {
+  const section = root.comparison ?? {};
+  if (!isPlainObject(section)) {
+    throw src.error(['comparison'], 'value', 'comparison', `expected a mapping (${Object.keys(COMPARISON_SCHEMA).join(', ')}), got ${describe(section)}`);
+  }
+  const fail = (key: string, role: Role, problem: string): never => {
+    throw src.error(['comparison', key], role, `comparison.${key}`, problem);
+  };
+  checkUnknown(COMPARISON_SCHEMA, section, 'comparison', (key, problem) => fail(key, 'key', problem));
+  const resolved = resolveOrFail(COMPARISON_SCHEMA, section, 'comparison', 'comparison', (key, problem) => fail(key, 'value', problem));
+  const names = [...new Set(trials.map((t) => t.strategy.name))];
+  const reference = resolved.reference ?? names[0]!;
+  if (!names.includes(reference)) {
+    fail('reference', 'value', `${JSON.stringify(reference)} is not a strategy of this sweep${didYouMean(reference, names)}; its strategies: ${names.join(', ')}`);
+  }
+  return { ...resolved, reference };
+}
+
+/** Bounds TRAINING_SCHEMA cannot say (its min/max are inclusive), and fields that go together. */
 function checkTrainingBounds(training: Settings, fail: (key: string, problem: string) => never): void {
+  const budget = training.budget ?? 'steps';
+  const needs = { voxels: 'budgetVoxels', seconds: 'budgetSeconds' } as const;
+  for (const [kind, field] of Object.entries(needs)) {
+    const given = training[field] !== undefined && training[field] !== null;
+    if (budget === kind && !given) fail('budget', `budget: ${kind} needs \`${field}\` (e.g. ${kind === 'voxels' ? '2e7' : '120'}); add it to training`);
+    if (budget !== kind && given) fail(field, `is only read with budget: ${kind} (budget is ${budget}); set \`budget: ${kind}\` or remove ${field}`);
+  }
+  if (Number(training.curveEvery ?? 0) > 0 && Number(training.curvePoints ?? 0) > 0) {
+    fail('curvePoints', `set curveEvery (every N steps) or curvePoints (evenly through the budget), not both (curveEvery is ${training.curveEvery})`);
+  }
+  const bs = training.budgetSeconds;
+  if (typeof bs === 'number' && !(bs > 0)) fail('budgetSeconds', `must be > 0, got ${bs}`);
   const lr = training.learningRate;
   if (typeof lr === 'number' && !(lr > 0)) fail('learningRate', `must be > 0, got ${lr}`);
   const vf = training.validationFraction;

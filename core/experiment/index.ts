@@ -6,3 +6,4 @@ export * from './runner.js';
 export * from './results.js';
 export * from './prediction.js';
 export * from './progress.js';
+export * from './comparison.js';

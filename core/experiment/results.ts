@@ -1,9 +1,10 @@
 /**
- * Trial records (`trials.csv`, `cases.csv`) and the human-readable `summary.md`.
+ * Trial records (`trials.csv`, `cases.csv`, the learning curves `curves.csv`) and the human-readable
+ * `summary.md`.
  *
  * - Each trial is appended to `trials.csv` the moment it finishes (synchronous append), so a crash or a
  *   killed run loses at most the trial in progress.
- * - `summary.md` is derived purely from `trials.csv` (`regenerateSummary`): every number in it was measured
+ * - `summary.md` is derived purely from the records (`regenerateSummary`): every number in it was measured
  *   and recorded by a trial; nothing is typed in by hand.
  *
  * CSV conventions: RFC 4180 (fields with a comma, quote or line break are quoted, quotes doubled), '\n'
@@ -17,6 +18,7 @@ import { std, mean } from 'mathjs';
 import { formatBytes } from '../config/index.js';
 import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from '../evaluation/index.js';
 import type { SegmentationTask } from '../types.js';
+import { pairedCaseRows, renderComparison, type ComparisonGroup } from './comparison.js';
 
 export type TrialValue = string | number | null;
 
@@ -58,6 +60,25 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   final_loss: 'training loss of the last step',
   recompute_seconds: 'seconds spent recomputing checkpoint segments in backward, summed over the training steps',
   strategy_columns: "JSON: the strategy's own columns (its `report()`) and what each holds; the legend lists them",
+  budget: "what the trial's training was limited by: 'steps N', 'voxels N' (input voxels seen) or 'seconds N' (training wall time)",
+  steps: 'optimizer steps the trial ran',
+  voxels_seen: 'input voxels the training steps saw (batch × the spatial extent of each step input)',
+  curve_seconds: 'seconds of the validation passes for the learning curve during training (not in train_seconds)',
+  validation_cases: 'number of validation cases',
+};
+
+/** What each curves.csv column holds. */
+export const CURVE_COLUMN_DOCS: Record<string, string> = {
+  trial: 'trial id (as in trials.csv)',
+  strategy: 'memory strategy plugin',
+  seed: 'trial seed',
+  step: 'optimizer steps done when the validation ran',
+  train_seconds: 'training wall time until then, validation passes excluded',
+  voxels_seen: 'input voxels the training steps saw until then',
+  loss: 'mean training loss over the steps since the previous point',
+  eval_seconds: 'seconds of this validation pass',
+  'dice_<region>': 'mean Dice over the validation cases',
+  dice_mean: 'mean over regions of dice_<region>',
 };
 
 /** The strategy-declared columns of the rows (`strategy_columns`), name → meaning, in first-seen order. */
@@ -113,6 +134,9 @@ export const TRIAL_TRAILING_COLUMNS = [
 export const TRIAL_COLUMNS: readonly string[] = [...TRIAL_LEADING_COLUMNS, ...TRIAL_TRAILING_COLUMNS];
 
 export const CASE_COLUMNS = ['trial', 'case', 'region', 'dice', 'hd95'] as const;
+
+/** One point of a trial's learning curve (see CURVE_COLUMN_DOCS). */
+export type CurveRow = Record<string, TrialValue>;
 
 /** One validation case × one region of one trial. */
 export interface CaseRow {
@@ -393,6 +417,42 @@ export class TrialRecorder {
     const body = rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
     fs.appendFileSync(this.casesFile, prefix + body);
   }
+
+  /**
+   * Appends one learning-curve point to curves.csv (one synchronous write, as soon as it is measured). A file
+   * with other columns (another task's regions, an older layout) is kept under a timestamped name.
+   */
+  appendCurve(row: CurveRow): void {
+    const file = path.join(this.dir, 'curves.csv');
+    const header = Object.keys(row);
+    let existing: { header: string[] } | null = null;
+    try {
+      existing = readCsvFile(file);
+    } catch {
+      existing = { header: [] };
+    }
+    let prefix = '';
+    if (!existing) prefix = csvLine(header);
+    else if (!sameColumns(existing.header, header)) {
+      const backup = timestampName(this.dir, 'curves');
+      fs.renameSync(file, path.join(this.dir, backup));
+      console.warn(`TrialRecorder: ${file} had other columns; it is kept as ${path.join(this.dir, backup)} and a new curves.csv is started.`);
+      prefix = csvLine(header);
+    }
+    fs.appendFileSync(file, prefix + csvLine(header.map((c) => formatValue(row[c]))));
+  }
+}
+
+/** Reads `<dir>/curves.csv` back (empty array when absent). */
+export function readCurves(dir: string): CurveRow[] {
+  const csv = readCsvFile(path.join(dir, 'curves.csv'));
+  if (!csv) return [];
+  return csv.rows.map((r) => Object.fromEntries(csv.header.map((c, j) => [c, parseValue(r[j] ?? '')])));
+}
+
+/** What the summary reads besides trials.csv: the per-case rows and the learning curves. */
+export function readSummaryInputs(dir: string): Pick<SummaryOptions, 'cases' | 'curves'> {
+  return { cases: readCases(dir), curves: readCurves(dir) };
 }
 
 /** Reads `<dir>/trials.csv` back (empty array when absent). Values: '' → null, n/a → NaN, numbers → number. */
@@ -442,6 +502,10 @@ export interface SummaryOptions {
   date?: Date;
   /** Backends to list besides those the rows name. */
   backends?: string[];
+  /** Per-case rows (cases.csv): the paired comparison needs them. */
+  cases?: CaseRow[];
+  /** Learning-curve points (curves.csv): time to target needs them. */
+  curves?: CurveRow[];
 }
 
 /** Axes always shown, then those shown only when they vary. */
@@ -520,16 +584,17 @@ interface Group {
   rows: TrialRow[];
 }
 
-/** Renders summary.md's text (pure; see writeSummary). */
-export function renderSummary(experimentName: string, rows: TrialRow[], options: SummaryOptions = {}): string {
-  const date = options.date ?? new Date();
-  const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
-  const regions = [
-    ...new Set(columns.filter((c) => c.startsWith('dice_') && c !== 'dice_mean').map((c) => c.slice('dice_'.length))),
-  ];
-  const ok = rows.filter((r) => r.status === 'ok');
-  const notOk = rows.filter((r) => r.status !== 'ok');
+function comparisonInput(groups: ComparisonGroup[], regions: string[], options: SummaryOptions) {
+  return { groups, regions, cases: options.cases ?? [], curves: options.curves ?? [] };
+}
 
+/** The configurations of a summary: trials grouped by every axis but the seed. */
+function summaryGroups(rows: TrialRow[]): {
+  groups: Map<string, Group>;
+  axisNames: string[];
+  axisValues: (r: TrialRow) => Record<string, string>;
+  settingAxes: string[];
+} {
   // Axes: the fixed ones, plus each settings leaf that varies among trials sharing the fixed axes.
   const varies = (col: string): boolean => new Set(rows.map((r) => str(r[col]))).size > 1;
   const fixedAxes = [...SHOWN_AXES, ...OPTIONAL_AXES.filter((a) => varies(a))];
@@ -557,6 +622,23 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
     groups.get(key)!.rows.push(r);
   }
   const axisNames = [...fixedAxes, ...settingAxes];
+  return { groups, axisNames, axisValues, settingAxes };
+}
+
+/** Region names of the rows' dice_<region> columns, in column order. */
+function rowRegions(rows: TrialRow[]): string[] {
+  const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
+  return [...new Set(columns.filter((c) => c.startsWith('dice_') && c !== 'dice_mean').map((c) => c.slice('dice_'.length)))];
+}
+
+/** Renders summary.md's text (pure; see writeSummary). */
+export function renderSummary(experimentName: string, rows: TrialRow[], options: SummaryOptions = {}): string {
+  const date = options.date ?? new Date();
+  const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
+  const regions = rowRegions(rows);
+  const ok = rows.filter((r) => r.status === 'ok');
+  const notOk = rows.filter((r) => r.status !== 'ok');
+  const { groups, axisNames, axisValues, settingAxes } = summaryGroups(rows);
 
   const lines: string[] = [];
   lines.push(`# ${experimentName} — results`, '');
@@ -635,6 +717,9 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
     lines.push('');
   }
 
+  lines.push(...renderComparison(comparisonInput([...groups.values()], regions, options)));
+  if ((options.cases ?? []).length) lines.push('Every paired difference (configuration × seed × case × region) is in `paired.csv`, written with this summary.', '');
+
   // Trials that did not finish ok.
   lines.push('## Trials that did not fit or failed', '');
   if (notOk.length === 0) {
@@ -671,8 +756,19 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
       '`tf.memory().numBytes`, which counts shared buffers once per tensor.',
   );
   lines.push('- Step (s): median wall-clock seconds per training step, the first (warm-up) step excluded; Train (s): the whole training.');
+  lines.push(
+    `- ΔDice: per validation case, region and seed, the Dice of a configuration minus the reference's (same seed, same case); ` +
+      'the mean over seeds and cases, with a percentile bootstrap interval that resamples seeds and cases independently ' +
+      '(comparison.resamples draws, fixed seed: the same records give the same interval), and the two-sided Wilcoxon ' +
+      'signed-rank p over the cases (each case\'s difference averaged over the seeds; @stdlib/stats-wilcoxon, exact below 50 cases). ' +
+      '"mean" is the mean over regions.',
+  );
   lines.push('- trials.csv columns:');
   for (const [c, doc] of Object.entries(TRIAL_COLUMN_DOCS)) lines.push(`  - \`${c}\`: ${doc}`);
+  if ((options.curves ?? []).length) {
+    lines.push('- curves.csv columns:');
+    for (const [c, doc] of Object.entries(CURVE_COLUMN_DOCS)) lines.push(`  - \`${c}\`: ${doc}`);
+  }
   const own = [...strategyColumnDocs(rows)].filter(([c]) => !(c in TRIAL_COLUMN_DOCS));
   if (own.length) {
     lines.push("- Strategies' own columns (from their `strategy_columns`):");
@@ -687,11 +783,17 @@ export function writeSummary(dir: string, experimentName: string, rows: TrialRow
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'summary.md');
   fs.writeFileSync(file, renderSummary(experimentName, rows, options));
+  if ((options.cases ?? []).length) {
+    const paired = pairedCaseRows(comparisonInput([...summaryGroups(rows).groups.values()], rowRegions(rows), options));
+    const header = ['comparison', 'seed', 'case', 'region', 'dice', 'reference_dice', 'difference', 'trial', 'reference_trial'];
+    fs.writeFileSync(path.join(dir, 'paired.csv'), csvLine(header) + paired.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join(''));
+  }
   return file;
 }
 
-/** Rewrites `<dir>/summary.md` from `<dir>/trials.csv` alone; returns its path. */
+/** Rewrites `<dir>/summary.md` from the records alone (trials.csv, cases.csv, curves.csv); returns its path. */
 export function regenerateSummary(dir: string, options: SummaryOptions = {}): string {
+  options = { ...readSummaryInputs(dir), ...options };
   const rows = readTrials(dir);
   if (rows.length === 0) {
     throw new Error(`regenerateSummary: ${path.join(dir, 'trials.csv')} is missing or has no trials; run the experiment first`);

@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import { formatBytes, type Experiment, type TrialConfig } from '../config/index.js';
 import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn } from '../plugins/index.js';
 import { Executor, inferShapes, parameterCount, type StepObserver, type Phase, type StepPlan, type Network } from '../engine/index.js';
-import { Adam, initParams, medianStepSeconds, train, type Params } from '../training/index.js';
+import { Adam, initParams, medianStepSeconds, train, type Params, type StepReport } from '../training/index.js';
 import { SeededRng, voxels } from '../data/index.js';
 import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '../types.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/index.js';
 import { DeviceMemoryMeter, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
-import { TrialRecorder, aggregateCaseMetrics, readTrials, regionColumns, writeSummary, type TrialRow } from './results.js';
+import { TrialRecorder, aggregateCaseMetrics, readSummaryInputs, readTrials, regionColumns, writeSummary, type CurveRow, type TrialRow } from './results.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from '../io/index.js';
 import { windowPredictor, type WindowPredictor } from '../inference/index.js';
@@ -93,6 +93,10 @@ const shapeText = (s: number[]): string => s.join('x');
 export const RUNNER_COLUMNS = [
   'volume_shape',
   'validation_cases',
+  'budget',
+  'steps',
+  'voxels_seen',
+  'curve_seconds',
   'final_loss',
   'recompute_seconds',
   'rss_peak_bytes',
@@ -128,11 +132,11 @@ export class ExperimentRunner {
     try {
       for (const trial of exp.trials) {
         log(`trial ${trial.trial + 1}/${exp.trials.length}: ${trial.label}`);
-        const { row, cases } = await this.runTrial(exp, trial, opts.resultsDir, log);
+        const { row, cases } = await this.runTrial(exp, trial, opts.resultsDir, log, (c) => recorder.appendCurve(c));
         recorder.append(row);
         recorder.appendCases(cases.map((c) => ({ trial: trial.trial, ...c })));
         rows.push(row);
-        writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir));
+        writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir), readSummaryInputs(opts.resultsDir));
         const elapsed = (performance.now() - t0) / 1000;
         const left = (elapsed / rows.length) * (exp.trials.length - rows.length);
         log(
@@ -183,7 +187,10 @@ export class ExperimentRunner {
     return v;
   }
 
-  /** The train/validation split by case, fixed by the trial seed. */
+  /**
+   * The train/validation split by case, fixed by `seed` (training.splitSeed, not the trial seed: every
+   * trial of a sweep with the same cases validates on the same ones).
+   */
   static split(ids: string[], seed: number, fraction: number, maxValidation?: number): { train: string[]; validation: string[] } {
     if (ids.length < 2) throw new Error(`the dataset has ${ids.length} labelled case(s); training and validation need at least 2`);
     const order = new SeededRng(seed).fork('split').shuffle([...ids]);
@@ -221,7 +228,7 @@ export class ExperimentRunner {
     const net = arch.build({ inChannels: dataset.channels.length, outChannels: K, activation });
     const strategy = instantiate(this.catalog.strategy(trial.strategy.name), trial.strategy.settings, { baseDir });
     try {
-      const { train, validation } = ExperimentRunner.split(dataset.labelledCaseIds(), trial.seed, tr.validationFraction, tr.maxValidationCases);
+      const { train, validation } = ExperimentRunner.split(dataset.labelledCaseIds(), tr.splitSeed, tr.validationFraction, tr.maxValidationCases);
       const caseShape = (await this.volume(data, train[0]!)).shape;
       const stepShape = strategy.trainingShape(caseShape, net);
       const inputShape = [tr.batchSize, ...stepShape, dataset.channels.length];
@@ -237,8 +244,10 @@ export class ExperimentRunner {
   }
 
   /**
-   * Train: the trial's steps on the shared training loop, each on what the strategy samples, under the
-   * trial's device budget. Fills the row's training columns.
+   * Train: steps on the shared training loop, each on what the strategy samples, under the trial's device
+   * budget, until the trial's budget (steps, voxels seen or training seconds) is reached. With
+   * training.curveEvery, every N steps the validation cases are evaluated (outside the training time and
+   * the training peak) and a learning-curve row is written. Fills the row's training columns.
    */
   private async trainTrial(
     p: TrialPlan,
@@ -247,6 +256,7 @@ export class ExperimentRunner {
     log: (l: string) => void,
     onHost: () => void,
     optimizer: Adam,
+    curve: CurveWriter,
   ): Promise<TrainedTrial> {
     const tr = trial.training;
     const { data, task, K, net, strategy, plan } = p;
@@ -267,18 +277,39 @@ export class ExperimentRunner {
     const caseRng = rng.fork('cases');
     const params = initParams(net, trial.seed);
     const executor = new Executor(net);
+    const trained = { params, executor };
     this.ledger.setBudget(tr.deviceMemory ?? null);
     this.ledger.takeOverflow();
     this.ledger.resetPeak();
     const { epochs, stepsPerEpoch, batchSize: batch } = tr;
-    const bar = new ProgressBar(`  train`, epochs * stepsPerEpoch);
+    const maxSteps = tr.budget === 'steps' ? epochs * stepsPerEpoch : Infinity;
+    const expectedSteps = tr.budget === 'voxels' ? Math.ceil(tr.budgetVoxels! / (batch * voxels(p.stepShape))) : maxSteps;
+    const bar = new ProgressBar(`  train`, Number.isFinite(expectedSteps) ? expectedSteps : 0);
     let order: string[] = [];
     let epochLoss = 0;
+    let voxelsSeen = 0;
     const trainStart = performance.now();
+    let evalSeconds = 0;
+    const trainingSeconds = (): number => (performance.now() - trainStart) / 1000 - evalSeconds;
+    const done = (r: StepReport): boolean =>
+      r.step + 1 >= maxSteps ||
+      (tr.budget === 'voxels' && voxelsSeen >= tr.budgetVoxels!) ||
+      (tr.budget === 'seconds' && trainingSeconds() >= tr.budgetSeconds!);
+    // Learning-curve points: every curveEvery steps, or curvePoints evenly through the budget.
+    const budgetTotal = tr.budget === 'voxels' ? tr.budgetVoxels! : tr.budget === 'seconds' ? tr.budgetSeconds! : epochs * stepsPerEpoch;
+    let nextPoint = 1;
+    const curveDue = (r: StepReport): boolean => {
+      if (tr.curveEvery > 0) return (r.step + 1) % tr.curveEvery === 0;
+      if (tr.curvePoints <= 1) return false;
+      const progress = tr.budget === 'voxels' ? voxelsSeen : tr.budget === 'seconds' ? trainingSeconds() : r.step + 1;
+      if (progress < (budgetTotal * nextPoint) / tr.curvePoints) return false;
+      while (nextPoint < tr.curvePoints && progress >= (budgetTotal * nextPoint) / tr.curvePoints) nextPoint++;
+      return true;
+    };
     const reports = await train(
       { net, params, optimizer, plan, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward, executor },
       {
-        steps: epochs * stepsPerEpoch,
+        steps: maxSteps,
         batch: async () => {
           const samples = [];
           for (let b = 0; b < batch; b++) {
@@ -288,39 +319,60 @@ export class ExperimentRunner {
           const shape = samples[0]!.shape;
           if (samples.some((x) => shapeText(x.shape) !== shapeText(shape)))
             throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
+          voxelsSeen += batch * voxels(shape);
           return {
             x: tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]),
             y: tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]),
           };
         },
         observer: (step) => this.observer(() => `train step ${step + 1}`),
-        afterStep: (r) => {
+        afterStep: async (r) => {
           onHost();
           epochLoss += r.loss;
+          curve.loss(r.loss);
           bar.update(r.step + 1, `loss ${r.loss.toFixed(4)}`);
-          const epoch = Math.floor(r.step / stepsPerEpoch);
+          const last = done(r);
+          if (!last && curveDue(r)) {
+            const t0 = performance.now();
+            // A validation pass: outside the training peak, still under the budget.
+            const v = await this.ledger.outsidePeak(() => this.validate(p, trial, trained, () => {}));
+            evalSeconds += (performance.now() - t0) / 1000;
+            curve.point(r.step + 1, trainingSeconds(), voxelsSeen, v.seconds, v.perCase);
+          }
           if ((r.step + 1) % stepsPerEpoch !== 0) return;
-          if (epoch === epochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(epochs / 5)) === 0)
-            log(`  epoch ${epoch + 1}/${epochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
+          const epoch = Math.floor(r.step / stepsPerEpoch);
+          // Epochs are a logging unit under a voxel or time budget: about five lines per trial.
+          const shownEpochs = Number.isFinite(expectedSteps) ? Math.ceil(expectedSteps / stepsPerEpoch) : epochs;
+          if (epoch === shownEpochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(shownEpochs / 5)) === 0)
+            log(`  epoch ${epoch + 1}/${shownEpochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
           epochLoss = 0;
         },
+        stop: done,
       },
     );
     bar.done();
-    row.train_seconds = (performance.now() - trainStart) / 1000;
+    row.train_seconds = trainingSeconds();
+    row.curve_seconds = evalSeconds;
     row.step_seconds = medianStepSeconds(reports);
     row.peak_train_bytes = this.ledger.peak;
     row.final_loss = reports[reports.length - 1]?.loss ?? NaN;
     row.recompute_seconds = reports.reduce((s, r) => s + r.stats.recomputeSeconds, 0);
-    return { params, executor };
+    row.steps = reports.length;
+    row.voxels_seen = voxelsSeen;
+    curve.end(reports.length, row.train_seconds, voxelsSeen);
+    return trained;
   }
 
-  /** Evaluate: inference as the strategy runs it on each validation case, Dice and HD95 per region. */
-  private async evaluateTrial(p: TrialPlan, trial: TrialConfig, trained: TrainedTrial, row: TrialRow, onHost: () => void): Promise<CaseResult[]> {
+  /** Inference as the strategy runs it on each validation case; Dice and HD95 per region and case. */
+  private async validate(
+    p: TrialPlan,
+    trial: TrialConfig,
+    trained: TrainedTrial,
+    onHost: () => void,
+  ): Promise<{ perCase: { name: string; dice: number; hd95: number }[][]; cases: CaseResult[]; seconds: number }> {
     const { data, task, net, strategy, validation } = p;
     const cases: CaseResult[] = [];
-    this.ledger.resetPeak();
-    const inferStart = performance.now();
+    const t0 = performance.now();
     const perCase: { name: string; dice: number; hd95: number }[][] = [];
     for (const id of validation) {
       const v = await this.volume(data, id);
@@ -332,11 +384,19 @@ export class ExperimentRunner {
       perCase.push(result);
       for (const r of result) cases.push({ case: id, region: r.name, dice: r.dice, hd95: r.hd95 });
     }
-    row.infer_seconds = (performance.now() - inferStart) / 1000;
+    return { perCase, cases, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  /** Evaluate: the final validation pass (the learning curve's last point), measured on its own. */
+  private async evaluateTrial(p: TrialPlan, trial: TrialConfig, trained: TrainedTrial, row: TrialRow, onHost: () => void, curve: CurveWriter): Promise<CaseResult[]> {
+    this.ledger.resetPeak();
+    const v = await this.validate(p, trial, trained, onHost);
+    row.infer_seconds = v.seconds;
     row.peak_infer_bytes = this.ledger.peak;
-    row.validation_cases = validation.length;
-    Object.assign(row, aggregateCaseMetrics(perCase));
-    return cases;
+    row.validation_cases = p.validation.length;
+    Object.assign(row, aggregateCaseMetrics(v.perCase));
+    curve.final(v.seconds, v.perCase);
+    return v.cases;
   }
 
   /** Record: the strategy's own columns (with their meanings, for the summary's legend). */
@@ -368,7 +428,13 @@ export class ExperimentRunner {
   }
 
   /** One trial: plan → train → evaluate → record; never throws (a failure is the row's status). */
-  async runTrial(exp: Experiment, trial: TrialConfig, resultsDir: string, log: (l: string) => void): Promise<{ row: TrialRow; cases: CaseResult[] }> {
+  async runTrial(
+    exp: Experiment,
+    trial: TrialConfig,
+    resultsDir: string,
+    log: (l: string) => void,
+    onCurve: (row: CurveRow) => void = () => {},
+  ): Promise<{ row: TrialRow; cases: CaseResult[] }> {
     const tr = trial.training;
     const row: TrialRow = {
       trial: trial.trial,
@@ -387,6 +453,7 @@ export class ExperimentRunner {
         architecture: trial.architecture,
         strategy: trial.strategy,
         training: tr,
+        comparison: exp.comparison,
         profile: exp.profile ?? null,
       }),
       started_at: new Date().toISOString(),
@@ -412,10 +479,12 @@ export class ExperimentRunner {
       row.volume_shape = shapeText(p.caseShape);
       row.input_shape = shapeText(p.stepShape);
       row.est_peak_train_bytes = p.estimate.peak;
-      const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer);
+      row.budget = budgetText(tr);
+      const curve = new CurveWriter(trial, tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
+      const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
       this.recordStrategy(strategy, row);
       row.meter = this.meter!.method;
-      if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost);
+      if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost, curve);
       if (tr.saveModel) await this.recordModel(exp, trial, p, trained.params, resultsDir, row);
     } catch (e) {
       if (e instanceof DeviceOutOfMemoryError) {
@@ -444,6 +513,60 @@ export class ExperimentRunner {
 
   private predictor(executor: Executor, net: Network, params: Params, channels: number, label: () => string): WindowPredictor {
     return windowPredictor(executor, net, params, channels, this.observer(label));
+  }
+}
+
+/** What a trial's budget is, as the summary shows it: `steps 160`, `voxels 1.77e7`, `seconds 60`. */
+function budgetText(tr: TrialConfig['training']): string {
+  if (tr.budget === 'voxels') return `voxels ${tr.budgetVoxels}`;
+  if (tr.budget === 'seconds') return `seconds ${tr.budgetSeconds}`;
+  return `steps ${tr.epochs * tr.stepsPerEpoch}`;
+}
+
+/**
+ * The learning curve of one trial: each point is written (curves.csv) as soon as it is measured. The
+ * loss of a point is the mean training loss over the steps since the previous point; the last point is
+ * the final evaluation, so it is never evaluated twice.
+ */
+class CurveWriter {
+  private losses: number[] = [];
+  private end_: { step: number; seconds: number; voxels: number } | null = null;
+
+  constructor(
+    private readonly trial: TrialConfig,
+    private readonly write: ((row: CurveRow) => void) | null,
+  ) {}
+
+  loss(value: number): void {
+    this.losses.push(value);
+  }
+
+  point(step: number, trainSeconds: number, voxelsSeen: number, evalSeconds: number, perCase: { name: string; dice: number; hd95: number }[][]): void {
+    if (!this.write) return;
+    const m = aggregateCaseMetrics(perCase);
+    const dice = Object.fromEntries(Object.entries(m).filter(([k]) => k.startsWith('dice_')));
+    const loss = this.losses.length ? this.losses.reduce((a, b) => a + b, 0) / this.losses.length : NaN;
+    this.losses = [];
+    this.write({
+      trial: this.trial.trial,
+      strategy: this.trial.strategy.name,
+      seed: this.trial.seed,
+      step,
+      train_seconds: trainSeconds,
+      voxels_seen: voxelsSeen,
+      loss,
+      eval_seconds: evalSeconds,
+      ...dice,
+    });
+  }
+
+  /** Training ended after `step` steps (the final evaluation, if any, is the last point). */
+  end(step: number, trainSeconds: number, voxelsSeen: number): void {
+    this.end_ = { step, seconds: trainSeconds, voxels: voxelsSeen };
+  }
+
+  final(evalSeconds: number, perCase: { name: string; dice: number; hd95: number }[][]): void {
+    if (this.end_) this.point(this.end_.step, this.end_.seconds, this.end_.voxels, evalSeconds, perCase);
   }
 }
 

@@ -189,6 +189,27 @@ export class BufferLedger {
     this.hostPeakBytes = this.hostLiveBytes;
   }
 
+  /**
+   * Runs `fn` outside the peak: the high-water marks after it are those before it (or what is live now,
+   * if more), so that a validation pass inside training does not count as training memory. The budget
+   * still applies inside `fn`.
+   */
+  async outsidePeak<T>(fn: () => Promise<T>): Promise<T> {
+    const saved = { peak: this.peakBytes, op: this.peakOpName, host: this.hostPeakBytes };
+    try {
+      return await fn();
+    } finally {
+      if (this.liveBytes > saved.peak) {
+        this.peakBytes = this.liveBytes;
+        this.peakOpName = this.currentOp;
+      } else {
+        this.peakBytes = saved.peak;
+        this.peakOpName = saved.op;
+      }
+      this.hostPeakBytes = Math.max(saved.host, this.hostLiveBytes);
+    }
+  }
+
   /** Device budget in bytes, or null for none. Clears a pending overflow record. */
   setBudget(bytes: number | null): void {
     if (bytes !== null) checkBytes('BufferLedger.setBudget', bytes);

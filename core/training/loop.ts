@@ -39,14 +39,18 @@ export interface StepReport {
 }
 
 export interface TrainingRun {
+  /** The most steps to run (Infinity: until `stop` says so). */
   steps: number;
+  /** After each step: true ends training there (a voxel or time budget reached). */
+  stop?(report: StepReport): boolean;
   /** The batch of step `step`. */
   batch(step: number): StepBatch | Promise<StepBatch>;
   /** The observer of step `step` (the memory meter names the operation with it). */
   observer?(step: number): StepObserver | undefined;
   /** Just before step `step` runs (its batch is made). */
   beforeStep?(step: number): void;
-  afterStep?(report: StepReport): void;
+  /** After each step; a returned promise is awaited before the next (e.g. a validation pass). */
+  afterStep?(report: StepReport): void | Promise<void>;
 }
 
 /** One training step: the batch's loss, gradients, and Adam's update of `setup.params`. */
@@ -63,7 +67,7 @@ export async function trainingStep(setup: TrainingSetup, executor: Executor, bat
   return { loss: r.loss, stats: r.stats };
 }
 
-/** Runs `run.steps` training steps; returns every step's report. */
+/** Runs training steps until `run.steps` or `run.stop`; returns every step's report. */
 export async function train(setup: TrainingSetup, run: TrainingRun): Promise<StepReport[]> {
   const executor = setup.executor ?? new Executor(setup.net);
   const reports: StepReport[] = [];
@@ -75,13 +79,15 @@ export async function train(setup: TrainingSetup, run: TrainingRun): Promise<Ste
       const r = await trainingStep(setup, executor, batch, run.observer?.(step));
       const report = { step, loss: r.loss, seconds: (performance.now() - t0) / 1000, stats: r.stats };
       reports.push(report);
-      run.afterStep?.(report);
     } finally {
       if (batch.owned !== false) {
         batch.x.dispose();
         batch.y.dispose();
       }
     }
+    const last = reports[reports.length - 1]!;
+    await run.afterStep?.(last);
+    if (run.stop?.(last)) break;
   }
   return reports;
 }

@@ -1,0 +1,325 @@
+/**
+ * The comparison sections of summary.md, computed from the records alone (trials.csv, cases.csv,
+ * curves.csv): each strategy against the experiment's reference strategy, paired by seed and validation
+ * case (ΔDice with a bootstrap interval over cases and seeds, and a Wilcoxon signed-rank p), the time each
+ * takes to reach a target Dice on its learning curve, and the budget the trials were given.
+ */
+import { bootstrapMeanInterval, wilcoxonSignedRank } from '../evaluation/index.js';
+
+type Value = string | number | null;
+type Row = Record<string, Value>;
+
+/** One configuration of the summary (its trials over seeds) and its axis values. */
+export interface ComparisonGroup {
+  axes: Record<string, string>;
+  rows: Row[];
+}
+
+/** A per-case record (cases.csv). */
+export interface CaseRecord {
+  trial: string | number;
+  case: string;
+  region: string;
+  dice: number;
+}
+
+export interface ComparisonInput {
+  groups: ComparisonGroup[];
+  /** Region names, in task order. */
+  regions: string[];
+  cases: CaseRecord[];
+  curves: Row[];
+}
+
+/** The comparison settings a trial recorded (settings.comparison), with the defaults of COMPARISON_SCHEMA. */
+export interface RecordedComparison {
+  reference: string | null;
+  target: number | null;
+  metric: string;
+  confidence: number;
+  resamples: number;
+}
+
+/** Paired difference of one strategy to the reference in one region. */
+export interface PairedResult {
+  region: string;
+  seeds: number;
+  cases: number;
+  mean: number;
+  low: number;
+  high: number;
+  p: number;
+}
+
+/** Time to target of one configuration. */
+export interface TimeToTarget {
+  reached: number;
+  of: number;
+  /** Median over seeds (unreached seeds count as never): training seconds, voxels seen, steps; null: not reached. */
+  seconds: number | null;
+  voxels: number | null;
+  steps: number | null;
+}
+
+const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
+const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
+
+export function recordedComparison(rows: Row[]): RecordedComparison {
+  const out: RecordedComparison = { reference: null, target: null, metric: 'mean', confidence: 0.95, resamples: 10_000 };
+  for (const r of rows) {
+    if (typeof r.settings !== 'string') continue;
+    try {
+      const c = (JSON.parse(r.settings) as { comparison?: Partial<RecordedComparison> }).comparison;
+      if (!c) continue;
+      if (typeof c.reference === 'string') out.reference = c.reference;
+      if (typeof c.target === 'number') out.target = c.target;
+      if (typeof c.metric === 'string') out.metric = c.metric;
+      if (typeof c.confidence === 'number') out.confidence = c.confidence;
+      if (typeof c.resamples === 'number') out.resamples = c.resamples;
+      return out;
+    } catch {
+      // unreadable settings: try the next row
+    }
+  }
+  return out;
+}
+
+/** The axes that say what a configuration is apart from its strategy (paired configurations share them). */
+function contextKey(g: ComparisonGroup): string {
+  const rest = Object.entries(g.axes).filter(([k]) => k !== 'strategy' && k !== 'input_shape' && !k.startsWith('strategy.'));
+  return JSON.stringify(rest);
+}
+
+function label(g: ComparisonGroup): string {
+  const extra = Object.entries(g.axes)
+    .filter(([k]) => k.startsWith('strategy.'))
+    .map(([k, v]) => `${k.slice('strategy.settings.'.length) || k}=${v}`);
+  return extra.length ? `${g.axes.strategy} (${extra.join(', ')})` : (g.axes.strategy ?? '?');
+}
+
+/**
+ * Paired differences of `g` to `ref`, per region: d[seed][case] = Dice(g) − Dice(ref), over the seeds
+ * both ran ok and the cases every one of those trials validated on.
+ */
+export function pairedDifferences(g: ComparisonGroup, ref: ComparisonGroup, regions: string[], cases: CaseRecord[]): Map<string, number[][]> {
+  const ok = (rows: Row[]): Map<number, string> => {
+    const m = new Map<number, string>();
+    for (const r of rows) if (r.status === 'ok' && typeof r.seed === 'number') m.set(r.seed, String(r.trial));
+    return m;
+  };
+  const a = ok(g.rows);
+  const b = ok(ref.rows);
+  const seeds = [...a.keys()].filter((s) => b.has(s)).sort((x, y) => x - y);
+  const byTrial = new Map<string, Map<string, number>>();
+  for (const c of cases) {
+    const key = String(c.trial);
+    if (!byTrial.has(key)) byTrial.set(key, new Map());
+    byTrial.get(key)!.set(`${c.case}\u0000${c.region}`, c.dice);
+  }
+  const out = new Map<string, number[][]>();
+  for (const region of regions) {
+    const trials = seeds.flatMap((s) => [a.get(s)!, b.get(s)!]);
+    const caseIds = [...new Set(cases.filter((c) => c.region === region && trials.includes(String(c.trial))).map((c) => c.case))]
+      .filter((id) => trials.every((t) => Number.isFinite(byTrial.get(t)?.get(`${id}\u0000${region}`) ?? NaN)))
+      .sort();
+    if (caseIds.length === 0 || seeds.length === 0) continue;
+    out.set(
+      region,
+      seeds.map((s) => caseIds.map((id) => byTrial.get(a.get(s)!)!.get(`${id}\u0000${region}`)! - byTrial.get(b.get(s)!)!.get(`${id}\u0000${region}`)!)),
+    );
+  }
+  // The mean over regions, per seed and case, where every region is present.
+  const per = regions.map((r) => out.get(r));
+  if (regions.length > 1 && per.every((d) => d !== undefined) && per.every((d) => d!.length === per[0]!.length && d![0]!.length === per[0]![0]!.length)) {
+    out.set('mean', per[0]!.map((row, i) => row.map((_, j) => per.reduce((s, d) => s + d![i]![j]!, 0) / per.length)));
+  }
+  return out;
+}
+
+/**
+ * Every paired difference behind the ΔDice table, one row per configuration × seed × validation case ×
+ * region (written as paired.csv beside the summary): the configuration's Dice, the reference's and the
+ * difference.
+ */
+export function pairedCaseRows(input: ComparisonInput): Row[] {
+  const { groups, regions, cases } = input;
+  const c = recordedComparison(groups.flatMap((g) => g.rows));
+  const reference = c.reference ?? groups[0]?.axes.strategy;
+  const refs = groups.filter((g) => g.axes.strategy === reference);
+  const dice = new Map<string, number>();
+  for (const x of cases) dice.set(`${x.trial}\u0000${x.case}\u0000${x.region}`, x.dice);
+  const out: Row[] = [];
+  for (const g of groups) {
+    if (g.axes.strategy === reference) continue;
+    const ref = refs.find((r) => contextKey(r) === contextKey(g));
+    if (!ref) continue;
+    const trialOf = (rows: Row[], seed: number): string | undefined => {
+      const r = rows.find((x) => x.status === 'ok' && x.seed === seed);
+      return r ? String(r.trial) : undefined;
+    };
+    const seeds = [...new Set(g.rows.map((r) => r.seed).filter((s): s is number => typeof s === 'number'))].sort((a, b) => a - b);
+    for (const seed of seeds) {
+      const ta = trialOf(g.rows, seed);
+      const tb = trialOf(ref.rows, seed);
+      if (ta === undefined || tb === undefined) continue;
+      for (const x of cases) {
+        if (String(x.trial) !== ta || !regions.includes(x.region)) continue;
+        const b = dice.get(`${tb}\u0000${x.case}\u0000${x.region}`);
+        if (b === undefined) continue;
+        out.push({ comparison: `${label(g)} − ${label(ref)}`, seed, case: x.case, region: x.region, dice: x.dice, reference_dice: b, difference: x.dice - b, trial: Number(ta), reference_trial: Number(tb) });
+      }
+    }
+  }
+  return out;
+}
+
+/** ΔDice with its interval and p, from a seeds × cases grid (Wilcoxon over cases, seeds averaged). */
+export function pairedResult(region: string, d: number[][], c: Pick<RecordedComparison, 'confidence' | 'resamples'>): PairedResult {
+  const interval = bootstrapMeanInterval(d, { confidence: c.confidence, resamples: c.resamples, seed: 0 });
+  const perCase = d[0]!.map((_, j) => d.reduce((s, row) => s + row[j]!, 0) / d.length);
+  return { region, seeds: d.length, cases: d[0]!.length, mean: interval.mean, low: interval.low, high: interval.high, p: wilcoxonSignedRank(perCase).p };
+}
+
+function median(values: number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+/** When each seed's learning curve first reaches `target` on `column`; medians over seeds. */
+export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, target: number): TimeToTarget {
+  const trials = g.rows.filter((r) => r.status === 'ok').map((r) => String(r.trial));
+  const hits: { seconds: number; voxels: number; steps: number }[] = [];
+  let withCurve = 0;
+  for (const t of trials) {
+    const points = curves.filter((c) => String(c.trial) === t).sort((x, y) => num(x.step) - num(y.step));
+    if (points.length === 0) continue;
+    withCurve++;
+    const hit = points.find((c) => num(c[column]) >= target);
+    hits.push(hit ? { seconds: num(hit.train_seconds), voxels: num(hit.voxels_seen), steps: num(hit.step) } : { seconds: Infinity, voxels: Infinity, steps: Infinity });
+  }
+  const reached = hits.filter((h) => Number.isFinite(h.seconds)).length;
+  const med = (k: 'seconds' | 'voxels' | 'steps'): number | null => {
+    if (hits.length === 0) return null;
+    const m = median(hits.map((h) => h[k]));
+    return Number.isFinite(m) ? m : null;
+  };
+  return { reached, of: withCurve, seconds: med('seconds'), voxels: med('voxels'), steps: med('steps') };
+}
+
+const fmtVoxels = (v: number): string => (v >= 1e6 ? `${(v / 1e6).toFixed(1)} M` : v >= 1e3 ? `${(v / 1e3).toFixed(0)} k` : String(v));
+
+/** What was equal across the trials, in words. */
+function budgetLines(rows: Row[]): string[] {
+  const budgets = [...new Set(rows.map((r) => r.budget).filter((b): b is string => typeof b === 'string' && b !== ''))];
+  if (budgets.length === 0) return ['- Budget: not recorded (trials from before budgets were recorded: each ran epochs × stepsPerEpoch steps).'];
+  const words = (b: string): string => {
+    const [kind, value] = b.split(' ');
+    const v = Number(value);
+    if (kind === 'voxels') return `equal voxels seen: each trial trains until it has seen ${fmtVoxels(v)} input voxels (${value})`;
+    if (kind === 'seconds') return `equal training time: each trial trains for ${value} s of wall time (validation passes excluded)`;
+    return `equal steps: each trial runs ${value} optimizer steps`;
+  };
+  return budgets.length === 1 ? [`- Budget: ${words(budgets[0]!)}.`] : [`- Budgets differ between trials: ${budgets.map(words).join('; ')}.`];
+}
+
+/** The comparison sections of summary.md (markdown lines). */
+export function renderComparison(input: ComparisonInput): string[] {
+  const { groups, regions, cases, curves } = input;
+  const allRows = groups.flatMap((g) => g.rows);
+  const c = recordedComparison(allRows);
+  const reference = c.reference ?? groups[0]?.axes.strategy ?? null;
+  const lines: string[] = ['## Comparison with the reference strategy', ''];
+  lines.push(...budgetLines(allRows));
+  if (!reference) return [...lines, '', 'No trials.', ''];
+  const refs = groups.filter((g) => g.axes.strategy === reference);
+  lines.push(
+    `- Reference: \`${reference}\`${c.reference ? '' : ' (the first strategy: the records name none)'}. Each other configuration is paired with the reference configuration that shares its other axes, by seed and validation case.`,
+    '',
+  );
+  if (refs.length === 0) return [...lines, `No trial of the reference strategy \`${reference}\` is recorded.`, ''];
+
+  // Paired ΔDice.
+  const pct = Math.round(c.confidence * 100);
+  const shown = regions.length > 1 ? [...regions, 'mean'] : regions;
+  const table: string[] = [];
+  const words: string[] = [];
+  for (const g of groups) {
+    if (g.axes.strategy === reference) continue;
+    const ref = refs.find((r) => contextKey(r) === contextKey(g));
+    if (!ref) continue;
+    const diffs = pairedDifferences(g, ref, regions, cases);
+    if (diffs.size === 0) {
+      table.push(`| ${label(g)} − ${label(ref)} | 0 | 0 | ${shown.map(() => 'no paired ok trials').join(' | ')} |`);
+      continue;
+    }
+    const results = shown.map((r) => (diffs.has(r) ? pairedResult(r, diffs.get(r)!, c) : null));
+    const first = results.find((r) => r !== null)!;
+    table.push(
+      `| ${label(g)} − ${label(ref)} | ${first.seeds} | ${first.cases} | ${results
+        .map((r) => (r ? `${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}], p = ${Number.isNaN(r.p) ? 'n/a' : r.p < 0.001 ? r.p.toExponential(1) : r.p.toFixed(3)}` : '—'))
+        .join(' | ')} |`,
+    );
+    for (const r of results) {
+      if (!r) continue;
+      const excludes = r.low > 0 || r.high < 0;
+      words.push(
+        `- ${label(g)} − ${label(ref)}, ${r.region}: ΔDice ${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]; ` +
+          (excludes
+            ? `the ${pct}% interval excludes 0: ${r.mean > 0 ? `${label(g)} is better` : `${label(ref)} is better`} on these cases.`
+            : `the ${pct}% interval includes 0: no difference shown.`),
+      );
+    }
+  }
+  if (table.length === 0) {
+    lines.push('No configuration other than the reference has ok trials to pair.', '');
+  } else {
+    lines.push(`### ΔDice against \`${reference}\` (mean [${pct}% bootstrap CI], Wilcoxon p)`, '');
+    const header = ['comparison', 'seeds', 'cases', ...shown.map((r) => `ΔDice ${r}`)];
+    lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...table, '', ...words, '');
+  }
+
+  // Time to target.
+  lines.push('### Time to target', '');
+  const column = c.metric === 'mean' ? 'dice_mean' : `dice_${c.metric}`;
+  const metricName = c.metric === 'mean' ? 'mean Dice over regions' : `Dice ${c.metric}`;
+  if (curves.length === 0) {
+    lines.push('No learning curves were recorded (set `training.curveEvery` to validate every N steps).', '');
+    return lines;
+  }
+  const refFinal = refs.flatMap((g) => g.rows.filter((r) => r.status === 'ok').map((r) => num(r[column]))).filter(Number.isFinite);
+  const target = c.target ?? (refFinal.length ? refFinal.reduce((a, b) => a + b, 0) / refFinal.length : null);
+  if (target === null) {
+    lines.push(`No ok trial of \`${reference}\` gives a final ${metricName} to aim at (set comparison.target).`, '');
+    return lines;
+  }
+  lines.push(
+    `Target: ${metricName} ≥ ${target.toFixed(3)} (${c.target !== null ? 'comparison.target' : `the final ${metricName} of \`${reference}\`, averaged over its seeds`}). ` +
+      'Time is training wall time (validation passes excluded), at the first learning-curve point that reaches the target; the median over seeds (a seed that never reaches it counts as never, so the median is "not reached" when half of them do not).',
+    '',
+  );
+  const header = ['configuration', 'reached', 'time (s)', 'voxels seen', 'steps', `time / ${reference}'s`];
+  lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`);
+  const refTimes = new Map(refs.map((r) => [contextKey(r), timeToTarget(r, curves, column, target)]));
+  const ratioWords: string[] = [];
+  for (const g of groups) {
+    const t = timeToTarget(g, curves, column, target);
+    if (t.of === 0) continue;
+    const rt = refTimes.get(contextKey(g));
+    const ratio = t.seconds !== null && rt?.seconds ? t.seconds / rt.seconds : null;
+    lines.push(
+      `| ${label(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
+    );
+    if (g.axes.strategy !== reference && rt) {
+      ratioWords.push(
+        t.seconds === null
+          ? `- ${label(g)} does not reach the target in most seeds (${t.reached} of ${t.of}).`
+          : rt.seconds === null
+            ? `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s; \`${reference}\` itself does not in most seeds.`
+            : `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s, ${ratio!.toFixed(2)}× the time of \`${reference}\` (${rt.seconds.toFixed(1)} s): ${ratio! < 1 ? `${(1 / ratio!).toFixed(2)}× faster` : `${ratio!.toFixed(2)}× slower`}.`,
+      );
+    }
+  }
+  lines.push('', ...ratioWords, '');
+  return lines;
+}
