@@ -120,7 +120,8 @@ axes:
     const summary = readFileSync(join(results, 'summary.md'), 'utf8');
     expect(summary).toContain('Budget: equal voxels seen: each trial trains until it has seen 20 k input voxels (20000)');
     expect(summary).toContain('| full-volume − patch | 1 | 3 |');
-    expect(summary).toContain('Target: mean Dice over regions ≥');
+    expect(summary).toContain('Target: for each seed, the final mean Dice over regions of `patch` with that seed');
+    expect(summary).toContain('### Learning curves (mean Dice over regions, mean over seeds, at each validation point)');
     // paired.csv holds every difference; the summary regenerates from the records alone, identically.
     const paired = readFileSync(join(results, 'paired.csv'), 'utf8').trim().split('\n');
     expect(paired.length).toBe(1 + 3 * readCases(results).filter((c) => c.trial === 0).length / 3);

@@ -59,6 +59,8 @@ export interface TimeToTarget {
   seconds: number | null;
   voxels: number | null;
   steps: number | null;
+  /** Median over seeds of the best value the curve reached. */
+  best: number | null;
 }
 
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
@@ -186,16 +188,20 @@ function median(values: number[]): number {
   return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
 
-/** When each seed's learning curve first reaches `target` on `column`; medians over seeds. */
-export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, target: number): TimeToTarget {
-  const trials = g.rows.filter((r) => r.status === 'ok').map((r) => String(r.trial));
+/**
+ * When each seed's learning curve first reaches its target on `column` (`target(seed)`: the same number
+ * for every seed, or the reference's final Dice of that seed); medians over seeds, and the best Dice each
+ * curve reached (median over seeds).
+ */
+export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, target: (seed: number) => number | undefined): TimeToTarget {
   const hits: { seconds: number; voxels: number; steps: number }[] = [];
-  let withCurve = 0;
-  for (const t of trials) {
-    const points = curves.filter((c) => String(c.trial) === t).sort((x, y) => num(x.step) - num(y.step));
-    if (points.length === 0) continue;
-    withCurve++;
-    const hit = points.find((c) => num(c[column]) >= target);
+  const best: number[] = [];
+  for (const r of g.rows.filter((x) => x.status === 'ok')) {
+    const goal = typeof r.seed === 'number' ? target(r.seed) : undefined;
+    const points = curves.filter((c) => String(c.trial) === String(r.trial)).sort((x, y) => num(x.step) - num(y.step));
+    if (points.length === 0 || goal === undefined) continue;
+    best.push(Math.max(...points.map((c) => num(c[column])).filter(Number.isFinite)));
+    const hit = points.find((c) => num(c[column]) >= goal);
     hits.push(hit ? { seconds: num(hit.train_seconds), voxels: num(hit.voxels_seen), steps: num(hit.step) } : { seconds: Infinity, voxels: Infinity, steps: Infinity });
   }
   const reached = hits.filter((h) => Number.isFinite(h.seconds)).length;
@@ -204,7 +210,37 @@ export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, 
     const m = median(hits.map((h) => h[k]));
     return Number.isFinite(m) ? m : null;
   };
-  return { reached, of: withCurve, seconds: med('seconds'), voxels: med('voxels'), steps: med('steps') };
+  return { reached, of: hits.length, seconds: med('seconds'), voxels: med('voxels'), steps: med('steps'), best: best.length ? median(best) : null };
+}
+
+/**
+ * The learning curves, averaged over seeds point by point (the k-th point of every seed; with curvePoints
+ * the points of all strategies fall at the same fractions of the budget).
+ */
+function curveTable(groups: ComparisonGroup[], curves: Row[], column: string): string[] {
+  const series = groups
+    .map((g) => {
+      const perSeed = g.rows
+        .filter((r) => r.status === 'ok')
+        .map((r) => curves.filter((c) => String(c.trial) === String(r.trial)).sort((x, y) => num(x.step) - num(y.step)))
+        .filter((p) => p.length > 0);
+      return { g, perSeed };
+    })
+    .filter((x) => x.perSeed.length > 0);
+  if (series.length === 0) return [];
+  const points = Math.max(...series.map((x) => Math.min(...x.perSeed.map((p) => p.length))));
+  const header = ['configuration', ...Array.from({ length: points }, (_, k) => `point ${k + 1}`)];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`];
+  for (const { g, perSeed } of series) {
+    const n = Math.min(...perSeed.map((p) => p.length));
+    const cells = Array.from({ length: points }, (_, k) => {
+      if (k >= n) return '—';
+      const mean = (f: (c: Row) => number): number => perSeed.reduce((s, p) => s + f(p[k]!), 0) / perSeed.length;
+      return `${mean((c) => num(c[column])).toFixed(3)} at ${mean((c) => num(c.train_seconds)).toFixed(1)} s, ${fmtVoxels(mean((c) => num(c.voxels_seen)))}`;
+    });
+    lines.push(`| ${label(g)} | ${cells.join(' | ')} |`);
+  }
+  return lines;
 }
 
 const fmtVoxels = (v: number): string => (v >= 1e6 ? `${(v / 1e6).toFixed(1)} M` : v >= 1e3 ? `${(v / 1e3).toFixed(0)} k` : String(v));
@@ -229,6 +265,8 @@ export function renderComparison(input: ComparisonInput): string[] {
   const allRows = groups.flatMap((g) => g.rows);
   const c = recordedComparison(allRows);
   const reference = c.reference ?? groups[0]?.axes.strategy ?? null;
+  // With one strategy there is nothing to compare: the budget alone.
+  if (new Set(groups.map((g) => g.axes.strategy)).size < 2) return ['## Training budget', '', ...budgetLines(allRows), ''];
   const lines: string[] = ['## Comparison with the reference strategy', ''];
   lines.push(...budgetLines(allRows));
   if (!reference) return [...lines, '', 'No trials.', ''];
@@ -287,33 +325,47 @@ export function renderComparison(input: ComparisonInput): string[] {
     lines.push('No learning curves were recorded (set `training.curveEvery` to validate every N steps).', '');
     return lines;
   }
+  // The target: comparison.target, else per seed the reference's final Dice of that seed (which the
+  // reference reaches by its last point at the latest, so its own time is defined).
+  const targetFor = (g: ComparisonGroup) => {
+    if (c.target !== null) return () => c.target!;
+    const ref = refs.find((r) => contextKey(r) === contextKey(g));
+    return (seed: number): number | undefined => {
+      const v = num(ref?.rows.find((r) => r.status === 'ok' && r.seed === seed)?.[column]);
+      return Number.isFinite(v) ? v : undefined;
+    };
+  };
   const refFinal = refs.flatMap((g) => g.rows.filter((r) => r.status === 'ok').map((r) => num(r[column]))).filter(Number.isFinite);
-  const target = c.target ?? (refFinal.length ? refFinal.reduce((a, b) => a + b, 0) / refFinal.length : null);
-  if (target === null) {
+  if (c.target === null && refFinal.length === 0) {
     lines.push(`No ok trial of \`${reference}\` gives a final ${metricName} to aim at (set comparison.target).`, '');
     return lines;
   }
+  const meanFinal = refFinal.reduce((a, b) => a + b, 0) / Math.max(1, refFinal.length);
   lines.push(
-    `Target: ${metricName} ≥ ${target.toFixed(3)} (${c.target !== null ? 'comparison.target' : `the final ${metricName} of \`${reference}\`, averaged over its seeds`}). ` +
-      'Time is training wall time (validation passes excluded), at the first learning-curve point that reaches the target; the median over seeds (a seed that never reaches it counts as never, so the median is "not reached" when half of them do not).',
+    (c.target !== null
+      ? `Target: ${metricName} ≥ ${c.target.toFixed(3)} (comparison.target). `
+      : `Target: for each seed, the final ${metricName} of \`${reference}\` with that seed (${meanFinal.toFixed(3)} on average over its seeds). `) +
+      'Time is training wall time (validation passes excluded), at the first learning-curve point that reaches the target, so its resolution is the spacing of the points; ' +
+      'the median over seeds (a seed that never reaches it counts as never, so the median is "not reached" when half of them do not). ' +
+      '"best" is the median over seeds of the highest value the curve reached.',
     '',
   );
-  const header = ['configuration', 'reached', 'time (s)', 'voxels seen', 'steps', `time / ${reference}'s`];
+  const header = ['configuration', 'reached', 'time (s)', 'voxels seen', 'steps', 'best', `time / ${reference}'s`];
   lines.push(`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`);
-  const refTimes = new Map(refs.map((r) => [contextKey(r), timeToTarget(r, curves, column, target)]));
+  const refTimes = new Map(refs.map((r) => [contextKey(r), timeToTarget(r, curves, column, targetFor(r))]));
   const ratioWords: string[] = [];
   for (const g of groups) {
-    const t = timeToTarget(g, curves, column, target);
+    const t = timeToTarget(g, curves, column, targetFor(g));
     if (t.of === 0) continue;
     const rt = refTimes.get(contextKey(g));
     const ratio = t.seconds !== null && rt?.seconds ? t.seconds / rt.seconds : null;
     lines.push(
-      `| ${label(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
+      `| ${label(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${t.best !== null ? t.best.toFixed(3) : '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
     );
     if (g.axes.strategy !== reference && rt) {
       ratioWords.push(
         t.seconds === null
-          ? `- ${label(g)} does not reach the target in most seeds (${t.reached} of ${t.of}).`
+          ? `- ${label(g)} does not reach the target in most seeds (${t.reached} of ${t.of}; its curves peak at ${t.best?.toFixed(3) ?? '—'}, median over seeds).`
           : rt.seconds === null
             ? `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s; \`${reference}\` itself does not in most seeds.`
             : `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s, ${ratio!.toFixed(2)}× the time of \`${reference}\` (${rt.seconds.toFixed(1)} s): ${ratio! < 1 ? `${(1 / ratio!).toFixed(2)}× faster` : `${ratio!.toFixed(2)}× slower`}.`,
@@ -321,5 +373,7 @@ export function renderComparison(input: ComparisonInput): string[] {
     }
   }
   lines.push('', ...ratioWords, '');
+  const curveLines = curveTable(groups, curves, column);
+  if (curveLines.length) lines.push(`### Learning curves (${metricName}, mean over seeds, at each validation point)`, '', ...curveLines, '');
   return lines;
 }

@@ -298,6 +298,7 @@ export class ExperimentRunner {
     // Learning-curve points: every curveEvery steps, or curvePoints evenly through the budget.
     const budgetTotal = tr.budget === 'voxels' ? tr.budgetVoxels! : tr.budget === 'seconds' ? tr.budgetSeconds! : epochs * stepsPerEpoch;
     let nextPoint = 1;
+    let lastStep = false;
     const curveDue = (r: StepReport): boolean => {
       if (tr.curveEvery > 0) return (r.step + 1) % tr.curveEvery === 0;
       if (tr.curvePoints <= 1) return false;
@@ -331,7 +332,8 @@ export class ExperimentRunner {
           epochLoss += r.loss;
           curve.loss(r.loss);
           bar.update(r.step + 1, `loss ${r.loss.toFixed(4)}`);
-          const last = done(r);
+          // Decided once per step, before any validation pass, so that `stop` agrees with it.
+          const last = (lastStep = done(r));
           if (!last && curveDue(r)) {
             const t0 = performance.now();
             // A validation pass: outside the training peak, still under the budget.
@@ -347,7 +349,7 @@ export class ExperimentRunner {
             log(`  epoch ${epoch + 1}/${shownEpochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
           epochLoss = 0;
         },
-        stop: done,
+        stop: () => lastStep,
       },
     );
     bar.done();
