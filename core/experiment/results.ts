@@ -642,7 +642,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
 
   const lines: string[] = [];
   lines.push(`# ${experimentName} — results`, '');
-  lines.push(`- Generated: ${date.toISOString()} (from trials.csv; regenerate with \`regenerateSummary\`)`);
+  lines.push(`- Generated: ${date.toISOString()} (from the records: trials.csv, cases.csv, curves.csv; regenerate with \`regenerateSummary\`)`);
   const starts = rows.map((r) => str(r.started_at)).filter((s) => s !== '').sort();
   if (starts.length) {
     const [first, last] = [starts[0]!, starts[starts.length - 1]!];

@@ -246,8 +246,9 @@ export class ExperimentRunner {
   /**
    * Train: steps on the shared training loop, each on what the strategy samples, under the trial's device
    * budget, until the trial's budget (steps, voxels seen or training seconds) is reached. With
-   * training.curveEvery, every N steps the validation cases are evaluated (outside the training time and
-   * the training peak) and a learning-curve row is written. Fills the row's training columns.
+   * training.curveEvery (every N steps) or curvePoints (evenly through the budget), the validation cases
+   * are evaluated (outside the training time and the training peak) and a learning-curve row is written.
+   * Fills the row's training columns.
    */
   private async trainTrial(
     p: TrialPlan,
