@@ -82,6 +82,12 @@ export interface Dataset {
    * that knows what decides its labels, such as a generator, can say; `npm run context` prints it).
    */
   context?(id: string, patch: Shape3): ContextFigures;
+  /**
+   * What identifies the data beyond the dataset's settings (for files: their paths, sizes and modification
+   * times), so that a resumed sweep re-runs trials whose data changed. Absent when the settings determine
+   * the data (a generator).
+   */
+  identity?(): string;
 }
 
 /** What `Dataset.context` reports for one case and patch extent, in voxels. */

@@ -28,6 +28,7 @@ import {
   zscoreChannel,
   channelCount,
   skippedReport,
+  fileIdentity,
   NiftiError,
   DEFAULT_GEOMETRY_TOLERANCE,
 } from '../core/io/index.js';
@@ -272,6 +273,10 @@ class MsdTask implements Dataset {
 
   labelledCaseIds(): string[] {
     return [...this.cases.values()].filter((c) => c.label).map((c) => c.id);
+  }
+
+  identity(): string {
+    return fileIdentity(this.root, [join(this.root, 'dataset.json'), ...[...this.cases.values()].flatMap((c) => [...c.images, ...(c.label ? [c.label] : [])])]);
   }
 
   async load(id: string): Promise<Volume> {

@@ -75,9 +75,9 @@ describe('CSV', () => {
 
   it('orders columns canonically: leading, region, trailing, extras', () => {
     const cols = canonicalColumns(['zzz', 'status', 'dice_WT', 'trial', 'hd95_WT', 'dice_mean']);
-    expect(cols.slice(0, 9)).toEqual(TRIAL_COLUMNS.slice(0, 9));
-    expect(cols.slice(9, 11)).toEqual(['dice_WT', 'hd95_WT']);
-    expect(cols[11]).toBe('dice_mean');
+    expect(cols.slice(0, 10)).toEqual(TRIAL_COLUMNS.slice(0, 10));
+    expect(cols.slice(10, 12)).toEqual(['dice_WT', 'hd95_WT']);
+    expect(cols[12]).toBe('dice_mean');
     expect(cols[cols.length - 1]).toBe('zzz');
     expect(regionColumns(BRATS)).toEqual(['dice_WT', 'hd95_WT', 'hd95_na_WT', 'dice_TC', 'hd95_TC', 'hd95_na_TC', 'dice_ET', 'hd95_ET', 'hd95_na_ET']);
   });
@@ -100,8 +100,8 @@ describe('TrialRecorder', () => {
     expect(back[1]!.status).toBe('failed: out of "memory", badly');
     // The header is the canonical order.
     const header = parseCsv(fs.readFileSync(path.join(dir, 'trials.csv'), 'utf8'))[0]!;
-    expect(header.slice(0, 9)).toEqual(TRIAL_COLUMNS.slice(0, 9));
-    expect(header[9]).toBe('dice_WT');
+    expect(header.slice(0, 10)).toEqual(TRIAL_COLUMNS.slice(0, 10));
+    expect(header[10]).toBe('dice_WT');
   });
 
   it('fills the machine column when the row does not set it', () => {
@@ -162,8 +162,8 @@ describe('TrialRecorder', () => {
     ]);
     rec.appendCases([{ trial: 2, case: 'BraTS-002', region: 'WT', dice: 1, hd95: 0 }]);
     const text = fs.readFileSync(path.join(dir, 'cases.csv'), 'utf8');
-    expect(text.split('\n')[0]).toBe('trial,case,region,dice,hd95');
-    expect(text).toContain('1,BraTS-001,ET,0,n/a');
+    expect(text.split('\n')[0]).toBe('trial,trial_id,case,region,dice,hd95');
+    expect(text).toContain('1,,BraTS-001,ET,0,n/a');
     const back = readCases(dir);
     expect(rec.readAllCases()).toEqual(back);
     expect(back).toHaveLength(3);

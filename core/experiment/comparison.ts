@@ -18,6 +18,7 @@ export interface ComparisonGroup {
 /** A per-case record (cases.csv). */
 export interface CaseRecord {
   trial: string | number;
+  trial_id?: string;
   case: string;
   region: string;
   dice: number;
@@ -63,6 +64,11 @@ export interface TimeToTarget {
   best: number | null;
 }
 
+/** A record's trial key: its trial_id, or its trial index for records from before ids existed. */
+export function trialKey(row: { trial?: unknown; trial_id?: unknown }): string {
+  return typeof row.trial_id === 'string' && row.trial_id !== '' ? row.trial_id : String(row.trial ?? '');
+}
+
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
 const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
 
@@ -106,7 +112,7 @@ function label(g: ComparisonGroup): string {
 export function pairedDifferences(g: ComparisonGroup, ref: ComparisonGroup, regions: string[], cases: CaseRecord[]): Map<string, number[][]> {
   const ok = (rows: Row[]): Map<number, string> => {
     const m = new Map<number, string>();
-    for (const r of rows) if (r.status === 'ok' && typeof r.seed === 'number') m.set(r.seed, String(r.trial));
+    for (const r of rows) if (r.status === 'ok' && typeof r.seed === 'number') m.set(r.seed, trialKey(r));
     return m;
   };
   const a = ok(g.rows);
@@ -114,14 +120,14 @@ export function pairedDifferences(g: ComparisonGroup, ref: ComparisonGroup, regi
   const seeds = [...a.keys()].filter((s) => b.has(s)).sort((x, y) => x - y);
   const byTrial = new Map<string, Map<string, number>>();
   for (const c of cases) {
-    const key = String(c.trial);
+    const key = trialKey(c);
     if (!byTrial.has(key)) byTrial.set(key, new Map());
     byTrial.get(key)!.set(`${c.case}\u0000${c.region}`, c.dice);
   }
   const out = new Map<string, number[][]>();
   for (const region of regions) {
     const trials = seeds.flatMap((s) => [a.get(s)!, b.get(s)!]);
-    const caseIds = [...new Set(cases.filter((c) => c.region === region && trials.includes(String(c.trial))).map((c) => c.case))]
+    const caseIds = [...new Set(cases.filter((c) => c.region === region && trials.includes(trialKey(c))).map((c) => c.case))]
       .filter((id) => trials.every((t) => Number.isFinite(byTrial.get(t)?.get(`${id}\u0000${region}`) ?? NaN)))
       .sort();
     if (caseIds.length === 0 || seeds.length === 0) continue;
@@ -149,7 +155,7 @@ export function pairedCaseRows(input: ComparisonInput): Row[] {
   const reference = c.reference ?? groups[0]?.axes.strategy;
   const refs = groups.filter((g) => g.axes.strategy === reference);
   const dice = new Map<string, number>();
-  for (const x of cases) dice.set(`${x.trial}\u0000${x.case}\u0000${x.region}`, x.dice);
+  for (const x of cases) dice.set(`${trialKey(x)}\u0000${x.case}\u0000${x.region}`, x.dice);
   const out: Row[] = [];
   for (const g of groups) {
     if (g.axes.strategy === reference) continue;
@@ -157,7 +163,7 @@ export function pairedCaseRows(input: ComparisonInput): Row[] {
     if (!ref) continue;
     const trialOf = (rows: Row[], seed: number): string | undefined => {
       const r = rows.find((x) => x.status === 'ok' && x.seed === seed);
-      return r ? String(r.trial) : undefined;
+      return r ? trialKey(r) : undefined;
     };
     const seeds = [...new Set(g.rows.map((r) => r.seed).filter((s): s is number => typeof s === 'number'))].sort((a, b) => a - b);
     for (const seed of seeds) {
@@ -165,10 +171,10 @@ export function pairedCaseRows(input: ComparisonInput): Row[] {
       const tb = trialOf(ref.rows, seed);
       if (ta === undefined || tb === undefined) continue;
       for (const x of cases) {
-        if (String(x.trial) !== ta || !regions.includes(x.region)) continue;
+        if (trialKey(x) !== ta || !regions.includes(x.region)) continue;
         const b = dice.get(`${tb}\u0000${x.case}\u0000${x.region}`);
         if (b === undefined) continue;
-        out.push({ comparison: `${label(g)} − ${label(ref)}`, seed, case: x.case, region: x.region, dice: x.dice, reference_dice: b, difference: x.dice - b, trial: Number(ta), reference_trial: Number(tb) });
+        out.push({ comparison: `${label(g)} − ${label(ref)}`, seed, case: x.case, region: x.region, dice: x.dice, reference_dice: b, difference: x.dice - b, trial: ta, reference_trial: tb });
       }
     }
   }
@@ -198,7 +204,7 @@ export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, 
   const best: number[] = [];
   for (const r of g.rows.filter((x) => x.status === 'ok')) {
     const goal = typeof r.seed === 'number' ? target(r.seed) : undefined;
-    const points = curves.filter((c) => String(c.trial) === String(r.trial)).sort((x, y) => num(x.step) - num(y.step));
+    const points = curves.filter((c) => trialKey(c) === trialKey(r)).sort((x, y) => num(x.step) - num(y.step));
     if (points.length === 0 || goal === undefined) continue;
     best.push(Math.max(...points.map((c) => num(c[column])).filter(Number.isFinite)));
     const hit = points.find((c) => num(c[column]) >= goal);
@@ -222,7 +228,7 @@ function curveTable(groups: ComparisonGroup[], curves: Row[], column: string): s
     .map((g) => {
       const perSeed = g.rows
         .filter((r) => r.status === 'ok')
-        .map((r) => curves.filter((c) => String(c.trial) === String(r.trial)).sort((x, y) => num(x.step) - num(y.step)))
+        .map((r) => curves.filter((c) => trialKey(c) === trialKey(r)).sort((x, y) => num(x.step) - num(y.step)))
         .filter((p) => p.length > 0);
       return { g, perSeed };
     })

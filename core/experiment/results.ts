@@ -31,7 +31,8 @@ export type TrialRow = Record<string, TrialValue>;
 
 /** What each trial column holds; the summary's legend is built from this. */
 export const TRIAL_COLUMN_DOCS: Record<string, string> = {
-  trial: 'trial id (unique within the experiment)',
+  trial: 'trial index in the expansion of the experiment',
+  trial_id: 'identity of the trial: a hash of its resolved configuration and of the data (a resumed sweep skips ids already recorded)',
   experiment: 'experiment name',
   strategy: 'memory strategy plugin',
   architecture: 'network architecture plugin',
@@ -69,7 +70,8 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
 
 /** What each curves.csv column holds. */
 export const CURVE_COLUMN_DOCS: Record<string, string> = {
-  trial: 'trial id (as in trials.csv)',
+  trial: 'trial index (as in trials.csv)',
+  trial_id: 'trial identity (as in trials.csv)',
   strategy: 'memory strategy plugin',
   seed: 'trial seed',
   step: 'optimizer steps done when the validation ran',
@@ -99,6 +101,7 @@ export function strategyColumnDocs(rows: TrialRow[]): Map<string, string> {
 /** Columns before the per-region metric columns, in order. */
 export const TRIAL_LEADING_COLUMNS = [
   'trial',
+  'trial_id',
   'experiment',
   'strategy',
   'architecture',
@@ -133,7 +136,7 @@ export const TRIAL_TRAILING_COLUMNS = [
  */
 export const TRIAL_COLUMNS: readonly string[] = [...TRIAL_LEADING_COLUMNS, ...TRIAL_TRAILING_COLUMNS];
 
-export const CASE_COLUMNS = ['trial', 'case', 'region', 'dice', 'hd95'] as const;
+export const CASE_COLUMNS = ['trial', 'trial_id', 'case', 'region', 'dice', 'hd95'] as const;
 
 /** One point of a trial's learning curve (see CURVE_COLUMN_DOCS). */
 export type CurveRow = Record<string, TrialValue>;
@@ -141,6 +144,8 @@ export type CurveRow = Record<string, TrialValue>;
 /** One validation case × one region of one trial. */
 export interface CaseRow {
   trial: string | number;
+  /** The trial's identity (absent in records from before resume existed). */
+  trial_id?: string;
   case: string;
   region: string;
   dice: number;
@@ -308,10 +313,6 @@ function timestampName(dir: string, stem: string): string {
   return name;
 }
 
-function sameColumns(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((c, i) => c === b[i]);
-}
-
 /**
  * Appends trial and case records to `<dir>/trials.csv` and `<dir>/cases.csv`, synchronously.
  *
@@ -393,29 +394,9 @@ export class TrialRecorder {
     return readCases(this.dir);
   }
 
-  /** Appends per-case rows to cases.csv (one synchronous write). */
+  /** Appends per-case rows to cases.csv (one synchronous write; see `appendRecords`). */
   appendCases(rows: CaseRow[]): void {
-    if (rows.length === 0) return;
-    const header = [...CASE_COLUMNS];
-    let prefix = '';
-    let existing: { header: string[] } | null = null;
-    try {
-      existing = readCsvFile(this.casesFile);
-    } catch {
-      existing = { header: [] };
-    }
-    if (!existing) prefix = csvLine(header);
-    else if (!sameColumns(existing.header, header)) {
-      const backup = timestampName(this.dir, 'cases');
-      fs.renameSync(this.casesFile, path.join(this.dir, backup));
-      console.warn(
-        `TrialRecorder: ${this.casesFile} did not have the columns ${header.join(', ')}; it is kept as ` +
-          `${path.join(this.dir, backup)} and a new cases.csv is started.`,
-      );
-      prefix = csvLine(header);
-    }
-    const body = rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
-    fs.appendFileSync(this.casesFile, prefix + body);
+    appendRecords(this.casesFile, rows as unknown as Record<string, unknown>[], [...CASE_COLUMNS]);
   }
 
   /**
@@ -423,24 +404,129 @@ export class TrialRecorder {
    * with other columns (another task's regions, an older layout) is kept under a timestamped name.
    */
   appendCurve(row: CurveRow): void {
-    const file = path.join(this.dir, 'curves.csv');
-    const header = Object.keys(row);
-    let existing: { header: string[] } | null = null;
-    try {
-      existing = readCsvFile(file);
-    } catch {
-      existing = { header: [] };
-    }
-    let prefix = '';
-    if (!existing) prefix = csvLine(header);
-    else if (!sameColumns(existing.header, header)) {
-      const backup = timestampName(this.dir, 'curves');
-      fs.renameSync(file, path.join(this.dir, backup));
-      console.warn(`TrialRecorder: ${file} had other columns; it is kept as ${path.join(this.dir, backup)} and a new curves.csv is started.`);
-      prefix = csvLine(header);
-    }
-    fs.appendFileSync(file, prefix + csvLine(header.map((c) => formatValue(row[c]))));
+    appendRecords(path.join(this.dir, 'curves.csv'), [row], Object.keys(row));
   }
+
+  /**
+   * Drops a torn last record (a write cut by a kill: no final line break, an unterminated quote or too few
+   * fields) from trials.csv, cases.csv and curves.csv, rewriting the file atomically; returns what it did.
+   */
+  repair(): string[] {
+    const notes: string[] = [];
+    for (const name of RECORD_FILES) {
+      const file = path.join(this.dir, name);
+      if (!fs.existsSync(file)) continue;
+      const text = fs.readFileSync(file, 'utf8');
+      const keep = completePrefix(text);
+      if (keep === text.length) continue;
+      writeAtomically(file, text.slice(0, keep));
+      notes.push(`${file}: removed a torn last record (${text.length - keep} bytes) left by an interrupted run`);
+    }
+    return notes;
+  }
+
+  /** Removes the case and curve rows of these trial ids (what a killed attempt left before its trial row). */
+  dropAttempts(ids: ReadonlySet<string>): number {
+    let dropped = 0;
+    for (const name of ['cases.csv', 'curves.csv']) {
+      const file = path.join(this.dir, name);
+      const csv = readCsvFile(file);
+      if (!csv) continue;
+      const at = csv.header.indexOf('trial_id');
+      if (at < 0) continue;
+      const rows = csv.rows.filter((r) => !ids.has(r[at] ?? ''));
+      if (rows.length === csv.rows.length) continue;
+      dropped += csv.rows.length - rows.length;
+      writeAtomically(file, csvLine(csv.header) + rows.map((r) => csvLine(r)).join(''));
+    }
+    return dropped;
+  }
+
+  /**
+   * Starts over without deleting anything: the records, summary, plots and models are renamed with a
+   * timestamp (trials.<time>.csv, models.<time>/, …); returns the new names.
+   */
+  moveAside(): string[] {
+    const ts = new Date().toISOString().replace(/[:.]/g, '-');
+    const moved: string[] = [];
+    for (const name of fs.existsSync(this.dir) ? fs.readdirSync(this.dir) : []) {
+      const m = /^(trials|cases|curves|paired|summary|context[^.]*)\.(csv|md)$|^(models|plots)$/.exec(name);
+      if (!m || name.startsWith('context')) continue;
+      const stem = m[1] ?? m[3]!;
+      const ext = m[2] ? `.${m[2]}` : '';
+      let target = `${stem}.${ts}${ext}`;
+      for (let k = 2; fs.existsSync(path.join(this.dir, target)); k++) target = `${stem}.${ts}-${k}${ext}`;
+      fs.renameSync(path.join(this.dir, name), path.join(this.dir, target));
+      moved.push(path.join(this.dir, target));
+    }
+    return moved;
+  }
+}
+
+const RECORD_FILES = ['trials.csv', 'cases.csv', 'curves.csv'];
+
+/** Writes a file through a temporary file and a rename, so a kill leaves the old or the new file. */
+function writeAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+/**
+ * The length of the longest prefix of a CSV text made of whole records with the header's field count:
+ * what survives of a file whose last write was cut.
+ */
+export function completePrefix(text: string): number {
+  let end = text.length;
+  for (;;) {
+    if (end === 0) return 0;
+    if (text[end - 1] !== '\n') {
+      end = text.lastIndexOf('\n', end - 1) + 1;
+      continue;
+    }
+    let records: string[][];
+    try {
+      records = parseCsv(text.slice(0, end)).filter((r) => !(r.length === 1 && r[0] === ''));
+    } catch {
+      end = text.lastIndexOf('\n', end - 2) + 1;
+      continue;
+    }
+    const width = records[0]?.length ?? 0;
+    if (records.length <= 1 || records[records.length - 1]!.length === width) return end;
+    end = text.lastIndexOf('\n', end - 2) + 1;
+  }
+}
+
+/**
+ * Appends records to a CSV file in one synchronous write. A file whose header lacks a column the rows
+ * bring is rewritten (atomically) with the union of the columns, its rows kept with the new columns
+ * empty; the old file is kept under a timestamped name.
+ */
+function appendRecords(file: string, rows: Record<string, unknown>[], columns: string[]): void {
+  if (rows.length === 0) return;
+  const keys = [...new Set([...columns, ...rows.flatMap((r) => Object.keys(r).filter((k) => r[k] !== undefined))])];
+  let existing: { header: string[]; rows: string[][] } | null = null;
+  try {
+    existing = readCsvFile(file);
+  } catch {
+    existing = null;
+  }
+  const body = (header: string[]): string => rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
+  if (!existing || existing.header.length === 0) {
+    fs.appendFileSync(file, csvLine(keys) + body(keys));
+    return;
+  }
+  if (keys.every((k) => existing!.header.includes(k))) {
+    fs.appendFileSync(file, body(existing.header));
+    return;
+  }
+  const header = [...existing.header, ...keys.filter((k) => !existing!.header.includes(k))];
+  const dir = path.dirname(file);
+  const backup = timestampName(dir, path.basename(file, '.csv'));
+  fs.copyFileSync(file, path.join(dir, backup));
+  const old = existing.rows.map((r) => csvLine(header.map((c) => r[existing!.header.indexOf(c)] ?? ''))).join('');
+  writeAtomically(file, csvLine(header) + old + body(header));
+  console.warn(`TrialRecorder: ${file} gains the columns ${header.filter((c) => !existing!.header.includes(c)).join(', ')}; its rows are kept (new columns empty) and the old file is kept as ${path.join(dir, backup)}.`);
 }
 
 /** Reads `<dir>/curves.csv` back (empty array when absent). */
@@ -484,8 +570,10 @@ export function readCases(dir: string): CaseRow[] {
       return typeof v === 'number' ? v : NaN;
     };
     const trial = parseValue(r[idx('trial')] ?? '');
+    const id = idx('trial_id') >= 0 ? (r[idx('trial_id')] ?? '') : '';
     return {
       trial: trial === null ? '' : trial,
+      ...(id ? { trial_id: id } : {}),
       case: r[idx('case')] ?? '',
       region: r[idx('region')] ?? '',
       dice: num('dice'),
@@ -642,7 +730,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
 
   const lines: string[] = [];
   lines.push(`# ${experimentName} — results`, '');
-  lines.push(`- Generated: ${date.toISOString()} (from the records: trials.csv, cases.csv, curves.csv; regenerate with \`regenerateSummary\`)`);
+  lines.push(`- Generated: ${date.toISOString()} (from the records: trials.csv, cases.csv, curves.csv; regenerate with \`npm run tables -- <experiment>\`)`);
   const starts = rows.map((r) => str(r.started_at)).filter((s) => s !== '').sort();
   if (starts.length) {
     const [first, last] = [starts[0]!, starts[starts.length - 1]!];

@@ -9,7 +9,8 @@
  * evaluate (`evaluateTrial`), record (the row, the per-case rows, the saved model).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { basename, join } from 'node:path';
 import { formatBytes, type Experiment, type TrialConfig } from '../config/index.js';
 import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn } from '../plugins/index.js';
 import { Executor, inferShapes, parameterCount, type StepObserver, type Phase, type StepPlan, type Network } from '../engine/index.js';
@@ -46,6 +47,8 @@ export interface RunOptions {
   backend?: string;
   /** Print one line per event. */
   log?: (line: string) => void;
+  /** Start over: move the old records aside (never deleted) instead of resuming. */
+  fresh?: boolean;
 }
 
 export interface CaseResult {
@@ -119,35 +122,113 @@ export class ExperimentRunner {
     return this.meter!.ledger;
   }
 
+  /**
+   * Runs the sweep's trials that are not recorded yet. A trial is recorded once its row is in trials.csv
+   * (ok, did-not-fit or failed), matched by trial id; its per-case rows and curve points are written
+   * before that row, so a trial killed before its row is re-run from the start (what the killed attempt
+   * left is dropped). `opts.fresh` moves the old records aside first.
+   */
   async run(exp: Experiment, opts: RunOptions): Promise<TrialRow[]> {
     const log = opts.log ?? ((l: string) => console.log(l));
+    const recorder = new TrialRecorder(opts.resultsDir);
+    if (opts.fresh) {
+      const moved = recorder.moveAside();
+      if (moved.length) log(`--fresh: the old records are kept as ${moved.map((m) => basename(m)).join(', ')}`);
+    }
+    for (const note of recorder.repair()) log(note);
+    const ids = new Map<number, string>();
+    for (const t of exp.trials) ids.set(t.trial, await this.trialId(exp, t));
+    const recorded = await this.recordedIds(exp, readTrials(opts.resultsDir));
+    const pending = exp.trials.filter((t) => !recorded.has(ids.get(t.trial)!));
+    if (pending.length < exp.trials.length) {
+      const statuses = new Map<string, number>();
+      for (const t of exp.trials) {
+        const st = recorded.get(ids.get(t.trial)!);
+        if (st !== undefined) statuses.set(st, (statuses.get(st) ?? 0) + 1);
+      }
+      log(
+        `resuming: ${exp.trials.length - pending.length} of ${exp.trials.length} trials are already recorded in ${recorder.trialsFile} ` +
+          `(${[...statuses].map(([k, n]) => `${n} ${k}`).join(', ')}) and are skipped; --fresh starts over`,
+      );
+    }
+    const dropped = recorder.dropAttempts(new Set(pending.map((t) => ids.get(t.trial)!)));
+    if (dropped) log(`dropped ${dropped} case/curve rows that interrupted attempts of unrecorded trials left behind`);
+    const rows: TrialRow[] = [];
+    if (pending.length === 0) {
+      writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir), readSummaryInputs(opts.resultsDir));
+      log('every trial is recorded; summary.md regenerated');
+      return rows;
+    }
     const backendChoice = chooseBackend(opts.backend, exp.trials[0]?.training.backend);
     this.backendInfo = await initBackend(backendChoice);
     log(`backend: ${this.backendInfo.label}${this.backendInfo.nativeKernels ? ` (native kernels: ${this.backendInfo.nativeKernels})` : ''}`);
     this.strategyColumns = await this.sweepStrategyColumns(exp);
     this.meter = new DeviceMemoryMeter().attach();
-    const recorder = new TrialRecorder(opts.resultsDir);
-    const rows: TrialRow[] = [];
-    const t0 = performance.now();
+    // The ETA: each pending trial takes what finished trials of its strategy took (else the mean of all).
+    const seconds = new Map<string, number[]>();
+    const strategyKey = (t: TrialConfig): string => JSON.stringify(t.strategy);
     try {
-      for (const trial of exp.trials) {
+      for (const [k, trial] of pending.entries()) {
         log(`trial ${trial.trial + 1}/${exp.trials.length}: ${trial.label}`);
-        const { row, cases } = await this.runTrial(exp, trial, opts.resultsDir, log, (c) => recorder.appendCurve(c));
+        const t0 = performance.now();
+        const id = ids.get(trial.trial)!;
+        const { row, cases } = await this.runTrial(exp, trial, opts.resultsDir, log, (c) => recorder.appendCurve(c), id);
+        // The trial's row last: it marks the trial recorded.
+        recorder.appendCases(cases.map((c) => ({ trial: trial.trial, trial_id: id, ...c })));
         recorder.append(row);
-        recorder.appendCases(cases.map((c) => ({ trial: trial.trial, ...c })));
         rows.push(row);
         writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir), readSummaryInputs(opts.resultsDir));
-        const elapsed = (performance.now() - t0) / 1000;
-        const left = (elapsed / rows.length) * (exp.trials.length - rows.length);
+        const key = strategyKey(trial);
+        seconds.set(key, [...(seconds.get(key) ?? []), (performance.now() - t0) / 1000]);
+        const all = [...seconds.values()].flat();
+        const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+        const left = pending.slice(k + 1).reduce((sum, t) => sum + mean(seconds.get(strategyKey(t)) ?? all), 0);
         log(
           `  -> ${row.status}; dice_mean ${fmt(row.dice_mean)}; peak train ${fmtBytes(row.peak_train_bytes)}, infer ${fmtBytes(row.peak_infer_bytes)}; step ${fmt(row.step_seconds)} s` +
-            (rows.length < exp.trials.length ? `; sweep ETA ${formatDuration(left)}` : ''),
+            (k + 1 < pending.length ? `; sweep ETA ${formatDuration(left)} (each strategy's time so far)` : ''),
         );
       }
     } finally {
       this.meter.detach();
     }
     return rows;
+  }
+
+  /**
+   * A trial's identity: a hash of its resolved dataset, architecture, strategy and training settings and
+   * of the data's identity (`Dataset.identity`: file paths, sizes and times; nothing for a generator).
+   */
+  async trialId(exp: Experiment, trial: TrialConfig): Promise<string> {
+    const data = await this.loadData(trial, join(exp.file, '..'));
+    return trialIdOf(trial, data.dataset.identity?.());
+  }
+
+  /**
+   * The trial ids recorded in these rows, with their status. Rows from before ids existed get theirs from
+   * their settings, with the data identity of the same dataset in this experiment.
+   */
+  private async recordedIds(exp: Experiment, rows: TrialRow[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const identities = new Map<string, string | undefined>();
+    for (const t of exp.trials) {
+      const key = JSON.stringify(t.dataset);
+      if (!identities.has(key)) identities.set(key, (await this.loadData(t, join(exp.file, '..'))).dataset.identity?.());
+    }
+    for (const r of rows) {
+      const status = String(r.status ?? '').startsWith('failed') ? 'failed' : String(r.status ?? '');
+      if (typeof r.trial_id === 'string' && r.trial_id !== '') {
+        out.set(r.trial_id, status);
+        continue;
+      }
+      try {
+        const s = JSON.parse(String(r.settings)) as Pick<TrialConfig, 'dataset' | 'architecture' | 'strategy' | 'training'>;
+        const key = JSON.stringify(s.dataset);
+        if (identities.has(key)) out.set(trialIdOf(s, identities.get(key)), status);
+      } catch {
+        // a row without readable settings cannot be matched: its trial is run again
+      }
+    }
+    return out;
   }
 
   /** The names of the columns the sweep's strategies report (each strategy made once and disposed). */
@@ -411,7 +492,7 @@ export class ExperimentRunner {
 
   /** Record: the trained weights and the plan to rebuild them. */
   private async recordModel(exp: Experiment, trial: TrialConfig, p: TrialPlan, params: Params, resultsDir: string, row: TrialRow): Promise<void> {
-    const dir = join(resultsDir, 'models', `trial-${trial.trial}`);
+    const dir = join(resultsDir, 'models', `trial-${trial.trial}-${row.trial_id}`);
     await saveModel(
       dir,
       {
@@ -437,10 +518,12 @@ export class ExperimentRunner {
     resultsDir: string,
     log: (l: string) => void,
     onCurve: (row: CurveRow) => void = () => {},
+    id?: string,
   ): Promise<{ row: TrialRow; cases: CaseResult[] }> {
     const tr = trial.training;
     const row: TrialRow = {
       trial: trial.trial,
+      trial_id: id ?? (await this.trialId(exp, trial)),
       experiment: exp.name,
       strategy: trial.strategy.name,
       architecture: trial.architecture.name,
@@ -483,7 +566,7 @@ export class ExperimentRunner {
       row.input_shape = shapeText(p.stepShape);
       row.est_peak_train_bytes = p.estimate.peak;
       row.budget = budgetText(tr);
-      const curve = new CurveWriter(trial, tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
+      const curve = new CurveWriter(trial, String(row.trial_id), tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
       const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
       this.recordStrategy(strategy, row);
       row.meter = this.meter!.method;
@@ -519,6 +602,22 @@ export class ExperimentRunner {
   }
 }
 
+/** JSON with sorted keys (undefined fields dropped, as JSON does), so equal configurations hash equally. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** `t` and 15 hex digits of the hash of a trial's resolved configuration and its data's identity. */
+export function trialIdOf(t: Pick<TrialConfig, 'dataset' | 'architecture' | 'strategy' | 'training'>, data: string | undefined): string {
+  const text = stableJson({ dataset: t.dataset, architecture: t.architecture, strategy: t.strategy, training: t.training, data: data ?? null });
+  return `t${createHash('sha256').update(text).digest('hex').slice(0, 15)}`;
+}
+
 /** What a trial's budget is, as the summary shows it: `steps 160`, `voxels 1.77e7`, `seconds 60`. */
 function budgetText(tr: TrialConfig['training']): string {
   if (tr.budget === 'voxels') return `voxels ${tr.budgetVoxels}`;
@@ -537,6 +636,7 @@ class CurveWriter {
 
   constructor(
     private readonly trial: TrialConfig,
+    private readonly id: string,
     private readonly write: ((row: CurveRow) => void) | null,
   ) {}
 
@@ -552,6 +652,7 @@ class CurveWriter {
     this.losses = [];
     this.write({
       trial: this.trial.trial,
+      trial_id: this.id,
       strategy: this.trial.strategy.name,
       seed: this.trial.seed,
       step,

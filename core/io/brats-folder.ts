@@ -23,7 +23,8 @@
  * 2017+; the 2015 z-scored release has a constant non-zero background).
  */
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
 import type { Dataset, PredictionInput, Volume } from '../types.js';
 import { SettingsError } from '../config/index.js';
 import {
@@ -99,6 +100,19 @@ export function skippedReport(where: string, skipped: readonly { id: string; rea
   const shown = skipped.slice(0, 50).map((s) => `  ${s.id}: ${s.reason}`);
   const more = skipped.length > shown.length ? [`  … and ${skipped.length - shown.length} more`] : [];
   return [`${where}: ${skipped.length} case(s) found but not used:`, ...shown, ...more].join('\n');
+}
+
+/**
+ * The identity of a set of data files: a hash of each one's path relative to `root`, size and modification
+ * time (what make and rsync compare), so that a changed, added or removed file changes it.
+ */
+export function fileIdentity(root: string, files: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const f of [...files].sort()) {
+    const st = statSync(f);
+    h.update(`${relative(root, f)}\u0000${st.size}\u0000${Math.round(st.mtimeMs)}\n`);
+  }
+  return h.digest('hex').slice(0, 16);
 }
 
 export function isDir(p: string): boolean {
@@ -210,6 +224,10 @@ export class BratsFolder implements Dataset {
 
   labelledCaseIds(): string[] {
     return [...this.cases.values()].filter((c) => c.seg).map((c) => c.id);
+  }
+
+  identity(): string {
+    return fileIdentity(this.root, [...this.cases.values()].flatMap((c) => [...c.modalities, ...(c.mask ? [c.mask] : []), ...(c.seg ? [c.seg] : [])]));
   }
 
   async load(id: string): Promise<Volume> {

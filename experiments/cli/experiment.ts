@@ -1,7 +1,8 @@
 /**
  * `npm run experiment -- <name>`: runs experiments/<name>.yaml and writes results/<name>/trials.csv,
- * cases.csv and summary.md. `--list` lists experiments; `--dry-run` prints every trial with its estimated
- * peak memory and runs nothing.
+ * cases.csv, curves.csv and summary.md. A re-run resumes: trials already recorded are skipped (`--fresh`
+ * starts over, moving the old records aside). `--list` lists experiments; `--dry-run` prints every trial
+ * with its estimated peak memory and runs nothing.
  */
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,7 @@ const FLAGS: FlagSpec = {
   'dry-run': { takesValue: false, description: 'print the trials and their estimated peak memory; run nothing' },
   explain: { takesValue: false, description: 'with --dry-run: also list what is live at each estimated peak' },
   results: { takesValue: true, description: 'results folder (default results/<experiment>)' },
+  fresh: { takesValue: false, description: 'start over: move the old records aside (kept, renamed with the time) instead of resuming' },
   help: { takesValue: false, description: 'this help' },
 };
 
@@ -72,7 +74,7 @@ async function main(): Promise<number> {
   }
   const resultsDir = resolve(args.flags.get('results')?.[0] ?? join(ROOT, 'results', exp.name));
   const runner = new ExperimentRunner(catalog);
-  const rows = await runner.run(exp, { resultsDir, backend: args.flags.get('backend')?.[0] });
+  const rows = await runner.run(exp, { resultsDir, backend: args.flags.get('backend')?.[0], fresh: args.flags.has('fresh') });
   const failed = rows.filter((r) => String(r.status).startsWith('failed')).length;
   console.log(`\nwrote ${join(resultsDir, 'trials.csv')} and ${join(resultsDir, 'summary.md')}${failed ? ` (${failed} trial(s) failed)` : ''}`);
   return failed === rows.length && rows.length > 0 ? 1 : 0;

@@ -1,7 +1,7 @@
 /**
  * `npm run predict -- --model <saved model> --input <NIfTI file or folder> --output <folder>`
  *
- * Segments every image at --input with a model saved by a trial (results/<experiment>/models/trial-N):
+ * Segments every image at --input with a model saved by a trial (results/<experiment>/models/trial-N-<trial id>):
  * images are read and preprocessed as the model's dataset reads its cases, inference runs as the model's
  * strategy does (one pass or a sliding window), and one label map per image is written as NIfTI with the
  * image's geometry (dims, pixdim, qform and sform), so it opens aligned with its image in any viewer.
