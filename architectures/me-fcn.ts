@@ -474,6 +474,8 @@ const plugin: ArchitecturePlugin<typeof settings> = {
   description: 'memory-efficient FCN on the unet3d topology: narrow/bottleneck widths, separable convs, in-place norm, half-precision saves, checkpointed widest level',
   reference: 'Wang C., Oda M., Mori K., Organ Segmentation From Full-size CT Images Using Memory-Efficient FCN, 2020 (arXiv:2003.10690)',
   settings,
+  // With `all`, the record shows every technique on, as it is.
+  effective: (s) => ({ ...s, ...techniques(s) }),
   create(s): Architecture {
     return { name: 'me-fcn', build: (spec) => buildMeFcn(spec, s) };
   },

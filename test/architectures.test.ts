@@ -8,6 +8,7 @@ import { Executor } from '../core/engine/executor.js';
 import type { StepPlan } from '../core/engine/plan.js';
 import { initParams } from '../core/training/optimizer.js';
 import { stepLoss } from '../core/training/loss.js';
+import { resolveSettings } from '../core/config/settings.js';
 import { DeviceMemoryMeter } from '../core/memory/meter.js';
 import { estimatePeak } from '../core/memory/estimator.js';
 import { Conv3d } from '../core/engine/layers.js';
@@ -431,5 +432,15 @@ describe('memory', () => {
     // The estimator sees the half-size saves, the shared half copies and the lean in-place backward.
     const est = estimatePeak(all, [1, ...input, 4], {}, { optimizerSlots: 0 }).peak;
     expect(Math.abs(est / peakAll - 1)).toBeLessThan(0.1);
+  });
+});
+
+describe('me-fcn effective settings', () => {
+  it('records all: true as every technique on (what the summary shows)', async () => {
+    const meFcn = (await import('../architectures/me-fcn.js')).default;
+    const s = resolveSettings(meFcn.settings, { all: true }, 'architecture.settings');
+    expect(meFcn.effective!(s)).toMatchObject({ all: true, narrow: true, separable: true, inPlaceNorm: true, halfPrecisionSaves: true, checkpointWidest: true });
+    const one = resolveSettings(meFcn.settings, { narrow: true }, 'architecture.settings');
+    expect(meFcn.effective!(one)).toMatchObject({ all: false, narrow: true, separable: false });
   });
 });

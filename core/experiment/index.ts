@@ -7,3 +7,4 @@ export * from './results.js';
 export * from './prediction.js';
 export * from './progress.js';
 export * from './comparison.js';
+export * from './plots.js';

@@ -19,6 +19,7 @@ import { formatBytes } from '../config/index.js';
 import { DICE_EMPTY_MASK_CONVENTION, HD95_EMPTY_MASK_CONVENTION, HD95_PERCENTILE_DEFINITION } from '../evaluation/index.js';
 import type { SegmentationTask } from '../types.js';
 import { pairedCaseRows, renderComparison, type ComparisonGroup } from './comparison.js';
+import { plotSpecs, writePlots } from './plots.js';
 
 export type TrialValue = string | number | null;
 
@@ -808,6 +809,12 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
   lines.push(...renderComparison(comparisonInput([...groups.values()], regions, options)));
   if ((options.cases ?? []).length) lines.push('Every paired difference (configuration × seed × case × region) is in `paired.csv`, written with this summary.', '');
 
+  const plots = plotSpecs(rows, options.curves ?? []);
+  if (plots.length) {
+    lines.push('## Plots', '');
+    for (const p of plots) lines.push(`![${p.title}](plots/${p.file})`, '');
+  }
+
   // Trials that did not finish ok.
   lines.push('## Trials that did not fit or failed', '');
   if (notOk.length === 0) {
@@ -877,6 +884,12 @@ export function writeSummary(dir: string, experimentName: string, rows: TrialRow
     fs.writeFileSync(path.join(dir, 'paired.csv'), csvLine(header) + paired.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join(''));
   }
   return file;
+}
+
+/** Rewrites summary.md, paired.csv and the plots from the records alone; returns the files written. */
+export async function regenerateTables(dir: string, options: SummaryOptions = {}): Promise<string[]> {
+  const summary = regenerateSummary(dir, options);
+  return [summary, ...(await writePlots(dir, readTrials(dir), readCurves(dir)))];
 }
 
 /** Rewrites `<dir>/summary.md` from the records alone (trials.csv, cases.csv, curves.csv); returns its path. */

@@ -19,6 +19,7 @@ import { SeededRng, voxels } from '../data/index.js';
 import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '../types.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/index.js';
 import { DeviceMemoryMeter, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
+import { writePlots } from './plots.js';
 import { TrialRecorder, aggregateCaseMetrics, readSummaryInputs, readTrials, regionColumns, writeSummary, type CurveRow, type TrialRow } from './results.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from '../io/index.js';
@@ -155,7 +156,7 @@ export class ExperimentRunner {
     if (dropped) log(`dropped ${dropped} case/curve rows that interrupted attempts of unrecorded trials left behind`);
     const rows: TrialRow[] = [];
     if (pending.length === 0) {
-      writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir), readSummaryInputs(opts.resultsDir));
+      await this.writeTables(exp, opts.resultsDir);
       log('every trial is recorded; summary.md regenerated');
       return rows;
     }
@@ -177,7 +178,7 @@ export class ExperimentRunner {
         recorder.appendCases(cases.map((c) => ({ trial: trial.trial, trial_id: id, ...c })));
         recorder.append(row);
         rows.push(row);
-        writeSummary(opts.resultsDir, exp.name, readTrials(opts.resultsDir), readSummaryInputs(opts.resultsDir));
+        await this.writeTables(exp, opts.resultsDir);
         const key = strategyKey(trial);
         seconds.set(key, [...(seconds.get(key) ?? []), (performance.now() - t0) / 1000]);
         const all = [...seconds.values()].flat();
@@ -192,6 +193,14 @@ export class ExperimentRunner {
       this.meter.detach();
     }
     return rows;
+  }
+
+  /** summary.md, paired.csv and the plots, from the records as they stand. */
+  private async writeTables(exp: Experiment, dir: string): Promise<void> {
+    const inputs = readSummaryInputs(dir);
+    const rows = readTrials(dir);
+    writeSummary(dir, exp.name, rows, inputs);
+    await writePlots(dir, rows, inputs.curves ?? []);
   }
 
   /**
@@ -535,9 +544,10 @@ export class ExperimentRunner {
       status: 'ok',
       settings: JSON.stringify({
         label: trial.label,
-        dataset: trial.dataset,
-        architecture: trial.architecture,
-        strategy: trial.strategy,
+        // Each plugin's settings as they take effect (Plugin.effective), e.g. me-fcn's `all` as its flags.
+        dataset: effectiveChoice(this.catalog.dataset(trial.dataset.name), trial.dataset),
+        architecture: effectiveChoice(this.catalog.architecture(trial.architecture.name), trial.architecture),
+        strategy: effectiveChoice(this.catalog.strategy(trial.strategy.name), trial.strategy),
         training: tr,
         comparison: exp.comparison,
         profile: exp.profile ?? null,
@@ -600,6 +610,11 @@ export class ExperimentRunner {
   private predictor(executor: Executor, net: Network, params: Params, channels: number, label: () => string): WindowPredictor {
     return windowPredictor(executor, net, params, channels, this.observer(label));
   }
+}
+
+/** A plugin choice with its settings as they take effect. */
+function effectiveChoice(plugin: { effective?(s: never): unknown }, choice: { name: string; settings: Record<string, unknown> }): { name: string; settings: unknown } {
+  return { name: choice.name, settings: plugin.effective ? (plugin.effective as (s: unknown) => unknown)(choice.settings) : choice.settings };
 }
 
 /** JSON with sorted keys (undefined fields dropped, as JSON does), so equal configurations hash equally. */

@@ -40,6 +40,11 @@ export interface Plugin<T, S extends SettingsSchema = AnySchema> {
   /** Every setting, declared once: its type, default, bounds and description. */
   readonly settings: S;
   create(settings: SettingsOf<S>, deps: PluginDeps): T;
+  /**
+   * The settings as they take effect, where one setting overrides others (e.g. me-fcn's `all: true`
+   * switches every technique on whatever its flag says): what a trial record shows. Default: as given.
+   */
+  effective?(settings: SettingsOf<S>): SettingsOf<S>;
 }
 
 export interface DatasetPlugin<S extends SettingsSchema = AnySchema> extends Plugin<Dataset, S> {

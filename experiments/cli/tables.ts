@@ -1,12 +1,12 @@
 /**
- * `npm run tables -- <experiment> [...] | --all`: regenerates results/<experiment>/summary.md (and
- * paired.csv) from the records alone (trials.csv, cases.csv, curves.csv), training nothing. The output is
+ * `npm run tables -- <experiment> [...] | --all`: regenerates results/<experiment>/summary.md, paired.csv
+ * and the SVG plots (plots/) from the records alone (trials.csv, cases.csv, curves.csv), training nothing. The output is
  * what the run itself wrote, but for the generated-at line.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { regenerateSummary } from '../../core/experiment/index.js';
+import { regenerateTables } from '../../core/experiment/index.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -16,7 +16,7 @@ const FLAGS: FlagSpec = {
   help: { takesValue: false, description: 'this help' },
 };
 
-function main(): number {
+async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2), FLAGS);
   const all = args.flags.has('all');
   if (args.flags.has('help') || (!all && args.positional.length === 0)) {
@@ -41,14 +41,15 @@ function main(): number {
       const known = existsSync(resultsRoot) ? readdirSync(resultsRoot).filter((n) => existsSync(join(resultsRoot, n, 'trials.csv'))) : [];
       throw new UsageError(`${join(dir, 'trials.csv')}: no trial records; run the experiment first (results with records: ${known.join(', ') || 'none'})`);
     }
-    console.log(`wrote ${regenerateSummary(dir)}`);
+    for (const f of await regenerateTables(dir)) console.log(`wrote ${f}`);
   }
   return 0;
 }
 
-try {
-  process.exit(main());
-} catch (e) {
-  console.error(`error: ${(e as Error).message}`);
-  process.exit(e instanceof UsageError ? 2 : 1);
-}
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    console.error(`error: ${(e as Error).message}`);
+    process.exit(e instanceof UsageError ? 2 : 1);
+  },
+);
