@@ -1,8 +1,10 @@
 /**
- * `npm run bench [-- --repeats N] [--quick] [--json]`
+ * `npm run bench [-- --repeats N] [--quick] [--json] [--record]`
  *
  * Times the kernels (native and tfjs's JavaScript ones) and prints a table; `--json` prints the
- * same rows as one JSON array on stdout and nothing else (progress goes to stderr).
+ * same rows as one JSON array on stdout and nothing else (progress goes to stderr); `--record` also
+ * writes results/bench/bench.json (the rows, the machine, the measured FMA peak, the date) and
+ * results/bench/bench.md, the record the README's speed table is generated from.
  * Each row source is one `rows.push(...await source(options))` line in `main` below.
  */
 import {
@@ -14,14 +16,20 @@ import {
   type BenchRow,
 } from './bench-kernels.js';
 import { stepBenchRows } from './bench-step.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describeMachine } from '../../core/experiment/index.js';
 
-function parseArgs(argv: string[]): { json: boolean; options: BenchOptions } {
+function parseArgs(argv: string[]): { json: boolean; record: boolean; options: BenchOptions } {
   let json = false;
+  let record = false;
   let quick = false;
   let repeats = 7;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--json') json = true;
+    else if (a === '--record') record = true;
     else if (a === '--quick') quick = true;
     else if (a === '--repeats' || a.startsWith('--repeats=')) {
       const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
@@ -29,18 +37,18 @@ function parseArgs(argv: string[]): { json: boolean; options: BenchOptions } {
       if (!Number.isInteger(n) || n < 1) throw new Error(`--repeats needs a positive integer, got ${v}`);
       repeats = n;
     } else if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: npm run bench -- [--repeats N] [--quick] [--json]\n');
+      process.stderr.write('usage: npm run bench -- [--repeats N] [--quick] [--json] [--record]\n');
       process.exit(0);
     } else {
       throw new Error(`unknown argument ${a} (try --help)`);
     }
   }
   if (quick && !argv.some((a) => a.startsWith('--repeats'))) repeats = 3;
-  return { json, options: { repeats, quick } };
+  return { json, record, options: { repeats, quick } };
 }
 
 async function main(): Promise<void> {
-  const { json, options } = parseArgs(process.argv.slice(2));
+  const { json, record, options } = parseArgs(process.argv.slice(2));
   const out = (line: string) => process.stderr.write(`${line}\n`);
   // With --json, stdout carries the JSON array only: anything else logged goes to stderr.
   if (json) console.log = (...args: unknown[]) => out(args.map(String).join(' '));
@@ -65,6 +73,16 @@ async function main(): Promise<void> {
   rows.push(...(await stepBenchRows(options)));
 
   const peakAfter = measuredFmaPeak();
+  if (record) {
+    const measured = Math.max(peakBefore ?? 0, peakAfter ?? 0);
+    const dir = join(dirname(fileURLToPath(import.meta.url)), '../../results/bench');
+    mkdirSync(dir, { recursive: true });
+    const peak = measured > 0 ? measured : m.fmaPeakGflops;
+    const doc = { date: new Date().toISOString(), machine: describeMachine(), options, fmaPeakGflops: measured > 0 ? measured : null, rows };
+    writeFileSync(join(dir, 'bench.json'), `${JSON.stringify(doc, null, 2)}\n`);
+    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- --record\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n`);
+    log(`wrote ${join(dir, 'bench.json')} and bench.md`);
+  }
   if (json) {
     process.stdout.write(`${JSON.stringify(rows)}\n`);
   } else {

@@ -1,0 +1,306 @@
+/**
+ * The README's result tables, generated from the committed records. Each is a marked block,
+ *
+ *   <!-- table:NAME -->
+ *   …generated…
+ *   <!-- /table:NAME -->
+ *
+ * that `npm run tables -- --readme` fills from results/ (and test/readme.test.ts fails when one is
+ * stale). Every number inside a block comes from trials.csv, cases.csv, curves.csv, context*.csv or
+ * results/bench/bench.json; each block names the machine its records were measured on.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  pairedDifferences,
+  pairedResult,
+  parseCsv,
+  readCases,
+  readCurves,
+  readTrials,
+  timeToTarget,
+  type ComparisonGroup,
+  type TrialRow,
+} from '../../core/experiment/index.js';
+
+type Rows = TrialRow[];
+
+const MiB = 2 ** 20;
+const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
+const finite = (rows: Rows, c: string): number[] => rows.map((r) => num(r[c])).filter(Number.isFinite);
+const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
+const sd = (v: number[]): number => Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1));
+
+function bytes(v: number): string {
+  if (!Number.isFinite(v)) return '—';
+  return v >= 2 ** 30 ? `${(v / 2 ** 30).toFixed(2)} GiB` : `${(v / MiB).toFixed(1)} MiB`;
+}
+function meanSd(v: number[], digits = 3): string {
+  if (v.length === 0) return '—';
+  return v.length > 1 ? `${mean(v).toFixed(digits)} ± ${sd(v).toFixed(digits)}` : mean(v).toFixed(digits);
+}
+const percent = (f: number): string => `${f >= 0 ? '+' : '−'}${Math.abs(100 * f).toFixed(1)}%`;
+const signed = (v: number): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(3)}`;
+
+function settingsOf(r: TrialRow): Record<string, any> {
+  try {
+    return JSON.parse(String(r.settings)) as Record<string, any>;
+  } catch {
+    return {};
+  }
+}
+
+/** The trial label without the seed: one configuration. */
+function configuration(r: TrialRow, drop: RegExp[] = []): string {
+  let label = String(settingsOf(r).label ?? r.strategy);
+  for (const d of [/(^|\s)seed=\S+/g, ...drop]) label = label.replace(d, ' ');
+  return label.replace(/\s+/g, ' ').trim() || 'default';
+}
+
+/** Trials grouped by configuration, in record order. */
+function groups(rows: Rows, drop: RegExp[] = []): [string, Rows][] {
+  const out = new Map<string, Rows>();
+  for (const r of rows) out.set(configuration(r, drop), [...(out.get(configuration(r, drop)) ?? []), r]);
+  return [...out];
+}
+
+function machines(rows: Rows): string {
+  const m = [...new Set(rows.map((r) => String(r.machine ?? '')).filter((s) => s))];
+  return m.length ? m.join('; ') : 'not recorded';
+}
+
+function table(header: string[], body: string[][]): string[] {
+  return [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)];
+}
+
+/** The stop of a trial that did not fit: where and at what peak. */
+function notFit(g: Rows): string {
+  const r = g.find((x) => x.status === 'did-not-fit');
+  if (!r) return String(g[0]?.status ?? '—');
+  const at = /at (train step \d+ \/ \w+ \/ [^:]+)/.exec(String(r.status_detail ?? ''))?.[1];
+  return `did not fit (stopped at ${bytes(num(r.peak_train_bytes))}${at ? `, ${at}` : ''})`;
+}
+
+interface Context {
+  root: string;
+}
+
+type Block = (ctx: Context) => string[];
+
+function load(ctx: Context, name: string): Rows {
+  const dir = join(ctx.root, 'results', name);
+  const rows = readTrials(dir);
+  if (rows.length === 0) throw new Error(`results/${name}/trials.csv: no records; run npm run experiment -- ${name}`);
+  return rows;
+}
+
+const machineLine = (rows: Rows, command: string): string => `Records: \`${command}\`; machine: ${machines(rows)}.`;
+
+export const README_BLOCKS: Record<string, Block> = {
+  'brats-swap-vs-patch': (ctx) => {
+    const rows = load(ctx, 'brats-swap-vs-patch');
+    const body = groups(rows).map(([name, g]) => {
+      const ok = g.filter((r) => r.status === 'ok');
+      if (ok.length === 0) return [name, '—', notFit(g), '', '', '', '', bytes(num(g[0]!.est_peak_train_bytes)), '', ''];
+      return [
+        name,
+        String(ok[0]!.steps ?? '—'),
+        ...['WT', 'TC', 'ET', 'mean'].map((k) => meanSd(finite(ok, `dice_${k}`))),
+        bytes(mean(finite(ok, 'peak_train_bytes'))),
+        bytes(mean(finite(ok, 'est_peak_train_bytes'))),
+        mean(finite(ok, 'step_seconds')).toFixed(2),
+        mean(finite(ok, 'train_seconds')).toFixed(1),
+      ];
+    });
+    const budget = [...new Set(rows.map((r) => r.budget))].join(', ');
+    return [
+      machineLine(rows, 'npm run experiment -- brats-swap-vs-patch'),
+      `${ok(rows).length} trials ok of ${rows.length}, seeds ${[...new Set(rows.map((r) => r.seed))].join(', ')}; budget ${budget}; Dice mean ± sample std over seeds.`,
+      '',
+      ...table(['configuration', 'steps', 'Dice WT', 'Dice TC', 'Dice ET', 'Dice mean', 'peak train', 'est. peak', 'step (s)', 'train (s)'], body),
+    ];
+  },
+
+  'brats-swap-vs-patch-paired': (ctx) => {
+    const rows = load(ctx, 'brats-swap-vs-patch');
+    const cases = readCases(join(ctx.root, 'results', 'brats-swap-vs-patch'));
+    const curves = readCurves(join(ctx.root, 'results', 'brats-swap-vs-patch'));
+    const cg: ComparisonGroup[] = groups(rows).map(([name, g]) => ({ axes: { strategy: String(g[0]!.strategy), label: name }, rows: g }));
+    const comparison = settingsOf(rows[0]!).comparison ?? { reference: 'patch', confidence: 0.95, resamples: 10000 };
+    const ref = cg.find((g) => g.axes.strategy === comparison.reference)!;
+    const regions = ['WT', 'TC', 'ET'];
+    const body: string[][] = [];
+    for (const g of cg) {
+      if (g === ref) continue;
+      const d = pairedDifferences(g, ref, regions, cases);
+      if (d.size === 0) continue;
+      const cells = [...regions, 'mean'].map((r) => {
+        const p = pairedResult(r, d.get(r)!, comparison);
+        return `${signed(p.mean)} [${signed(p.low)}, ${signed(p.high)}], p = ${p.p.toFixed(3)}`;
+      });
+      body.push([`${g.axes.strategy} − ${ref.axes.strategy}`, String(d.get('WT')!.length), String(d.get('WT')![0]!.length), ...cells]);
+    }
+    const target = (seed: number): number | undefined => num(ref.rows.find((r) => r.status === 'ok' && r.seed === seed)?.dice_mean);
+    const times = cg
+      .filter((g) => g.rows.some((r) => r.status === 'ok'))
+      .map((g) => {
+        const t = timeToTarget(g, curves, 'dice_mean', target);
+        return [g.axes.strategy!, `${t.reached} of ${t.of}`, t.seconds === null ? 'not reached' : `${t.seconds.toFixed(1)} s`, t.best === null ? '—' : t.best.toFixed(3)];
+      });
+    return [
+      `ΔDice against \`${ref.axes.strategy}\`, paired by seed and validation case: mean [${Math.round(comparison.confidence * 100)}% bootstrap CI over seeds and cases], Wilcoxon p over the cases.`,
+      '',
+      ...table(['comparison', 'seeds', 'cases', 'ΔDice WT', 'ΔDice TC', 'ΔDice ET', 'ΔDice mean'], body),
+      '',
+      `Time to \`${ref.axes.strategy}\`'s final mean Dice of the same seed (training wall time, median over seeds; "best": the highest mean Dice the curve reached, median over seeds):`,
+      '',
+      ...table(['strategy', 'reached', 'time', 'best'], times),
+    ];
+  },
+
+  'brats-swap-vs-patch-context': (ctx) => {
+    const line = (file: string, what: string): string => {
+      const path = join(ctx.root, 'results', 'brats-swap-vs-patch', file);
+      if (!existsSync(path)) throw new Error(`${path}: missing; run npm run context -- brats-swap-vs-patch${file.includes('paper') ? ' --profile paper' : ''}`);
+      const [header, ...recs] = parseCsv(readFileSync(path, 'utf8')).filter((r) => r.length > 1);
+      const total = recs.find((r) => r[0] === 'total')!;
+      const v = (c: string): number => Number(total[header!.indexOf(c)]);
+      const n = recs.length - 1;
+      return `- ${what} (${n} cases, patch ${total[1]}): **${(100 * v('labelled_beyond_fraction')).toFixed(1)}% of the labelled volume** (${v('labelled_beyond')} of ${v('labelled')} voxels) and **${(100 * v('mimic_beyond_fraction')).toFixed(1)}% of the mimic volume** (${v('mimic_beyond')} of ${v('mimic')}) lie farther than half a patch edge from the evidence that decides their label.`;
+    };
+    return [line('context.csv', 'Quick profile, `npm run context -- brats-swap-vs-patch`'), line('context-paper.csv', 'Paper profile, `npm run context -- brats-swap-vs-patch --profile paper`')];
+  },
+
+  'memory-64': (ctx) => {
+    const rows = load(ctx, 'memory-64');
+    const owned = rows.find((r) => configuration(r).endsWith('strategy=full-volume()'));
+    const body = groups(rows, [/dataset\.settings\.size=\S+/g]).map(([name, g]) => {
+      const r = g[0]!;
+      const m = num(r.peak_train_bytes);
+      return [name, bytes(m), bytes(num(r.est_peak_train_bytes)), owned ? `${((100 * m) / num(owned.peak_train_bytes)).toFixed(1)}%` : '—', num(r.step_seconds).toFixed(2)];
+    });
+    return [machineLine(rows, 'npm run experiment -- memory-scaling --profile at64 --results results/memory-64'), '', ...table(['configuration', 'measured peak', 'estimated', 'vs owned full volume', 'step (s)'], body)];
+  },
+
+  'tflms-tuning': (ctx) => {
+    const rows = load(ctx, 'tflms-tuning');
+    const plain = rows.filter((r) => r.strategy === 'full-volume').map((r) => num(r.step_seconds));
+    const base = mean(plain);
+    const body = rows.map((r) => [
+      configuration(r, [/dataset\.settings\.size=\S+/g]),
+      num(r.step_seconds).toFixed(2),
+      r.strategy === 'full-volume' ? '—' : percent(num(r.step_seconds) / base - 1),
+      Number.isFinite(num(r.swap_wait_seconds)) ? num(r.swap_wait_seconds).toFixed(3) : '—',
+      bytes(num(r.peak_train_bytes)),
+      bytes(num(r.est_peak_train_bytes)),
+    ]);
+    return [
+      machineLine(rows, 'npm run experiment -- tflms-tuning --profile at128 --results results/tflms-tuning'),
+      `Plain step: ${plain.map((p) => p.toFixed(2)).join(' / ')} s (mean ${base.toFixed(2)} s), the reference of "vs plain".`,
+      '',
+      ...table(['configuration', 'step (s)', 'vs plain', 'backward waited (s)', 'measured peak', 'estimated'], body),
+    ];
+  },
+
+  'msd-hippocampus': (ctx) => {
+    const rows = load(ctx, 'msd-hippocampus');
+    const r = rows[0]!;
+    const labels = Object.keys(r).filter((k) => k.startsWith('dice_') && k !== 'dice_mean').map((k) => k.slice(5));
+    return [
+      machineLine(rows, 'npm run experiment -- msd-hippocampus'),
+      `${r.validation_cases ?? '?'} validation cases, ${r.steps ?? num(settingsOf(r).training?.epochs) * num(settingsOf(r).training?.stepsPerEpoch)} steps, training ${(num(r.train_seconds) / 60).toFixed(0)} min.`,
+      '',
+      ...table(['label', 'Dice', 'HD95 (mm)'], [...labels.map((l) => [l, num(r[`dice_${l}`]).toFixed(3), num(r[`hd95_${l}`]).toFixed(2)]), ['mean', num(r.dice_mean).toFixed(3), '']]),
+      '',
+      `Measured peak ${bytes(num(r.peak_train_bytes))}, estimated ${bytes(num(r.est_peak_train_bytes))}.`,
+    ];
+  },
+
+  'memory-scaling': (ctx) => {
+    const rows = load(ctx, 'memory-scaling');
+    const edges = [...new Set(rows.map((r) => String(r.volume_shape)))];
+    const configs = groups(rows, [/dataset\.settings\.size=\S+/g]).map(([n]) => n);
+    const body = edges.map((e) => [
+      e,
+      ...configs.map((c) => {
+        const r = rows.find((x) => String(x.volume_shape) === e && configuration(x, [/dataset\.settings\.size=\S+/g]) === c);
+        if (!r) return '—';
+        return r.status === 'ok' ? bytes(num(r.peak_train_bytes)) : `did not fit (${bytes(num(r.est_peak_train_bytes))} estimated)`;
+      }),
+    ]);
+    const exact = rows.filter((r) => r.status === 'ok' && r.peak_train_bytes === r.est_peak_train_bytes).length;
+    const okRows = rows.filter((r) => r.status === 'ok');
+    const worst = Math.max(...okRows.map((r) => Math.abs(num(r.est_peak_train_bytes) / num(r.peak_train_bytes) - 1)));
+    return [
+      machineLine(rows, 'npm run experiment -- memory-scaling'),
+      '',
+      ...table(['input', ...configs], body),
+      '',
+      `The estimate equals the measured peak in ${exact} of the ${okRows.length} trials that ran; the largest difference is ${(100 * worst).toFixed(2)}%.`,
+    ];
+  },
+
+  'brats2015-sample': (ctx) => {
+    const rows = load(ctx, 'brats2015-sample');
+    const body = rows.map((r) => [configuration(r), bytes(num(r.peak_train_bytes)), bytes(num(r.est_peak_train_bytes)), bytes(num(r.peak_infer_bytes)), num(r.step_seconds).toFixed(1), num(r.host_peak_bytes) > 0 ? bytes(num(r.host_peak_bytes)) : '—']);
+    return [machineLine(rows, 'npm run experiment -- brats2015-sample'), '', ...table(['configuration', 'peak train', 'estimated', 'peak inference', 'step (s)', 'host (swap)'], body)];
+  },
+
+  'architectures-memory': (ctx) => {
+    const rows = load(ctx, 'architectures-memory');
+    const gs = groups(rows);
+    const unet = gs.find(([n]) => n.includes('architecture=unet3d'))?.[1];
+    const body = gs.map(([name, g]) => {
+      const ok = g.filter((r) => r.status === 'ok');
+      const p = num(ok[0]?.params);
+      const m = mean(finite(ok, 'peak_train_bytes'));
+      const rel = (v: number, ref: number): string => (unet && name !== configuration(unet[0]!) ? ` (${((100 * v) / ref).toFixed(0)}%)` : '');
+      return [name, `${(p / 1000).toFixed(1)} k${unet ? rel(p, num(unet[0]!.params)) : ''}`, `${bytes(m)}${unet ? rel(m, mean(finite(unet, 'peak_train_bytes'))) : ''}`, meanSd(finite(ok, 'dice_mean'))];
+    });
+    return [machineLine(rows, 'npm run experiment -- architectures-memory'), '', ...table(['configuration', 'params (vs unet3d)', 'peak train (vs unet3d)', 'Dice mean (seeds)'], body)];
+  },
+
+  'cascade-brats-size': (ctx) => {
+    const rows = load(ctx, 'cascade-brats-size');
+    const body = groups(rows).map(([name, g]) => {
+      const ok = g.filter((r) => r.status === 'ok');
+      if (ok.length === 0) return [name, notFit(g), bytes(num(g[0]!.est_peak_train_bytes)), '—', '—'];
+      return [name, bytes(mean(finite(ok, 'peak_train_bytes'))), bytes(mean(finite(ok, 'est_peak_train_bytes'))), bytes(mean(finite(ok, 'peak_infer_bytes'))), meanSd(finite(ok, 'dice_mean'))];
+    });
+    return [machineLine(rows, 'npm run experiment -- cascade-brats-size'), '', ...table(['configuration', 'peak train', 'estimated', 'peak inference', 'Dice mean (seeds)'], body)];
+  },
+
+  bench: (ctx) => {
+    const file = join(ctx.root, 'results', 'bench', 'bench.json');
+    if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null }[] };
+    return [
+      `Records: \`npm run bench -- --record\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${doc.fmaPeakGflops ? `${doc.fmaPeakGflops.toFixed(0)} GFLOP/s` : 'n/a'}.`,
+      '',
+      ...table(
+        ['row', 'shape', 'backend', 'ms', 'GFLOP/s'],
+        doc.rows.map((r) => [`${r.name}${r.strategy ? ` (${r.strategy})` : ''}`, r.shape, r.backend, r.ms.toFixed(1), r.gflops === null ? '—' : r.gflops.toFixed(0)]),
+      ),
+    ];
+  },
+};
+
+function ok(rows: Rows): Rows {
+  return rows.filter((r) => r.status === 'ok');
+}
+
+const BLOCK = /<!-- table:([\w-]+) -->\n[\s\S]*?<!-- \/table:\1 -->/g;
+
+/** The README with every marked block regenerated from the records under `root`; names blocks it does not know. */
+export function renderReadme(text: string, root: string): string {
+  return text.replace(BLOCK, (_all, name: string) => {
+    const block = README_BLOCKS[name];
+    if (!block) throw new Error(`README.md: unknown table block "${name}"; known: ${Object.keys(README_BLOCKS).join(', ')}`);
+    return `<!-- table:${name} -->\n${block({ root }).join('\n')}\n<!-- /table:${name} -->`;
+  });
+}
+
+/** The names of the marked blocks in a README text. */
+export function readmeBlocks(text: string): string[] {
+  return [...text.matchAll(BLOCK)].map((m) => m[1]!);
+}
