@@ -5,7 +5,7 @@
  */
 import { describe, it, expect } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync, appendFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, appendFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readTrials, readCases, readCurves, TrialRecorder, completePrefix } from '../core/experiment/results.js';
@@ -112,6 +112,16 @@ describe('a sweep killed with SIGKILL and resumed', () => {
     }
     // Every trial's saved model is there.
     for (const r of rows) expect(existsSync(join(String(r.model), 'model.json')), String(r.model)).toBe(true);
+    // rm summary.md && npm run tables restores it: the same text but for the generated-at line.
+    const summary = readFileSync(join(killed, 'summary.md'), 'utf8');
+    rmSync(join(killed, 'summary.md'));
+    const tables = await new Promise<number | null>((done) =>
+      spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'experiments/cli/tables.ts'), '--results', killed], { cwd: ROOT, stdio: 'ignore' }).on('close', done),
+    );
+    expect(tables).toBe(0);
+    const strip = (t: string) => t.replace(/- Generated: .*\n/, '');
+    expect(strip(readFileSync(join(killed, 'summary.md'), 'utf8'))).toBe(strip(summary));
+    expect(existsSync(join(killed, 'plots', 'curves.svg'))).toBe(true);
   }, 180_000);
 
   it('skips recorded trials on a re-run, and --fresh moves the old records aside', async () => {

@@ -30,7 +30,7 @@ async function main(): Promise<number> {
     console.log(`${before === after ? 'unchanged' : 'wrote'} ${file}: ${readmeBlocks(after).length} blocks (${readmeBlocks(after).join(', ')})`);
     if (!all && args.positional.length === 0) return 0;
   }
-  if (args.flags.has('help') || (!all && args.positional.length === 0)) {
+  if (args.flags.has('help') || (!all && args.positional.length === 0 && !args.flags.has('results'))) {
     console.log(usage('npm run tables --', '<experiment> [...] | --all', FLAGS));
     return args.flags.has('help') ? 0 : 2;
   }
