@@ -113,9 +113,14 @@ export const README_BLOCKS: Record<string, Block> = {
       ];
     });
     const budget = [...new Set(rows.map((r) => r.budget))].join(', ');
+    // Wall time of the sweep: the first trial's start to the end of the last (its start plus its times).
+    const starts = rows.map((r) => Date.parse(String(r.started_at))).filter(Number.isFinite);
+    const last = rows.reduce((a, b) => (Date.parse(String(b.started_at)) > Date.parse(String(a.started_at)) ? b : a));
+    const lastEnd = Date.parse(String(last.started_at)) + 1000 * ['train_seconds', 'curve_seconds', 'infer_seconds'].reduce((t, c) => t + (Number.isFinite(num(last[c])) ? num(last[c]) : 0), 0);
+    const minutes = (lastEnd - Math.min(...starts)) / 60000;
     return [
       machineLine(rows, 'npm run experiment -- brats-swap-vs-patch'),
-      `${ok(rows).length} trials ok of ${rows.length}, seeds ${[...new Set(rows.map((r) => r.seed))].join(', ')}; budget ${budget}; Dice mean ± sample std over seeds.`,
+      `${ok(rows).length} trials ok of ${rows.length}, seeds ${[...new Set(rows.map((r) => r.seed))].join(', ')}; budget ${budget}; the sweep took about ${minutes.toFixed(0)} minutes (from the trials' start times and durations); Dice mean ± sample std over seeds.`,
       '',
       ...table(['configuration', 'steps', 'Dice WT', 'Dice TC', 'Dice ET', 'Dice mean', 'peak train', 'est. peak', 'step (s)', 'train (s)'], body),
     ];
