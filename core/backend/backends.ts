@@ -121,13 +121,16 @@ async function initWebgpu(requested: BackendChoice): Promise<BackendInfo> {
     },
   });
   const info = adapter.info ?? (await adapter.requestAdapterInfo?.());
-  tf.registerBackend('webgpu-node', () => new webgpu.WebGPUBackend(device, info), 3);
-  await tf.setBackend('webgpu-node');
+  // tfjs registers its WebGPU kernels for the backend named 'webgpu': ours must take that name (the
+  // package's own factory, registered on import, asks navigator.gpu for default limits: replace it).
+  if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', () => new webgpu.WebGPUBackend(device, info), 3);
+  await tf.setBackend('webgpu');
   await tf.ready();
   registerProjectKernels();
   return {
     requested,
-    tfjsBackend: 'webgpu-node',
+    tfjsBackend: 'webgpu',
     label: `webgpu (Dawn; maxBufferSize ${limits.maxBufferSize} B)`,
     nativeKernels: '',
   };
