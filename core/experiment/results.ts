@@ -372,7 +372,9 @@ export class TrialRecorder {
     text += csvLine(header.map((c) => formatValue(full[c])));
     const tmp = `${this.trialsFile}.tmp`;
     fs.writeFileSync(tmp, text);
-    fs.renameSync(this.trialsFile, path.join(this.dir, backup));
+    // The old file is copied aside first and then replaced in one rename: a kill at any point leaves a
+    // whole trials.csv (old or new).
+    if (fs.existsSync(this.trialsFile)) fs.copyFileSync(this.trialsFile, path.join(this.dir, backup));
     fs.renameSync(tmp, this.trialsFile);
     const added = header.filter((c) => !oldHeader.includes(c));
     console.warn(
