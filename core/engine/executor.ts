@@ -50,7 +50,11 @@ export interface StepResult {
  * `net.auxOutputs` order); `tapeLoss` is the scalar for the tape baseline.
  */
 export interface LossFunction {
-  (logits: Tensor, aux: Tensor[]): { loss: number; dLogits: Tensor; dAux: Tensor[] };
+  /**
+   * `loss` is the value, or a scalar tensor the executor reads asynchronously after the step (where a
+   * synchronous read is costly or impossible, as on tfjs's WebGPU backend in Node).
+   */
+  (logits: Tensor, aux: Tensor[]): { loss: number | Tensor; dLogits: Tensor; dAux: Tensor[] };
   tapeLoss?: (logits: Tensor, aux: Tensor[]) => tf.Scalar;
 }
 
@@ -192,6 +196,7 @@ export class Executor {
     const grads = new Map<string, Tensor>();
     const paramGrads = new Map<string, Tensor>();
     let loss = NaN;
+    let lossTensor: Tensor | null = null;
     /** Every tensor the step holds (activations and saves), to rule out views when writing in place. */
     const liveTensors = function* (): Generator<Tensor> {
       yield* acts.values();
@@ -311,7 +316,8 @@ export class Executor {
           const [logits, ...aux] = ev.outputs.map((v) => acts.get(v)!);
           observer?.beforeOp?.('loss', 'loss');
           const r = lossFn(logits!, aux);
-          loss = r.loss;
+          if (typeof r.loss === 'number') loss = r.loss;
+          else lossTensor = r.loss;
           observer?.afterOp?.('loss', 'loss');
           for (const v of ev.outputs) holders.release(acts.get(v)!);
           grads.set(this.net.output, r.dLogits);
@@ -389,6 +395,10 @@ export class Executor {
       }
     }
     stats.backwardSeconds = now() - tBackward - stats.recomputeSeconds;
+    if (lossTensor) {
+      loss = (await lossTensor.data())[0]!;
+      lossTensor.dispose();
+    }
     return { loss, grads: paramGrads, stats };
   }
 

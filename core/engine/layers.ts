@@ -65,7 +65,9 @@ export class Conv3d implements Layer {
     save(x!);
     const y = tf.conv3d(x as tf.Tensor5D, filter as tf.Tensor5D, this.strides, this.padding);
     if (!bias) return y;
-    const out = tf.add(y, bias);
+    // Off host arrays the bias broadcasts as [1, 1, 1, 1, C]: tfjs's WebGPU shader for a rank-5 + [C]
+    // broadcast does not compile ("cannot index type 'vec5'"). Same arithmetic.
+    const out = capabilities().hostArrays ? tf.add(y, bias) : tf.tidy(() => tf.add(y, tf.reshape(bias, [1, 1, 1, 1, bias.shape[0]!])));
     y.dispose();
     return out;
   }
@@ -144,6 +146,9 @@ export class InstanceNormAct implements Layer {
    * 2⁻²⁴·(|x̂| + |β/γ|), so every channel needs γ ≠ 0 and |β| ≤ REBUILD_RATIO·|γ|.
    */
   private rebuildable(gamma: tf.Tensor, beta: tf.Tensor): boolean {
+    // Deciding needs γ and β on the host: free on host-array backends, a synchronous read elsewhere
+    // (which tfjs's WebGPU backend cannot do in Node). There the layer keeps x̂ instead.
+    if (!capabilities().hostArrays) return false;
     const g = gamma.dataSync() as Float32Array;
     const b = beta.dataSync() as Float32Array;
     for (let k = 0; k < g.length; k++) if (!(Math.abs(b[k]!) <= REBUILD_RATIO * Math.abs(g[k]!))) return false;
@@ -202,9 +207,10 @@ export class InstanceNormAct implements Layer {
       return tf.tensor(v, y.shape, 'float32');
     }
     const z = tf.leakyRelu(y, 1 / this.alpha); // the inverse of leaky ReLU with slope α
-    const zb = tf.sub(z, beta);
+    const C = gamma.shape[0]!;
+    const zb = tf.tidy(() => tf.sub(z, tf.reshape(beta, [1, 1, 1, 1, C])));
     z.dispose();
-    const xhat = tf.div(zb, gamma);
+    const xhat = tf.tidy(() => tf.div(zb, tf.reshape(gamma, [1, 1, 1, 1, C])));
     zb.dispose();
     return xhat;
   }

@@ -152,7 +152,7 @@ export function lossAndGradient(
   target: Tensor,
   kind: LossKind,
   activation: 'sigmoid' | 'softmax',
-): { loss: number; dLogits: Tensor } {
+): { loss: number | Tensor; dLogits: Tensor } {
   if (capabilities().fusedLoss) {
     // dataSync returns the backend's own host arrays: no copies, no device temporaries.
     const { loss, grad } = fusedLossAndGradient(
@@ -165,9 +165,18 @@ export function lossAndGradient(
     return { loss, dLogits: tf.tensor(grad, logits.shape, 'float32') };
   }
   const { value, grad } = tf.valueAndGrad((l: Tensor) => segmentationLoss(l, target, kind, activation))(logits);
+  return { loss: readLoss(value), dLogits: grad };
+}
+
+/**
+ * The loss value: read now on host-array backends (free), else left as a scalar tensor that the executor
+ * reads asynchronously after the step (a synchronous read is impossible on tfjs's WebGPU backend in Node).
+ */
+function readLoss(value: Tensor): number | Tensor {
+  if (!capabilities().hostArrays) return value;
   const loss = value.dataSync()[0]!;
   value.dispose();
-  return { loss, dLogits: grad };
+  return loss;
 }
 
 /** Output activation applied to logits for inference. */
@@ -214,9 +223,7 @@ export function stepLoss(target: Tensor, kind: LossKind, activation: 'sigmoid' |
       return { loss, dLogits, dAux: [] };
     }
     const { value, grads } = tf.valueAndGrads((...xs: Tensor[]) => total(xs[0]!, xs.slice(1)))([logits, ...auxLogits]);
-    const loss = value.dataSync()[0]!;
-    value.dispose();
-    return { loss, dLogits: grads[0]!, dAux: grads.slice(1) };
+    return { loss: readLoss(value), dLogits: grads[0]!, dAux: grads.slice(1) };
   }) as LossFunction;
   fn.tapeLoss = (logits: Tensor, auxLogits: Tensor[]) => total(logits, auxLogits);
   return fn;

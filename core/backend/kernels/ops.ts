@@ -10,6 +10,13 @@ import { hasKernel } from './index.js';
 const leaky = (z: tf.Tensor, alpha: number): tf.Tensor => (alpha === 1 ? z : tf.leakyRelu(z, alpha));
 
 /**
+ * A per-channel vector [C] as [1, 1, 1, 1, C] for broadcasting over channels-last volumes: the same
+ * arithmetic, and it keeps tfjs's WebGPU backend off its shared-memory broadcast program, whose shader
+ * does not compile for rank 5 ("cannot index type 'vec5'").
+ */
+const perChannel = (v: tf.Tensor): tf.Tensor => (v.rank === 1 ? tf.reshape(v, [1, 1, 1, 1, v.shape[0]!]) : v);
+
+/**
  * y = leakyRelu(instanceNorm(x)·gamma + beta): returns [y, xhat, invStd], xhat null with
  * `withXhat: false`. `inPlace` (the caller owns x exclusively) writes y into x's buffer where the backend
  * has the project's kernel; elsewhere it is ignored.
@@ -32,7 +39,7 @@ export function instanceNormAct(
     const { mean, variance } = tf.moments(x, [1, 2, 3], true);
     const invStd = tf.rsqrt(tf.add(variance, epsilon));
     const xhat = tf.mul(tf.sub(x, mean), invStd);
-    const y = leaky(tf.add(tf.mul(xhat, gamma), beta), alpha);
+    const y = leaky(tf.add(tf.mul(xhat, perChannel(gamma)), perChannel(beta)), alpha);
     return [y, xhat, tf.reshape(invStd, [x.shape[0]!, x.shape[4]!])];
   });
   if (withXhat) return [y, xhat, invStd];
@@ -53,9 +60,11 @@ export function instanceNormActBackward(
   if (hasKernel(INSTANCE_NORM_BACKWARD))
     return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat, invStd, gamma, beta }, { alpha, inPlace }) as tf.Tensor[];
   return tf.tidy(() => {
-    const z = tf.add(tf.mul(xhat, gamma), beta);
-    const g = alpha === 1 ? dy : tf.where(tf.greaterEqual(z, 0), dy, tf.mul(dy, alpha));
-    const dxhat = tf.mul(g, gamma);
+    const z = tf.add(tf.mul(xhat, perChannel(gamma)), perChannel(beta));
+    // dy where z ≥ 0, α·dy elsewhere, as masks (tfjs's WebGPU Where takes rank ≤ 4); exact either way.
+    const m = tf.cast(tf.greaterEqual(z, 0), 'float32');
+    const g = alpha === 1 ? dy : tf.add(tf.mul(dy, m), tf.mul(tf.mul(dy, alpha), tf.sub(1, m)));
+    const dxhat = tf.mul(g, perChannel(gamma));
     const axes = [1, 2, 3];
     const meanD = tf.mean(dxhat, axes, true);
     const meanDX = tf.mean(tf.mul(dxhat, xhat), axes, true);
@@ -82,7 +91,11 @@ export function upsampleNearest3dGrad(dy: tf.Tensor, factor: number): tf.Tensor 
   return tf.tidy(() => {
     const [n, D, H, W, c] = dy.shape as number[];
     const f = factor;
-    const r = tf.reshape(dy, [n!, D! / f, f, H! / f, f, W! / f, f, c!]);
-    return tf.sum(r, [2, 4, 6]);
+    const [d, h, w] = [D! / f, H! / f, W! / f];
+    // One spatial axis at a time, each a rank-3 sum (tfjs's WebGPU shaders take rank ≤ 6): W, then H, then D.
+    let r = tf.sum(tf.reshape(dy, [n! * D! * H! * w, f, c!]), 1);
+    r = tf.sum(tf.reshape(r, [n! * D! * h, f, w * c!]), 1);
+    r = tf.sum(tf.reshape(r, [n! * d, f, h * w * c!]), 1);
+    return tf.reshape(r, [n!, d, h, w, c!]);
   });
 }
