@@ -69,7 +69,7 @@ import { GraphBuilder, NETWORK_INPUT, Add, ConcatChannels, Conv3d, InstanceNormA
 import type { NetworkSpec } from '../core/types.js';
 import type { Architecture, ArchitecturePlugin } from '../core/plugins/index.js';
 import { defineSettings, type SettingsOf } from '../core/config/index.js';
-import type { BackendCapabilities } from '../core/backend/index.js';
+import { capabilities, type BackendCapabilities } from '../core/backend/index.js';
 
 // ---------------------------------------------------------------------------------------------------
 // IEEE 754 half precision on typed arrays
@@ -147,6 +147,11 @@ export function roundToHalf(v: number): number {
 /** Packs a float32 tensor's values as half bits, two per int32 element: a [ceil(n/2)] int32 tensor. */
 export function packHalf(t: Tensor): Tensor {
   if (t.dtype !== 'float32') throw new Error(`packHalf: expected a float32 tensor, got ${t.dtype}`);
+  if (!capabilities().hostArrays) {
+    throw new Error(
+      `me-fcn halfPrecisionSaves packs saved tensors into half floats on host arrays, which the ${capabilities().name} backend does not have (a synchronous read there is not possible); use halfPrecisionSaves: false (and not all: true) on this backend`,
+    );
+  }
   const values = t.dataSync() as Float32Array;
   const packed = new Int32Array(Math.ceil(values.length / 2));
   floatToHalfBits(values, new Uint16Array(packed.buffer, 0, values.length));

@@ -33,6 +33,17 @@ export interface Conv3dOptions {
 }
 
 /** 3-D convolution, NDHWC, filter [kd, kh, kw, in, out]. Saves its input. */
+/** Zero padding as concatenations, one axis at a time (for backends whose pad cannot take rank 5). */
+function padByConcat(x: tf.Tensor, pads: [number, number][]): tf.Tensor {
+  let y = x;
+  pads.forEach(([before, after], axis) => {
+    if (before === 0 && after === 0) return;
+    const side = (n: number): tf.Tensor => tf.zeros(y.shape.map((d, k) => (k === axis ? n : d)));
+    y = tf.concat([...(before ? [side(before)] : []), y, ...(after ? [side(after)] : [])], axis);
+  });
+  return y;
+}
+
 export class Conv3d implements Layer {
   readonly type = 'conv3d';
   readonly params: ParamSpec[];
@@ -408,13 +419,16 @@ export class CenterCrop implements Layer {
     if (!needInputGrad[0]) return { dInputs: [null], dParams: [] };
     const [md, mh, mw] = this.margin;
     const s = xShape!;
-    const dx = tf.pad(dy, [
+    const pads: [number, number][] = [
       [0, 0],
       [md, s[1]! - dy.shape[1]! - md],
       [mh, s[2]! - dy.shape[2]! - mh],
       [mw, s[3]! - dy.shape[3]! - mw],
       [0, 0],
-    ]);
+    ];
+    // tfjs's WebGPU pad shader does not compile for rank 5: off host arrays, zeros are concatenated
+    // along each spatial axis instead (the same values).
+    const dx = capabilities().hostArrays ? tf.pad(dy, pads) : tf.tidy(() => padByConcat(dy, pads));
     return { dInputs: [dx], dParams: [] };
   }
   saves(): SavedSpec {

@@ -1,0 +1,102 @@
+/**
+ * Training on tfjs's WebGPU backend (Dawn, from the optional `webgpu` npm package), checked against the
+ * cpu backend: the same tiny sweep, every architecture and strategy, run once per backend through the
+ * experiment CLI; each trial must finish ok with a final loss within 1e-4 (relative) of cpu's. Without a
+ * GPU, Mesa's lavapipe gives Dawn a CPU Vulkan adapter (Debian 12: mesa-vulkan-drivers from
+ * bookworm-backports, libvulkan1; `.ci/run` installs them).
+ *
+ * Where the packages or an adapter are missing the suite skips and says why, unless
+ * VOLSEG_REQUIRE_WEBGPU=1 (CI), where that is a failure.
+ */
+import { describe, it, expect } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { readTrials } from '../core/experiment/results.js';
+
+const ROOT = resolve(__dirname, '..');
+const require = createRequire(import.meta.url);
+const required = process.env.VOLSEG_REQUIRE_WEBGPU === '1';
+const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() };
+
+/** Why WebGPU cannot run here, or null when it can (packages installed, an adapter found). */
+function unavailable(): string | null {
+  for (const pkg of ['webgpu', '@tensorflow/tfjs-backend-webgpu']) {
+    try {
+      require.resolve(pkg);
+    } catch {
+      return `${pkg} is not installed (npm install --no-save webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0)`;
+    }
+  }
+  const probe = spawnSync(process.execPath, ['--import', 'tsx', '-e', "import('./core/backend/index.js').then((b) => b.initBackend('webgpu')).then((i) => console.log('ADAPTER', i.label))"], {
+    cwd: ROOT,
+    env,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (!/ADAPTER/.test(probe.stdout)) return `no WebGPU adapter: ${(probe.stderr || probe.stdout).split('\n').filter((l) => l && !l.startsWith('Warning')).slice(-2).join(' ')}`;
+  return null;
+}
+
+const why = unavailable();
+if (why) {
+  if (required) throw new Error(`VOLSEG_REQUIRE_WEBGPU=1 but WebGPU cannot run: ${why}`);
+  console.warn(`webgpu.test.ts skipped: ${why}`);
+}
+
+const HEAD = `description: architectures × strategies, two steps, on cpu and on webgpu
+dataset: { name: synthetic-brats, settings: { cases: 3, size: 16 } }
+strategy: { name: full-volume }
+training: { epochs: 1, stepsPerEpoch: 2, validationFraction: 0.34, saveModel: false }
+`;
+/** Sweeps run on both backends: every strategy for unet3d and me-fcn; the cascade with full volume and patches. */
+const SWEEPS: Record<string, string> = {
+  'webgpu-check': `${HEAD}architecture: { name: unet3d, settings: { depth: 2, baseFilters: 4 } }
+axes:
+  architecture:
+    - { name: unet3d, settings: { depth: 2, baseFilters: 4 } }
+    # Every me-fcn technique but half-precision saves, which pack on host arrays (an error on webgpu).
+    - { name: me-fcn, settings: { depth: 2, baseFilters: 4, narrow: true, separable: true, inPlaceNorm: true, checkpointWidest: true } }
+  strategy: [{ name: full-volume }, { name: patch, settings: { patchSize: 8 } }, { name: checkpoint }, { name: swap }]
+`,
+  // The cascade's checkpoint and swap steps still fail on webgpu (a reshape in the norm backward): not here yet.
+  'webgpu-cascade': `${HEAD}architecture: { name: meunet-cascade, settings: { patch: 8, stage1Filters: [4, 8], stage2Filters: [4, 8] } }
+axes:
+  strategy: [{ name: full-volume }, { name: patch, settings: { patchSize: 8 } }]
+`,
+};
+
+describe.skipIf(why !== null)('training on WebGPU matches cpu', () => {
+  for (const [name, body] of Object.entries(SWEEPS)) {
+    it(`${name}: every trial ok, final loss within 1e-4 of cpu`, () => {
+      const dir = mkdtempSync(join(tmpdir(), 'volseg-webgpu-'));
+      const file = join(dir, `${name}.yaml`);
+      writeFileSync(file, `name: ${name}\n${body}`);
+      const rows: Record<string, ReturnType<typeof readTrials>> = {};
+      for (const backend of ['cpu', 'webgpu']) {
+        const results = join(dir, backend);
+        const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'experiments/cli/experiment.ts'), file, '--results', results, '--backend', backend], {
+          cwd: ROOT,
+          env,
+          encoding: 'utf8',
+          timeout: 400_000,
+        });
+        expect(r.status, `${backend}: ${r.stderr.slice(-2000)}`).toBe(0);
+        rows[backend] = readTrials(results);
+      }
+      const cpu = rows.cpu!;
+      const gpu = rows.webgpu!;
+      expect(gpu.length).toBe(cpu.length);
+      for (const [k, g] of gpu.entries()) {
+        const c = cpu[k]!;
+        const what = `${g.architecture} ${g.strategy}`;
+        expect(g.status, what).toBe('ok');
+        expect(String(g.backend), what).toMatch(/^webgpu/);
+        const rel = Math.abs(Number(g.final_loss) - Number(c.final_loss)) / Math.abs(Number(c.final_loss));
+        expect(rel, `${what}: webgpu ${g.final_loss} vs cpu ${c.final_loss}`).toBeLessThan(1e-4);
+      }
+    }, 600_000);
+  }
+});
