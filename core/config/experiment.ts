@@ -1180,11 +1180,18 @@ function stringifyInline(v: unknown): string {
   return String(v);
 }
 
-/** JSON with sorted keys, to compare values regardless of key order. */
-function stableStringify(v: unknown): string {
+/**
+ * JSON with sorted keys and undefined fields dropped (as JSON drops them), to compare values regardless of
+ * key order: equal configurations give equal text (trial ids hash it).
+ */
+export function stableStringify(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(stableStringify).join(',')}]`;
   if (isPlainObject(v)) {
-    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${stableStringify(v[k])}`).join(',')}}`;
+    return `{${Object.keys(v)
+      .filter((k) => v[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableStringify(v[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v) ?? 'undefined';
 }

@@ -4,7 +4,9 @@
  * case (ΔDice with a bootstrap interval over cases and seeds, and a Wilcoxon signed-rank p), the time each
  * takes to reach a target Dice on its learning curve, and the budget the trials were given.
  */
+import { median } from 'mathjs';
 import { bootstrapMeanInterval, wilcoxonSignedRank } from '../evaluation/index.js';
+import { rowSettings, trialKey } from './labels.js';
 
 type Value = string | number | null;
 type Row = Record<string, Value>;
@@ -64,31 +66,18 @@ export interface TimeToTarget {
   best: number | null;
 }
 
-/** A record's trial key: its trial_id, or its trial index for records from before ids existed. */
-export function trialKey(row: { trial?: unknown; trial_id?: unknown }): string {
-  return typeof row.trial_id === 'string' && row.trial_id !== '' ? row.trial_id : String(row.trial ?? '');
-}
-
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
 const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
 
 export function recordedComparison(rows: Row[]): RecordedComparison {
   const out: RecordedComparison = { reference: null, target: null, metric: 'mean', confidence: 0.95, resamples: 10_000 };
-  for (const r of rows) {
-    if (typeof r.settings !== 'string') continue;
-    try {
-      const c = (JSON.parse(r.settings) as { comparison?: Partial<RecordedComparison> }).comparison;
-      if (!c) continue;
-      if (typeof c.reference === 'string') out.reference = c.reference;
-      if (typeof c.target === 'number') out.target = c.target;
-      if (typeof c.metric === 'string') out.metric = c.metric;
-      if (typeof c.confidence === 'number') out.confidence = c.confidence;
-      if (typeof c.resamples === 'number') out.resamples = c.resamples;
-      return out;
-    } catch {
-      // unreadable settings: try the next row
-    }
-  }
+  const c = rows.map((r) => rowSettings(r).comparison as Partial<RecordedComparison> | undefined).find((x) => x);
+  if (!c) return out;
+  if (typeof c.reference === 'string') out.reference = c.reference;
+  if (typeof c.target === 'number') out.target = c.target;
+  if (typeof c.metric === 'string') out.metric = c.metric;
+  if (typeof c.confidence === 'number') out.confidence = c.confidence;
+  if (typeof c.resamples === 'number') out.resamples = c.resamples;
   return out;
 }
 
@@ -188,12 +177,6 @@ export function pairedResult(region: string, d: number[][], c: Pick<RecordedComp
   return { region, seeds: d.length, cases: d[0]!.length, mean: interval.mean, low: interval.low, high: interval.high, p: wilcoxonSignedRank(perCase).p };
 }
 
-function median(values: number[]): number {
-  const v = [...values].sort((a, b) => a - b);
-  const m = v.length >> 1;
-  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
-}
-
 /**
  * When each seed's learning curve first reaches its target on `column` (`target(seed)`: the same number
  * for every seed, or the reference's final Dice of that seed); medians over seeds, and the best Dice each
@@ -213,10 +196,10 @@ export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, 
   const reached = hits.filter((h) => Number.isFinite(h.seconds)).length;
   const med = (k: 'seconds' | 'voxels' | 'steps'): number | null => {
     if (hits.length === 0) return null;
-    const m = median(hits.map((h) => h[k]));
+    const m = median(hits.map((h) => h[k])) as number;
     return Number.isFinite(m) ? m : null;
   };
-  return { reached, of: hits.length, seconds: med('seconds'), voxels: med('voxels'), steps: med('steps'), best: best.length ? median(best) : null };
+  return { reached, of: hits.length, seconds: med('seconds'), voxels: med('voxels'), steps: med('steps'), best: best.length ? (median(best) as number) : null };
 }
 
 /**

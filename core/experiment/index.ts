@@ -8,3 +8,4 @@ export * from './prediction.js';
 export * from './progress.js';
 export * from './comparison.js';
 export * from './plots.js';
+export * from './labels.js';

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { trialKey } from './comparison.js';
+import { configurationLabel as series, rowSettings as settings, trialKey } from './labels.js';
 
 type Value = string | number | null;
 type Row = Record<string, Value>;
@@ -25,22 +25,6 @@ export interface Plot {
 
 const MiB = 2 ** 20;
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
-
-function settings(r: Row): Record<string, unknown> {
-  try {
-    return typeof r.settings === 'string' ? (JSON.parse(r.settings) as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
-}
-
-/** A trial's configuration as its label says it (the axis values as written), without the seed and `drop`. */
-function series(r: Row, drop: RegExp[] = []): string {
-  const label = settings(r).label;
-  let text = typeof label === 'string' && label !== 'default' ? label : String(r.strategy ?? '');
-  for (const d of [/(^|\s)seed=\S+/g, ...drop]) text = text.replace(d, ' ');
-  return text.replace(/\s+/g, ' ').trim() || String(r.strategy ?? 'trial');
-}
 
 const base = (title: string): Record<string, unknown> => ({
   $schema: 'https://vega.github.io/schema/vega-lite/v6.json',

@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
-import { formatBytes, type Experiment, type TrialConfig } from '../config/index.js';
+import { formatBytes, stableStringify, type Experiment, type TrialConfig } from '../config/index.js';
 import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn } from '../plugins/index.js';
 import { Executor, inferShapes, parameterCount, type StepObserver, type Phase, type StepPlan, type Network } from '../engine/index.js';
 import { Adam, initParams, medianStepSeconds, train, type Params, type StepReport } from '../training/index.js';
@@ -617,19 +617,9 @@ function effectiveChoice(plugin: { effective?(s: never): unknown }, choice: { na
   return { name: choice.name, settings: plugin.effective ? (plugin.effective as (s: unknown) => unknown)(choice.settings) : choice.settings };
 }
 
-/** JSON with sorted keys (undefined fields dropped, as JSON does), so equal configurations hash equally. */
-function stableJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
-  if (v !== null && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${stableJson(o[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(v) ?? 'null';
-}
-
 /** `t` and 15 hex digits of the hash of a trial's resolved configuration and its data's identity. */
 export function trialIdOf(t: Pick<TrialConfig, 'dataset' | 'architecture' | 'strategy' | 'training'>, data: string | undefined): string {
-  const text = stableJson({ dataset: t.dataset, architecture: t.architecture, strategy: t.strategy, training: t.training, data: data ?? null });
+  const text = stableStringify({ dataset: t.dataset, architecture: t.architecture, strategy: t.strategy, training: t.training, data: data ?? null });
   return `t${createHash('sha256').update(text).digest('hex').slice(0, 15)}`;
 }
 

@@ -11,6 +11,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { mean as mathMean, std } from 'mathjs';
 import {
   pairedDifferences,
   pairedResult,
@@ -19,6 +20,8 @@ import {
   readCurves,
   readTrials,
   timeToTarget,
+  configurationLabel,
+  rowSettings,
   type ComparisonGroup,
   type TrialRow,
 } from '../../core/experiment/index.js';
@@ -28,8 +31,8 @@ type Rows = TrialRow[];
 const MiB = 2 ** 20;
 const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 const finite = (rows: Rows, c: string): number[] => rows.map((r) => num(r[c])).filter(Number.isFinite);
-const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
-const sd = (v: number[]): number => Math.sqrt(v.reduce((a, b) => a + (b - mean(v)) ** 2, 0) / (v.length - 1));
+const mean = (v: number[]): number => (v.length ? (mathMean(v) as number) : NaN);
+const sd = (v: number[]): number => std(v, 'unbiased') as unknown as number;
 
 function bytes(v: number): string {
   if (!Number.isFinite(v)) return '—';
@@ -42,25 +45,10 @@ function meanSd(v: number[], digits = 3): string {
 const percent = (f: number): string => `${f >= 0 ? '+' : '−'}${Math.abs(100 * f).toFixed(1)}%`;
 const signed = (v: number): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(3)}`;
 
-function settingsOf(r: TrialRow): Record<string, any> {
-  try {
-    return JSON.parse(String(r.settings)) as Record<string, any>;
-  } catch {
-    return {};
-  }
-}
-
-/** The trial label without the seed: one configuration. */
-function configuration(r: TrialRow, drop: RegExp[] = []): string {
-  let label = String(settingsOf(r).label ?? r.strategy);
-  for (const d of [/(^|\s)seed=\S+/g, ...drop]) label = label.replace(d, ' ');
-  return label.replace(/\s+/g, ' ').trim() || 'default';
-}
-
 /** Trials grouped by configuration, in record order. */
 function groups(rows: Rows, drop: RegExp[] = []): [string, Rows][] {
   const out = new Map<string, Rows>();
-  for (const r of rows) out.set(configuration(r, drop), [...(out.get(configuration(r, drop)) ?? []), r]);
+  for (const r of rows) out.set(configurationLabel(r, drop), [...(out.get(configurationLabel(r, drop)) ?? []), r]);
   return [...out];
 }
 
@@ -131,7 +119,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const cases = readCases(join(ctx.root, 'results', 'brats-swap-vs-patch'));
     const curves = readCurves(join(ctx.root, 'results', 'brats-swap-vs-patch'));
     const cg: ComparisonGroup[] = groups(rows).map(([name, g]) => ({ axes: { strategy: String(g[0]!.strategy), label: name }, rows: g }));
-    const comparison = settingsOf(rows[0]!).comparison ?? { reference: 'patch', confidence: 0.95, resamples: 10000 };
+    const comparison = rowSettings(rows[0]!).comparison ?? { reference: 'patch', confidence: 0.95, resamples: 10000 };
     const ref = cg.find((g) => g.axes.strategy === comparison.reference)!;
     const regions = ['WT', 'TC', 'ET'];
     const body: string[][] = [];
@@ -178,7 +166,7 @@ export const README_BLOCKS: Record<string, Block> = {
 
   'memory-64': (ctx) => {
     const rows = load(ctx, 'memory-64');
-    const owned = rows.find((r) => configuration(r).endsWith('strategy=full-volume()'));
+    const owned = rows.find((r) => configurationLabel(r).endsWith('strategy=full-volume()'));
     const body = groups(rows, [/dataset\.settings\.size=\S+/g]).map(([name, g]) => {
       const r = g[0]!;
       const m = num(r.peak_train_bytes);
@@ -192,7 +180,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const plain = rows.filter((r) => r.strategy === 'full-volume').map((r) => num(r.step_seconds));
     const base = mean(plain);
     const body = rows.map((r) => [
-      configuration(r, [/dataset\.settings\.size=\S+/g]),
+      configurationLabel(r, [/dataset\.settings\.size=\S+/g]),
       num(r.step_seconds).toFixed(2),
       r.strategy === 'full-volume' ? '—' : percent(num(r.step_seconds) / base - 1),
       Number.isFinite(num(r.swap_wait_seconds)) ? num(r.swap_wait_seconds).toFixed(3) : '—',
@@ -213,7 +201,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const labels = Object.keys(r).filter((k) => k.startsWith('dice_') && k !== 'dice_mean').map((k) => k.slice(5));
     return [
       machineLine(rows, 'npm run experiment -- msd-hippocampus'),
-      `${r.validation_cases ?? '?'} validation cases, ${r.steps ?? num(settingsOf(r).training?.epochs) * num(settingsOf(r).training?.stepsPerEpoch)} steps, training ${(num(r.train_seconds) / 60).toFixed(0)} min.`,
+      `${r.validation_cases ?? '?'} validation cases, ${r.steps ?? num(rowSettings(r).training?.epochs) * num(rowSettings(r).training?.stepsPerEpoch)} steps, training ${(num(r.train_seconds) / 60).toFixed(0)} min.`,
       '',
       ...table(['label', 'Dice', 'HD95 (mm)'], [...labels.map((l) => [l, num(r[`dice_${l}`]).toFixed(3), num(r[`hd95_${l}`]).toFixed(2)]), ['mean', num(r.dice_mean).toFixed(3), '']]),
       '',
@@ -228,7 +216,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const body = edges.map((e) => [
       e,
       ...configs.map((c) => {
-        const r = rows.find((x) => String(x.volume_shape) === e && configuration(x, [/dataset\.settings\.size=\S+/g]) === c);
+        const r = rows.find((x) => String(x.volume_shape) === e && configurationLabel(x, [/dataset\.settings\.size=\S+/g]) === c);
         if (!r) return '—';
         return r.status === 'ok' ? bytes(num(r.peak_train_bytes)) : `did not fit (${bytes(num(r.est_peak_train_bytes))} estimated)`;
       }),
@@ -247,7 +235,7 @@ export const README_BLOCKS: Record<string, Block> = {
 
   'brats2015-sample': (ctx) => {
     const rows = load(ctx, 'brats2015-sample');
-    const body = rows.map((r) => [configuration(r), bytes(num(r.peak_train_bytes)), bytes(num(r.est_peak_train_bytes)), bytes(num(r.peak_infer_bytes)), num(r.step_seconds).toFixed(1), num(r.host_peak_bytes) > 0 ? bytes(num(r.host_peak_bytes)) : '—']);
+    const body = rows.map((r) => [configurationLabel(r), bytes(num(r.peak_train_bytes)), bytes(num(r.est_peak_train_bytes)), bytes(num(r.peak_infer_bytes)), num(r.step_seconds).toFixed(1), num(r.host_peak_bytes) > 0 ? bytes(num(r.host_peak_bytes)) : '—']);
     return [machineLine(rows, 'npm run experiment -- brats2015-sample'), '', ...table(['configuration', 'peak train', 'estimated', 'peak inference', 'step (s)', 'host (swap)'], body)];
   },
 
@@ -259,7 +247,7 @@ export const README_BLOCKS: Record<string, Block> = {
       const ok = g.filter((r) => r.status === 'ok');
       const p = num(ok[0]?.params);
       const m = mean(finite(ok, 'peak_train_bytes'));
-      const rel = (v: number, ref: number): string => (unet && name !== configuration(unet[0]!) ? ` (${((100 * v) / ref).toFixed(0)}%)` : '');
+      const rel = (v: number, ref: number): string => (unet && name !== configurationLabel(unet[0]!) ? ` (${((100 * v) / ref).toFixed(0)}%)` : '');
       return [name, `${(p / 1000).toFixed(1)} k${unet ? rel(p, num(unet[0]!.params)) : ''}`, `${bytes(m)}${unet ? rel(m, mean(finite(unet, 'peak_train_bytes'))) : ''}`, meanSd(finite(ok, 'dice_mean'))];
     });
     return [machineLine(rows, 'npm run experiment -- architectures-memory'), '', ...table(['configuration', 'params (vs unet3d)', 'peak train (vs unet3d)', 'Dice mean (seeds)'], body)];
