@@ -315,15 +315,11 @@ function timestampName(dir: string, stem: string): string {
 }
 
 /**
- * Appends trial and case records to `<dir>/trials.csv` and `<dir>/cases.csv`, synchronously.
- *
- * Header rule for trials.csv: a row is written with the file's existing header when every column the row
- * sets is in that header (a column the row lacks is left empty). When the row brings a column the header
- * lacks (e.g. a metric added later), the old file is renamed to `trials.<timestamp>.csv` (kept untouched, a
- * warning names it) and a new trials.csv is written with the union of the columns, holding the old rows
- * (their new columns empty) followed by the new row — so trials.csv always holds every trial and the
- * summary can be regenerated from it. If the old file cannot be parsed, the new file starts with the new
- * row only, and the warning says so.
+ * Appends trial, case and curve records to `<dir>/trials.csv`, `cases.csv` and `curves.csv`,
+ * synchronously, and keeps them whole across kills (`repair`, `dropAttempts`, `moveAside`). All three
+ * follow one header rule (`appendRows`): rows are written with the file's header while it has their
+ * columns; a row bringing a new column rewrites the file with the union, its old rows kept and the old
+ * file copied aside, so each file always holds every record and the summary can be regenerated from them.
  */
 export class TrialRecorder {
   readonly trialsFile: string;
@@ -338,53 +334,7 @@ export class TrialRecorder {
   append(row: TrialRow): void {
     const full: TrialRow = { ...row };
     if (full.machine === undefined) full.machine = describeMachine();
-    const keys = Object.keys(full).filter((k) => full[k] !== undefined);
-    let existing: { header: string[]; rows: string[][] } | null;
-    let unreadable: string | null = null;
-    try {
-      existing = readCsvFile(this.trialsFile);
-    } catch (e) {
-      existing = null;
-      unreadable = (e as Error).message;
-    }
-    if (existing && existing.header.length > 0 && keys.every((k) => existing!.header.includes(k))) {
-      fs.appendFileSync(this.trialsFile, csvLine(existing.header.map((c) => formatValue(full[c]))));
-      return;
-    }
-    if (!existing && !unreadable) {
-      const header = canonicalColumns(keys);
-      fs.appendFileSync(this.trialsFile, csvLine(header) + csvLine(header.map((c) => formatValue(full[c]))));
-      return;
-    }
-    // The header lacks some of the row's columns (or the file is unreadable): keep the old file, write anew.
-    const oldHeader = existing?.header ?? [];
-    const header = canonicalColumns([...oldHeader, ...keys]);
-    const ragged = existing ? existing.rows.filter((r) => r.length !== oldHeader.length).length : 0;
-    const carry = existing !== null && ragged === 0;
-    const backup = timestampName(this.dir, 'trials');
-    let text = csvLine(header);
-    if (carry) {
-      for (const r of existing!.rows) {
-        const byName = new Map(oldHeader.map((c, i) => [c, r[i]!]));
-        text += csvLine(header.map((c) => byName.get(c) ?? ''));
-      }
-    }
-    text += csvLine(header.map((c) => formatValue(full[c])));
-    const tmp = `${this.trialsFile}.tmp`;
-    fs.writeFileSync(tmp, text);
-    // The old file is copied aside first and then replaced in one rename: a kill at any point leaves a
-    // whole trials.csv (old or new).
-    if (fs.existsSync(this.trialsFile)) fs.copyFileSync(this.trialsFile, path.join(this.dir, backup));
-    fs.renameSync(tmp, this.trialsFile);
-    const added = header.filter((c) => !oldHeader.includes(c));
-    console.warn(
-      `TrialRecorder: ${this.trialsFile} had a different header (new columns: ${added.join(', ') || 'none'}); ` +
-        `the old file is kept as ${path.join(this.dir, backup)}. ` +
-        (carry
-          ? `The new trials.csv holds its ${existing!.rows.length} rows with the new columns empty, plus the new row.`
-          : `The old file could not be read (${unreadable ?? `${ragged} rows with a wrong number of fields`}); ` +
-            'the new trials.csv starts with the new row only.'),
-    );
+    appendRows(this.trialsFile, [full], canonicalColumns);
   }
 
   /** Every trial recorded so far in trials.csv (what the summary is built from). */
@@ -399,7 +349,7 @@ export class TrialRecorder {
 
   /** Appends per-case rows to cases.csv (one synchronous write; see `appendRecords`). */
   appendCases(rows: CaseRow[]): void {
-    appendRecords(this.casesFile, rows as unknown as Record<string, unknown>[], [...CASE_COLUMNS]);
+    appendRows(this.casesFile, rows as unknown as Record<string, unknown>[], (keys) => [...new Set([...CASE_COLUMNS, ...keys])]);
   }
 
   /**
@@ -407,7 +357,7 @@ export class TrialRecorder {
    * with other columns (another task's regions, an older layout) is kept under a timestamped name.
    */
   appendCurve(row: CurveRow): void {
-    appendRecords(path.join(this.dir, 'curves.csv'), [row], Object.keys(row));
+    appendRows(path.join(this.dir, 'curves.csv'), [row], (keys) => keys);
   }
 
   /**
@@ -501,35 +451,62 @@ export function completePrefix(text: string): number {
 }
 
 /**
- * Appends records to a CSV file in one synchronous write. A file whose header lacks a column the rows
- * bring is rewritten (atomically) with the union of the columns, its rows kept with the new columns
- * empty; the old file is kept under a timestamped name.
+ * Appends records to a CSV file (trials.csv, cases.csv, curves.csv) in one synchronous write, with the
+ * file's header when it has every column the rows set (a column a row lacks is left empty). When the rows
+ * bring a column the header lacks (e.g. a metric added later), or the file cannot be read, the old file is
+ * copied to `<stem>.<timestamp>.csv` (kept untouched, a warning names it) and the file is replaced, in one
+ * rename, by one with the columns `order` gives for the union: the old rows (their new columns empty)
+ * followed by the new ones, so the file always holds every record. If the old file cannot be parsed, or
+ * has rows with a wrong number of fields, the new file holds the new rows only, and the warning says so.
  */
-function appendRecords(file: string, rows: Record<string, unknown>[], columns: string[]): void {
+function appendRows(file: string, rows: Record<string, unknown>[], order: (keys: string[]) => string[]): void {
   if (rows.length === 0) return;
-  const keys = [...new Set([...columns, ...rows.flatMap((r) => Object.keys(r).filter((k) => r[k] !== undefined))])];
-  let existing: { header: string[]; rows: string[][] } | null = null;
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r).filter((k) => r[k] !== undefined)))];
+  const body = (header: string[]): string => rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
+  let existing: { header: string[]; rows: string[][] } | null;
+  let unreadable: string | null = null;
   try {
     existing = readCsvFile(file);
-  } catch {
+  } catch (e) {
     existing = null;
+    unreadable = (e as Error).message;
   }
-  const body = (header: string[]): string => rows.map((r) => csvLine(header.map((c) => formatValue(r[c])))).join('');
-  if (!existing || existing.header.length === 0) {
-    fs.appendFileSync(file, csvLine(keys) + body(keys));
-    return;
-  }
-  if (keys.every((k) => existing!.header.includes(k))) {
+  if (existing && existing.header.length > 0 && keys.every((k) => existing!.header.includes(k))) {
     fs.appendFileSync(file, body(existing.header));
     return;
   }
-  const header = [...existing.header, ...keys.filter((k) => !existing!.header.includes(k))];
+  if (!existing && !unreadable) {
+    const header = order(keys);
+    fs.appendFileSync(file, csvLine(header) + body(header));
+    return;
+  }
   const dir = path.dirname(file);
+  const name = path.basename(file);
+  const oldHeader = existing?.header ?? [];
+  const header = order([...oldHeader, ...keys]);
+  const ragged = existing ? existing.rows.filter((r) => r.length !== oldHeader.length).length : 0;
+  const carry = existing !== null && ragged === 0;
   const backup = timestampName(dir, path.basename(file, '.csv'));
-  fs.copyFileSync(file, path.join(dir, backup));
-  const old = existing.rows.map((r) => csvLine(header.map((c) => r[existing!.header.indexOf(c)] ?? ''))).join('');
-  writeAtomically(file, csvLine(header) + old + body(header));
-  console.warn(`TrialRecorder: ${file} gains the columns ${header.filter((c) => !existing!.header.includes(c)).join(', ')}; its rows are kept (new columns empty) and the old file is kept as ${path.join(dir, backup)}.`);
+  let text = csvLine(header);
+  if (carry) {
+    for (const r of existing!.rows) {
+      const byName = new Map(oldHeader.map((c, i) => [c, r[i]!]));
+      text += csvLine(header.map((c) => byName.get(c) ?? ''));
+    }
+  }
+  // The old file is copied aside first and then replaced in one rename: a kill at any point leaves a
+  // whole file (old or new).
+  if (fs.existsSync(file)) fs.copyFileSync(file, path.join(dir, backup));
+  writeAtomically(file, text + body(header));
+  const added = header.filter((c) => !oldHeader.includes(c));
+  console.warn(
+    `TrialRecorder: ${file} had a different header (new columns: ${added.join(', ') || 'none'}); ` +
+      `the old file is kept as ${path.join(dir, backup)}. ` +
+      (carry
+        ? `The new ${name} holds its ${existing!.rows.length} rows with the new columns empty, plus the new ${rows.length === 1 ? 'row' : 'rows'}.`
+        : `The old file could not be read (${unreadable ?? `${ragged} rows with a wrong number of fields`}); ` +
+          `the new ${name} starts with the new ${rows.length === 1 ? 'row' : 'rows'} only.`),
+  );
 }
 
 /** Reads `<dir>/curves.csv` back (empty array when absent). */
