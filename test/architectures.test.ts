@@ -399,6 +399,21 @@ describe('owned backward = tf.grads', () => {
       expect(s1.some((v) => v !== 0)).toBe(true);
     }
   });
+
+  it('meunet-cascade with ReLU (slope 0, as the paper) gives the tape gradients under lean saves', async () => {
+    // Lean saves keep y and rebuild x̂ only where the slope is > 0: with ReLU the norm keeps x̂ and invStd,
+    // and backward must read them in the order forward saved them.
+    const net = buildMeUNetCascade(spec(2, 2), cascade({ patch: [8, 8, 8], stage1Filters: [3, 4], stage2Filters: [3, 4] }));
+    const input: Shape3 = [12, 12, 12];
+    const tape = await gradients(net, input, { backward: 'tape' });
+    for (const plan of [{ saveMode: 'lean' as const }, { saveMode: 'lean' as const, recompute: net.recompute }]) {
+      const owned = await gradients(net, input, plan);
+      expect(owned.loss).toBeCloseTo(tape.loss, 6);
+      const err = relativeErrors(owned.grads, tape.grads);
+      expect(err.global).toBeLessThanOrEqual(1e-5);
+      expect(err.worst).toBeLessThanOrEqual(1e-5);
+    }
+  });
 });
 
 describe('memory', () => {

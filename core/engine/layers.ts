@@ -239,8 +239,9 @@ export class InstanceNormAct implements Layer {
   backward(args: BackwardArgs): BackwardResult {
     const [first, second] = args.saved;
     const mode = args.saveMode ?? 'all';
+    // Lean saves that kept x̂ (γ too small to rebuild it, or a slope of 0) come as [invStd, x̂].
+    if (first!.rank === 2) return this.backwardWithXhat(args, second!, first!);
     if (!this.keepsOutput(mode)) return this.backwardWithXhat(args, first!, second!);
-    if (first!.rank === 2) return this.backwardWithXhat(args, second!, first!); // lean, x̂ kept (small γ)
     const [gamma, beta] = args.params;
     const xhat = this.xhatFromOutput(first!, gamma!, beta!, args.overwritable?.[0] === true);
     try {
