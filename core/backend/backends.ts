@@ -125,6 +125,10 @@ async function initWebgpu(requested: BackendChoice): Promise<BackendInfo> {
   // package's own factory, registered on import, asks navigator.gpu for default limits: replace it).
   if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
   tf.registerBackend('webgpu', () => new webgpu.WebGPUBackend(device, info), 3);
+  // tfjs holds every buffer a pending command reads until it submits them, 15 dispatches at a time by
+  // default: memory then peaks above what the step needs. Submitting each dispatch frees buffers when the
+  // program that freed them is queued (the estimator's model); VOLSEG_WEBGPU_SUBMIT_BATCH sets another count.
+  tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', submitBatch());
   await tf.setBackend('webgpu');
   await tf.ready();
   registerProjectKernels();
@@ -134,6 +138,15 @@ async function initWebgpu(requested: BackendChoice): Promise<BackendInfo> {
     label: `webgpu (Dawn; maxBufferSize ${limits.maxBufferSize} B)`,
     nativeKernels: '',
   };
+}
+
+/** Dispatches tfjs's WebGPU backend records before it submits them (VOLSEG_WEBGPU_SUBMIT_BATCH, default 1). */
+function submitBatch(): number {
+  const raw = process.env.VOLSEG_WEBGPU_SUBMIT_BATCH;
+  if (raw === undefined || raw === '') return 1;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new BackendUnavailableError('webgpu', `VOLSEG_WEBGPU_SUBMIT_BATCH must be a whole number ≥ 1, got "${raw}"`);
+  return n;
 }
 
 /** Resolves the backend name from flag, environment and experiment setting (first set wins). */

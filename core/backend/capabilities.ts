@@ -34,6 +34,11 @@ export interface BackendCapabilities {
   readonly unifiedMemory: boolean;
   /** Every buffer the backend makes passes through a DataStorage the memory meter can watch (core/memory/meter.ts). */
   readonly dataStorage: boolean;
+  /**
+   * Device buffers come from a pool that keeps released ones for reuse (tfjs's WebGPU BufferManager): the
+   * meter watches it, and what the pool holds is reported apart from what is in use.
+   */
+  readonly bufferPool: boolean;
 }
 
 let nativeKernelsActive = false;
@@ -41,7 +46,12 @@ const cache = new Map<string, BackendCapabilities>();
 
 function decide(name: string): BackendCapabilities {
   const cpu = name === 'cpu';
-  const store = (tf.findBackend(name) as unknown as { data?: { set?: unknown; delete?: unknown; has?: unknown } } | null)?.data;
+  const backend = tf.findBackend(name) as unknown as {
+    data?: { set?: unknown; delete?: unknown; has?: unknown };
+    bufferManager?: { acquireBuffer?: unknown; releaseBuffer?: unknown; numBytesAllocated?: unknown };
+  } | null;
+  const store = backend?.data;
+  const pool = backend?.bufferManager;
   return {
     name,
     hostArrays: cpu,
@@ -52,6 +62,7 @@ function decide(name: string): BackendCapabilities {
     nativeKernels: cpu && nativeKernelsActive,
     unifiedMemory: cpu,
     dataStorage: cpu && typeof store?.set === 'function' && typeof store.delete === 'function' && typeof store.has === 'function',
+    bufferPool: typeof pool?.acquireBuffer === 'function' && typeof pool.releaseBuffer === 'function' && typeof pool.numBytesAllocated === 'number',
   };
 }
 

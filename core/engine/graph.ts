@@ -94,7 +94,7 @@ export interface Layer {
   forward(args: ForwardArgs): Tensor;
   backward(args: BackwardArgs): BackwardResult;
   /** What forward saves in `mode` (default 'all'; 'none' saves nothing, whatever this says). */
-  saves(inputShapes: Shape[], mode?: SaveMode): SavedSpec;
+  saves(inputShapes: Shape[], mode?: SaveMode, caps?: BackendCapabilities): SavedSpec;
   /**
    * Largest transient device buffers (element counts) a layer's kernels allocate beyond its output,
    * for forward (with saves in `mode`) and backward; the estimator adds them at the layer's step.

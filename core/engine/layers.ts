@@ -250,24 +250,38 @@ export class InstanceNormAct implements Layer {
       if (xhat !== first) xhat.dispose();
     }
   }
-  saves([x]: Shape[], mode: SaveMode = 'all'): SavedSpec {
-    // x̂ (or y) plus invStd [N, C]; with lean saves the estimate assumes x̂ can be rebuilt.
+  /**
+   * Whether forward in `mode` keeps y rather than x̂, as the estimate sees it: on host arrays lean saves
+   * are assumed to rebuild x̂ (forward checks γ and β); elsewhere only the in-place layer does.
+   */
+  private estimatedKeepY(mode: SaveMode, caps: BackendCapabilities): boolean {
+    return mode !== 'none' && this.keepsOutput(mode) && (!!this.opts.inPlace || caps.hostArrays);
+  }
+  saves([x]: Shape[], mode: SaveMode = 'all', caps: BackendCapabilities = capabilities()): SavedSpec {
+    // x̂ (or y) plus invStd [N, C].
     if (mode === 'none') return { inputs: [], output: false, extra: [] };
     const stats = x![0]! * x![4]!;
-    return this.keepsOutput(mode) ? { inputs: [], output: true, extra: [stats] } : { inputs: [], output: false, extra: [size(x!), stats] };
+    return this.estimatedKeepY(mode, caps) ? { inputs: [], output: true, extra: [stats] } : { inputs: [], output: false, extra: [size(x!), stats] };
   }
   tapeExtra([x]: Shape[]): number {
     // tf.grads makes zero gradients for the kernel's outputs x̂ and invStd, which nothing downstream reads.
     return size(x!) + x![0]! * x![4]!;
   }
   workspace([x]: Shape[], mode: SaveMode = 'all', caps: BackendCapabilities = capabilities()): { forward: number; backward: number; backwardOverwriting: number } {
-    // The project's kernel makes only what is kept (y, and x̂ when saved); the composite makes x̂ and
-    // drops it when not saved. Where y is kept, x̂ is rebuilt in backward: one buffer from host arrays
-    // (none where y may be overwritten), two transients elsewhere.
-    const keepY = mode !== 'none' && this.keepsOutput(mode);
-    const forward = !caps.projectKernels && (mode === 'none' || keepY) ? size(x!) : 0;
-    const rebuild = keepY ? (caps.hostArrays ? 1 : 2) * size(x!) : 0;
-    return { forward, backward: rebuild, backwardOverwriting: caps.inPlaceWrites ? 0 : rebuild };
+    const keepY = this.estimatedKeepY(mode, caps);
+    const n = size(x!);
+    if (!caps.projectKernels) {
+      // The composite (core/backend/kernels/ops.ts) frees each intermediate once the next exists. Forward
+      // holds one full-size buffer beyond its outputs, two where x̂ is not kept; backward two beyond dx,
+      // and the x̂ it rebuilt from y (made through two transients) where y was kept.
+      const forward = (mode === 'none' || keepY ? 2 : 1) * n;
+      const backward = (keepY ? 3 : 2) * n;
+      return { forward, backward, backwardOverwriting: backward };
+    }
+    // The project's kernel makes only what is kept (y, and x̂ when saved). Where y is kept, x̂ is rebuilt
+    // in backward: one buffer from host arrays (none where y may be overwritten).
+    const rebuild = keepY ? n : 0;
+    return { forward: 0, backward: rebuild, backwardOverwriting: caps.inPlaceWrites ? 0 : rebuild };
   }
 }
 

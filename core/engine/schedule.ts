@@ -438,7 +438,7 @@ class StepScheduler {
     const inShapes = node.inputs.map((n) => this.shapes.get(n)!);
     const outBytes = bytesOf(this.shapes.get(name)!);
     const mode: SaveMode = keep ? this.saveMode : 'none';
-    const spec = node.layer.saves(inShapes, mode);
+    const spec = node.layer.saves(inShapes, mode, this.caps);
     const items: SavedItem[] = [];
     this.where = name;
     if (skipIfInputSaves && spec.inputs.length && !spec.output && !spec.extra.length) {

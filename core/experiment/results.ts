@@ -49,6 +49,8 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   params: 'trainable parameters of the network',
   peak_train_bytes: 'measured peak device memory during training (high-water mark of distinct live backend buffers)',
   peak_infer_bytes: 'measured peak device memory during inference (same measure)',
+  meter: "how device memory was measured: 'cpu-data-storage', 'engine-data-ids' or 'webgpu-buffers' (core/memory/meter.ts)",
+  pool_peak_train_bytes: "peak bytes of the backend's buffer pool during training: buffers in use plus the released ones it keeps for reuse (tfjs's WebGPU backend; empty elsewhere)",
   est_peak_train_bytes: "the strategy's estimate of peak training memory, made before running",
   host_peak_bytes: 'peak bytes the strategy kept in host memory (swapped/offloaded tensors); 0 when it keeps none',
   rss_peak_bytes: 'peak resident memory of the whole process (Node.js RSS, sampled after each step and inference)',

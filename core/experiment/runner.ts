@@ -104,6 +104,7 @@ export const RUNNER_COLUMNS = [
   'final_loss',
   'recompute_seconds',
   'rss_peak_bytes',
+  'pool_peak_train_bytes',
   'meter',
   'model',
   'status_detail',
@@ -448,6 +449,7 @@ export class ExperimentRunner {
     row.curve_seconds = evalSeconds;
     row.step_seconds = medianStepSeconds(reports);
     row.peak_train_bytes = this.ledger.peak;
+    if (this.meter!.method === 'webgpu-buffers') row.pool_peak_train_bytes = this.ledger.poolPeak;
     row.final_loss = reports[reports.length - 1]?.loss ?? NaN;
     row.recompute_seconds = reports.reduce((s, r) => s + r.stats.recomputeSeconds, 0);
     row.steps = reports.length;

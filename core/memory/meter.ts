@@ -36,6 +36,9 @@ export interface LedgerSnapshot {
   count: number;
   hostLive: number;
   hostPeak: number;
+  /** Bytes the backend's buffer pool holds, free pooled buffers included (0 where it keeps no pool). */
+  pool: number;
+  poolPeak: number;
 }
 
 interface BufferEntry {
@@ -82,6 +85,8 @@ export class BufferLedger {
   private overflow: OverflowRecord | null = null;
   private hostLiveBytes = 0;
   private hostPeakBytes = 0;
+  private poolBytes = 0;
+  private poolPeakBytes = 0;
 
   /** Bytes in live buffers now. */
   get live(): number {
@@ -107,6 +112,24 @@ export class BufferLedger {
   }
   get hostPeak(): number {
     return this.hostPeakBytes;
+  }
+  /**
+   * What the backend's buffer pool holds now: buffers in use plus the free ones it keeps for reuse
+   * (tfjs's WebGPU BufferManager). `live` counts only the buffers in use; 0 where the backend keeps no pool.
+   */
+  get pool(): number {
+    return this.poolBytes;
+  }
+  /** High-water mark of `pool` since construction or the last `resetPeak()`. */
+  get poolPeak(): number {
+    return this.poolPeakBytes;
+  }
+
+  /** The pool's size now, as the backend reports it (the meter calls this at every allocation and release). */
+  setPool(bytes: number): void {
+    checkBytes('BufferLedger.setPool', bytes);
+    this.poolBytes = bytes;
+    if (bytes > this.poolPeakBytes) this.poolPeakBytes = bytes;
   }
 
   has(id: BufferId): boolean {
@@ -187,6 +210,7 @@ export class BufferLedger {
     this.peakBytes = this.liveBytes;
     this.peakOpName = this.currentOp;
     this.hostPeakBytes = this.hostLiveBytes;
+    this.poolPeakBytes = this.poolBytes;
   }
 
   /**
@@ -195,7 +219,7 @@ export class BufferLedger {
    * still applies inside `fn`.
    */
   async outsidePeak<T>(fn: () => Promise<T>): Promise<T> {
-    const saved = { peak: this.peakBytes, op: this.peakOpName, host: this.hostPeakBytes };
+    const saved = { peak: this.peakBytes, op: this.peakOpName, host: this.hostPeakBytes, pool: this.poolPeakBytes };
     try {
       return await fn();
     } finally {
@@ -207,6 +231,7 @@ export class BufferLedger {
         this.peakOpName = saved.op;
       }
       this.hostPeakBytes = Math.max(saved.host, this.hostLiveBytes);
+      this.poolPeakBytes = Math.max(saved.pool, this.poolBytes);
     }
   }
 
@@ -249,6 +274,8 @@ export class BufferLedger {
       count: this.buffers.size,
       hostLive: this.hostLiveBytes,
       hostPeak: this.hostPeakBytes,
+      pool: this.poolBytes,
+      poolPeak: this.poolPeakBytes,
     };
   }
 }
@@ -266,8 +293,13 @@ export class BufferLedger {
  *   `trackTensor`/`removeDataId`, so each distinct dataId the engine tracks counts size × bytesPerElement
  *   once. Coarser: temporaries a kernel allocates inside a backend without making an engine tensor are not
  *   seen, and string tensors count 0.
+ * - 'webgpu-buffers' (tfjs's WebGPU backend): wraps its BufferManager's `acquireBuffer`/`releaseBuffer`, so
+ *   every GPUBuffer in use counts its size once (tensor buffers, a kernel's uniforms) from acquisition to
+ *   release, whichever tensors share it; mappable staging buffers (uploads, read-backs) are host-visible
+ *   memory and not counted. The free buffers the
+ *   manager keeps for reuse are not in use: they are the ledger's `pool` (with those in use), apart.
  */
-export type MeterMethod = 'cpu-data-storage' | 'engine-data-ids';
+export type MeterMethod = 'cpu-data-storage' | 'engine-data-ids' | 'webgpu-buffers';
 
 const METER_MARK = Symbol.for('volseg.DeviceMemoryMeter');
 
@@ -284,6 +316,21 @@ interface TensorLike {
   dataId: object;
   dtype: string;
   size: number;
+}
+/** WebGPU's GPUBufferUsage.MAP_READ | MAP_WRITE. */
+const MAPPABLE = 0x1 | 0x2;
+
+/** The part of tfjs-backend-webgpu's BufferManager the meter wraps (GPUBuffers have a size in bytes). */
+interface GpuBufferLike {
+  size: number;
+  usage: number;
+}
+interface BufferManagerLike {
+  acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GpuBufferLike;
+  releaseBuffer(buffer: GpuBufferLike, reuse?: boolean): void;
+  numUsedBuffers: number;
+  numBytesAllocated: number;
+  [METER_MARK]?: DeviceMemoryMeter;
 }
 interface EngineInternals {
   state: { tensorInfo: { has(dataId: object): boolean } };
@@ -366,10 +413,11 @@ export class DeviceMemoryMeter {
     const caps = capabilities();
     const name = caps.name;
     const store = backend.data as DataStorageLike | undefined;
+    const pool = (backend as { bufferManager?: BufferManagerLike }).bufferManager;
     const storeUsable =
       store != null && typeof store.set === 'function' && typeof store.delete === 'function' && typeof store.has === 'function';
     let method: MeterMethod;
-    if (this.requested === 'auto') method = caps.dataStorage && storeUsable ? 'cpu-data-storage' : 'engine-data-ids';
+    if (this.requested === 'auto') method = caps.dataStorage && storeUsable ? 'cpu-data-storage' : caps.bufferPool ? 'webgpu-buffers' : 'engine-data-ids';
     else method = this.requested;
     if (method === 'cpu-data-storage') {
       if (!storeUsable) {
@@ -379,6 +427,10 @@ export class DeviceMemoryMeter {
         );
       }
       this.attachDataStorage(store);
+    } else if (method === 'webgpu-buffers') {
+      if (!caps.bufferPool || !pool)
+        throw new Error(`DeviceMemoryMeter.attach: method 'webgpu-buffers' needs tfjs's WebGPU backend; the active backend '${name}' has no buffer manager — use 'auto'`);
+      this.attachBufferManager(pool);
     } else {
       this.attachEngine(engine as unknown as EngineInternals);
     }
@@ -392,7 +444,7 @@ export class DeviceMemoryMeter {
     for (const p of this.patches.reverse()) {
       if (p.hadOwn) (p.target as Record<string, unknown>)[p.key] = p.original;
       else delete (p.target as Record<string, unknown>)[p.key];
-      if (p.key === 'set' || p.key === 'trackTensor') delete (p.target as { [METER_MARK]?: unknown })[METER_MARK];
+      if (p.key === 'set' || p.key === 'trackTensor' || p.key === 'acquireBuffer') delete (p.target as { [METER_MARK]?: unknown })[METER_MARK];
     }
     this.patches = [];
     this.activeMethod = null;
@@ -455,6 +507,42 @@ export class DeviceMemoryMeter {
         if (this.activeMethod && ledger.has(dataId)) ledger.resize(dataId, byteLengthOf(v));
       },
     });
+  }
+
+  private attachBufferManager(manager: BufferManagerLike): void {
+    this.claim(manager, 'WebGPU buffer manager');
+    const ledger = this.ledger;
+    const origAcquire = manager.acquireBuffer;
+    const origRelease = manager.releaseBuffer;
+    const meter = this;
+    ledger.setPool(manager.numBytesAllocated);
+    patch(
+      manager,
+      'acquireBuffer',
+      function acquireBuffer(this: BufferManagerLike, size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GpuBufferLike {
+        const buffer = origAcquire.call(this, size, usage, mappedAtCreation, reuse);
+        // Mappable staging buffers (uploads, read-backs) live in host-visible memory, not in the GPU's.
+        if ((usage & MAPPABLE) === 0) ledger.allocate(buffer, buffer.size);
+        ledger.setPool(this.numBytesAllocated);
+        return buffer;
+      },
+      this.patches,
+    );
+    patch(
+      manager,
+      'releaseBuffer',
+      function releaseBuffer(this: BufferManagerLike, buffer: GpuBufferLike, reuse?: boolean): void {
+        // The manager ignores some releases (before its first pooled acquisition): count what it released.
+        const used = this.numUsedBuffers;
+        origRelease.call(this, buffer, reuse);
+        if (this.numUsedBuffers < used) {
+          if (ledger.has(buffer)) ledger.free(buffer);
+          else if ((buffer.usage & MAPPABLE) === 0) meter.untracked++;
+        }
+        ledger.setPool(this.numBytesAllocated);
+      },
+      this.patches,
+    );
   }
 
   private attachEngine(engine: EngineInternals): void {

@@ -24,7 +24,8 @@ export function smallUNet(depth = 3, baseFilters = 4, inChannels = 2, outChannel
 
 export function batch(net: Network, spatial: [number, number, number], seed = 3): { x: tf.Tensor; y: tf.Tensor } {
   const x = tf.randomNormal([1, ...spatial, net.inChannels], 0, 1, 'float32', seed);
-  const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, ...spatial, net.outChannels], 0, 1, 'float32', seed + 1), 0.7), 'float32'));
+  // step(u − 0.7) rather than cast(u > 0.7): tfjs's WebGPU bool → float32 cast keeps an integer buffer.
+  const y = tf.tidy(() => tf.step(tf.sub(tf.randomUniform([1, ...spatial, net.outChannels], 0, 1, 'float32', seed + 1), 0.7), 0));
   return { x, y };
 }
 

@@ -7,7 +7,6 @@ import type { NamedAttrMap } from '@tensorflow/tfjs-core';
 import { INSTANCE_NORM_BACKWARD, INSTANCE_NORM_FORWARD, UPSAMPLE_NEAREST, UPSAMPLE_NEAREST_GRAD, type NormForwardAttrs } from './names.js';
 import { hasKernel } from './index.js';
 
-const leaky = (z: tf.Tensor, alpha: number): tf.Tensor => (alpha === 1 ? z : tf.leakyRelu(z, alpha));
 
 /**
  * A per-channel vector [C] as [1, 1, 1, 1, C] for broadcasting over channels-last volumes: the same
@@ -15,6 +14,24 @@ const leaky = (z: tf.Tensor, alpha: number): tf.Tensor => (alpha === 1 ? z : tf.
  * does not compile for rank 5 ("cannot index type 'vec5'").
  */
 const perChannel = (v: tf.Tensor): tf.Tensor => (v.rank === 1 ? tf.reshape(v, [1, 1, 1, 1, v.shape[0]!]) : v);
+
+/**
+ * Per-sample, per-channel means over the spatial axes of [N, D, H, W, C], as [N, 1, 1, 1, C]: a batched
+ * product with a row of 1/S. tfjs's WebGPU reductions over non-trailing axes first transpose the whole
+ * tensor (a full-size copy); the product reads it in place.
+ */
+function spatialMean(x: tf.Tensor): tf.Tensor {
+  const [n, d, h, w, c] = x.shape as number[];
+  const s = d! * h! * w!;
+  return tf.tidy(() => tf.reshape(tf.matMul(tf.fill([n!, 1, s], 1 / s), tf.reshape(x, [n!, s, c!])), [n!, 1, 1, 1, c!]));
+}
+
+/** Per-channel sums over every axis but the last of [N, D, H, W, C], as [C] (the same product). */
+function channelSum(x: tf.Tensor): tf.Tensor {
+  const c = x.shape[4]!;
+  const m = x.size / c;
+  return tf.tidy(() => tf.reshape(tf.matMul(tf.ones([1, m]), tf.reshape(x, [m, c])), [c]));
+}
 
 /**
  * y = leakyRelu(instanceNorm(x)·gamma + beta): returns [y, xhat, invStd], xhat null with
@@ -35,16 +52,32 @@ export function instanceNormAct(
     const out = tf.engine().runKernel(INSTANCE_NORM_FORWARD, { x, gamma, beta }, attrs as unknown as NamedAttrMap) as tf.Tensor[];
     return withXhat ? [out[0]!, out[1]!, out[2]!] : [out[0]!, null, out[1]!];
   }
-  const [y, xhat, invStd] = tf.tidy(() => {
-    const { mean, variance } = tf.moments(x, [1, 2, 3], true);
-    const invStd = tf.rsqrt(tf.add(variance, epsilon));
-    const xhat = tf.mul(tf.sub(x, mean), invStd);
-    const y = leaky(tf.add(tf.mul(xhat, perChannel(gamma)), perChannel(beta)), alpha);
-    return [y, xhat, tf.reshape(invStd, [x.shape[0]!, x.shape[4]!])];
+  // The composite frees each intermediate as soon as the next one exists (a tidy would hold them all to
+  // its end): beside x, at most two full-size buffers besides its outputs (layers.ts' workspace counts them).
+  // The tidy around it frees only the small leftovers (scalars, per-channel views).
+  const out = tf.tidy(() => {
+    const mean = spatialMean(x);
+    const centred = then(tf.sub(x, mean), mean);
+    const sq = tf.square(centred);
+    const variance = then(spatialMean(sq), sq);
+    const inv = then(tf.rsqrt(tf.add(variance, epsilon)), variance);
+    const xhat = tf.mul(centred, inv);
+    centred.dispose();
+    const scaled = tf.mul(xhat, perChannel(gamma));
+    const z = then(tf.add(scaled, perChannel(beta)), scaled);
+    const y = alpha === 1 ? z : then(tf.leakyRelu(z, alpha), z);
+    const invStd = then(tf.reshape(inv, [x.shape[0]!, x.shape[4]!]), inv);
+    if (withXhat) return [y, invStd, xhat];
+    xhat.dispose();
+    return [y, invStd];
   });
-  if (withXhat) return [y, xhat, invStd];
-  xhat.dispose();
-  return [y, null, invStd];
+  return [out[0]!, out[2] ?? null, out[1]!];
+}
+
+/** `next`, once the tensors it was made from are freed. */
+function then(next: tf.Tensor, ...done: tf.Tensor[]): tf.Tensor {
+  for (const t of done) t.dispose();
+  return next;
 }
 
 export function instanceNormActBackward(
@@ -59,18 +92,36 @@ export function instanceNormActBackward(
   // inPlace: dx is written into dy's buffer (the caller guarantees nothing else shares it).
   if (hasKernel(INSTANCE_NORM_BACKWARD))
     return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat, invStd, gamma, beta }, { alpha, inPlace }) as tf.Tensor[];
+  // dy where z ≥ 0, α·dy where z < 0, as float masks: tfjs's WebGPU Where takes rank ≤ 4, and its
+  // bool → float32 cast keeps the integer buffer, which a later transpose's shader rejects. Each
+  // intermediate is freed once the next exists: at most three full-size buffers at once, dx among them.
+  const [n, c] = [dy.shape[0]!, dy.shape[4]!];
   return tf.tidy(() => {
-    const z = tf.add(tf.mul(xhat, perChannel(gamma)), perChannel(beta));
-    // dy where z ≥ 0, α·dy elsewhere, as masks (tfjs's WebGPU Where takes rank ≤ 4); exact either way.
-    const m = tf.cast(tf.greaterEqual(z, 0), 'float32');
-    const g = alpha === 1 ? dy : tf.add(tf.mul(dy, m), tf.mul(tf.mul(dy, alpha), tf.sub(1, m)));
+    let g = dy;
+    if (alpha !== 1) {
+      const scaled = tf.mul(xhat, perChannel(gamma));
+      const z = then(tf.add(scaled, perChannel(beta)), scaled);
+      const minusZ = then(tf.neg(z), z);
+      const negative = then(tf.step(minusZ, 0), minusZ); // 1 where z < 0, else 0
+      const part = then(tf.mul(negative, 1 - alpha), negative);
+      const slope = then(tf.sub(1, part), part);
+      g = then(tf.mul(dy, slope), slope);
+    }
+    const dBeta = channelSum(g);
+    const gx = tf.mul(g, xhat);
+    const dGamma = then(channelSum(gx), gx);
     const dxhat = tf.mul(g, perChannel(gamma));
-    const axes = [1, 2, 3];
-    const meanD = tf.mean(dxhat, axes, true);
-    const meanDX = tf.mean(tf.mul(dxhat, xhat), axes, true);
-    const inv = tf.reshape(invStd, [dy.shape[0]!, 1, 1, 1, dy.shape[4]!]);
-    const dx = tf.mul(inv, tf.sub(tf.sub(dxhat, meanD), tf.mul(xhat, meanDX)));
-    return [dx, tf.sum(tf.mul(g, xhat), [0, 1, 2, 3]), tf.sum(g, [0, 1, 2, 3])];
+    if (g !== dy) g.dispose();
+    const meanD = spatialMean(dxhat);
+    const dxx = tf.mul(dxhat, xhat);
+    const meanDX = then(spatialMean(dxx), dxx);
+    // dx = invStd·(dxhat − mean(dxhat) − x̂·mean(dxhat·x̂))
+    const inv = tf.reshape(invStd, [n, 1, 1, 1, c]);
+    const centred = then(tf.sub(dxhat, meanD), dxhat, meanD);
+    const proj = then(tf.mul(xhat, meanDX), meanDX);
+    const diff = then(tf.sub(centred, proj), centred, proj);
+    const dx = then(tf.mul(diff, inv), diff, inv);
+    return [dx, dGamma, dBeta];
   });
 }
 
@@ -79,10 +130,12 @@ export function upsampleNearest3d(x: tf.Tensor, factor: number): tf.Tensor {
   return tf.tidy(() => {
     const [n, d, h, w, c] = x.shape as number[];
     const f = factor;
-    // Repeat along each spatial axis in turn: [n, d, h, w, c] -> [n, d·f, h, w, c] -> …
-    let y = tf.reshape(tf.tile(tf.reshape(x, [n!, d!, 1, h! * w! * c!]), [1, 1, f, 1]), [n!, d! * f, h!, w!, c!]);
-    y = tf.reshape(tf.tile(tf.reshape(y, [n! * d! * f, h!, 1, w! * c!]), [1, 1, f, 1]), [n!, d! * f, h! * f, w!, c!]);
-    return tf.reshape(tf.tile(tf.reshape(y, [n! * d! * f * h! * f, w!, 1, c!]), [1, 1, f, 1]), [n!, d! * f, h! * f, w! * f, c!]);
+    // Repeat along each spatial axis in turn: [n, d, h, w, c] -> [n, d·f, h, w, c] -> …, each step's
+    // input freed once the next exists.
+    const y1 = tf.tile(tf.reshape(x, [n!, d!, 1, h! * w! * c!]), [1, 1, f, 1]);
+    const y2 = then(tf.tile(tf.reshape(y1, [n! * d! * f, h!, 1, w! * c!]), [1, 1, f, 1]), y1);
+    const y3 = then(tf.tile(tf.reshape(y2, [n! * d! * f * h! * f, w!, 1, c!]), [1, 1, f, 1]), y2);
+    return tf.reshape(y3, [n!, d! * f, h! * f, w! * f, c!]);
   });
 }
 
@@ -92,10 +145,13 @@ export function upsampleNearest3dGrad(dy: tf.Tensor, factor: number): tf.Tensor 
     const [n, D, H, W, c] = dy.shape as number[];
     const f = factor;
     const [d, h, w] = [D! / f, H! / f, W! / f];
-    // One spatial axis at a time, each a rank-3 sum (tfjs's WebGPU shaders take rank ≤ 6): W, then H, then D.
-    let r = tf.sum(tf.reshape(dy, [n! * D! * H! * w, f, c!]), 1);
-    r = tf.sum(tf.reshape(r, [n! * D! * h, f, w * c!]), 1);
-    r = tf.sum(tf.reshape(r, [n! * d, f, h * w * c!]), 1);
+    // One spatial axis at a time, each the sum over the middle axis of a rank-3 view (tfjs's WebGPU shaders
+    // take rank ≤ 6), as a product with a row of ones (its reduction would transpose a full copy first).
+    const ones = tf.ones([1, 1, f]);
+    const sumMiddle = (v: tf.Tensor, m: number, k: number): tf.Tensor => tf.reshape(tf.matMul(ones, tf.reshape(v, [m, f, k])), [m, k]);
+    let r = sumMiddle(dy, n! * D! * H! * w, c!);
+    r = sumMiddle(r, n! * D! * h, w * c!);
+    r = sumMiddle(r, n! * d, h * w * c!);
     return tf.reshape(r, [n!, d, h, w, c!]);
   });
 }
