@@ -3,14 +3,16 @@
  * and the device copies while they are wanted. See index.ts for the strategy and the papers.
  *
  * The link between device and host: on a GPU backend (tfjs-node-gpu, webgpu) a swap-out is a real
- * `await t.data()` into host memory and a swap-in `tf.tensor(values)` (`DirectTransport`, no added delay).
+ * `await t.data()` into host memory (on webgpu a copy into a mappable buffer read back with `mapAsync`) and
+ * a swap-in a device tensor whose buffer and upload start when the swap-in is issued (`DirectTransport`,
+ * no added delay; core/backend/transfer.ts).
  * Where device memory is host memory (the cpu backend), the link is emulated in real time by host-link.ts
  * (`EmulatedTransport`).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { PackedTensor } from '../../core/engine/index.js';
-import { capabilities } from '../../core/backend/index.js';
+import { capabilities, tensorOnDevice } from '../../core/backend/index.js';
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -152,14 +154,30 @@ class DirectTransport implements Transport {
 
   in(from: OutCopy, shape: number[]): InCopy {
     const f = from as ReturnType<DirectTransport['out']>;
+    // The device copy is allocated and its upload queued as soon as the host copy exists: now, or when
+    // the swap-out's read-back (mapAsync) completes. Backward waits only for what is not there yet.
+    let device: Tensor | null = null;
+    let discarded = false;
+    const start = (): void => {
+      if (f.error || discarded) return;
+      device = tensorOnDevice(f.host!, shape);
+    };
+    const ready = f.done() ? (start(), Promise.resolve()) : f.promise.then(start);
     return {
-      done: () => f.done(),
-      wait: () => (f.done() ? undefined : f.promise),
+      done: () => f.done() && (device !== null || f.error !== null),
+      wait: () => (device !== null || f.error ? undefined : ready),
       take: () => {
         if (f.error) throw f.error;
-        return tf.tensor(f.host!, shape, 'float32');
+        if (!device) start();
+        const t = device!;
+        device = null;
+        return t;
       },
-      discard: () => {},
+      discard: () => {
+        discarded = true;
+        device?.dispose();
+        device = null;
+      },
     };
   }
 
