@@ -6,9 +6,15 @@ concatenated skips, localization modules (3x3x3 then 1x1x1 halving), a 1x1x1 hea
 binary cross-entropy on sigmoid outputs; Adam. Uses whatever torch is installed (Debian's python3-torch
 is enough); it is not a dependency of the project.
 
-usage: python3 unet3d_torch.py D H W base depth repeats threads  -> prints one JSON line
+usage: python3 unet3d_torch.py D H W base depth repeats threads [device]  -> prints one JSON line
+
+device: cpu (default) or cuda (e.g. cuda:0). On CUDA every step ends with torch.cuda.synchronize(), the
+line adds peak_bytes (torch.cuda.max_memory_allocated over the run) and the GPU's name, cuDNN picks its
+convolution algorithms in the warm-up step (cudnn.benchmark), and convolutions run in plain fp32 like
+tfjs's (TF32 off) unless VOLSEG_TORCH_TF32=1. Every line has the final step's loss.
 """
 import json
+import os
 import sys
 import time
 
@@ -68,29 +74,50 @@ def loss_fn(logits, target):
 
 def main():
     d, h, w, base, depth, repeats, threads = (int(v) for v in sys.argv[1:8])
+    device = torch.device(sys.argv[8] if len(sys.argv) > 8 else "cpu")
+    cuda = device.type == "cuda"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    if cuda:
+        tf32 = os.environ.get("VOLSEG_TORCH_TF32") == "1"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
     net = UNet3d(4, 3, base, depth)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.randn(1, 4, d, h, w)
     y = (torch.rand(1, 3, d, h, w) > 0.7).float()
+    net, x, y = net.to(device), x.to(device), y.to(device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(repeats + 1):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
+        sync()
         if i > 0:  # the first step is warm-up
             times.append(time.perf_counter() - t0)
     times.sort()
-    print(json.dumps({
+    out = {
         "ms": 1000 * times[len(times) // 2],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "params": sum(p.numel() for p in net.parameters()),
-    }))
+        "device": str(device),
+        "loss": float(loss.detach()),
+    }
+    if cuda:
+        out["peak_bytes"] = torch.cuda.max_memory_allocated(device)
+        out["gpu"] = torch.cuda.get_device_name(device)
+        out["tf32"] = torch.backends.cudnn.allow_tf32
+        out["cudnn"] = torch.backends.cudnn.version()
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
