@@ -55,7 +55,7 @@ if (why) {
 const HEAD = `description: architectures × strategies, two steps, on cpu and on webgpu
 dataset: { name: synthetic-brats, settings: { cases: 3, size: 16 } }
 strategy: { name: full-volume }
-training: { epochs: 1, stepsPerEpoch: 2, validationFraction: 0.34, saveModel: false }
+training: { epochs: 1, stepsPerEpoch: 2, validationFraction: 0.34, saveModel: true }
 `;
 /** Sweeps run on both backends: every strategy for unet3d and me-fcn; the cascade with full volume and patches. */
 const SWEEPS: Record<string, string> = {

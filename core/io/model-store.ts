@@ -38,7 +38,8 @@ export async function saveModel(dir: string, manifest: Omit<ModelManifest, 'weig
   const chunks: Float32Array[] = [];
   let offset = 0;
   for (const [name, t] of params) {
-    const data = t.dataSync() as Float32Array;
+    // An asynchronous read: a GPU backend cannot read synchronously in Node (tfjs-webgpu needs OffscreenCanvas).
+    const data = (await t.data()) as Float32Array;
     weights.push({ name, shape: t.shape, offset });
     chunks.push(data);
     offset += data.length;

@@ -45,6 +45,11 @@ async function main(): Promise<number> {
   const { catalog } = buildContainer();
   const exp = loadExperiment(file, catalog, { profile: args.flags.get('profile')?.[0], overrides: args.flags.get('set') ?? [] });
   console.log(`${exp.name}${exp.profile ? ` (profile ${exp.profile})` : ''}: ${exp.trials.length} trial(s) — ${exp.description}`);
+  // Steps set on the command line do not limit a voxel or time budget: say so rather than run longer than asked.
+  const paced = (args.flags.get('set') ?? []).filter((s) => /^training\.(epochs|stepsPerEpoch)=/.test(s));
+  const budget = exp.trials[0]?.training.budget;
+  if (paced.length && budget && budget !== 'steps')
+    console.log(`note: ${paced.join(', ')} only paces the log: this experiment's budget is ${budget}; add --set training.budget=steps to train epochs × stepsPerEpoch steps`);
 
   if (args.flags.has('dry-run')) {
     // Estimates depend on the backend (the cpu backend's fused loss and optimizer allocate less).
