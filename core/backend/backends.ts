@@ -132,6 +132,7 @@ async function initWebgpu(requested: BackendChoice): Promise<BackendInfo> {
   await tf.setBackend('webgpu');
   await tf.ready();
   registerProjectKernels();
+  (await import('./kernels/webgpu/index.js')).registerWebgpuConvKernels();
   return {
     requested,
     tfjsBackend: 'webgpu',
