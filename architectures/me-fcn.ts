@@ -69,7 +69,7 @@ import { GraphBuilder, NETWORK_INPUT, Add, ConcatChannels, Conv3d, InstanceNormA
 import type { NetworkSpec } from '../core/types.js';
 import type { Architecture, ArchitecturePlugin } from '../core/plugins/index.js';
 import { defineSettings, type SettingsOf } from '../core/config/index.js';
-import { capabilities, type BackendCapabilities } from '../core/backend/index.js';
+import { capabilities, hasKernel, PACK_HALF, UNPACK_HALF, type BackendCapabilities } from '../core/backend/index.js';
 
 // ---------------------------------------------------------------------------------------------------
 // IEEE 754 half precision on typed arrays
@@ -148,8 +148,10 @@ export function roundToHalf(v: number): number {
 export function packHalf(t: Tensor): Tensor {
   if (t.dtype !== 'float32') throw new Error(`packHalf: expected a float32 tensor, got ${t.dtype}`);
   if (!capabilities().hostArrays) {
+    // On the device where the backend has the kernel (tfjs's WebGPU: pack2x16float), else a clear error.
+    if (hasKernel(PACK_HALF)) return tf.engine().runKernel(PACK_HALF, { x: t }) as Tensor;
     throw new Error(
-      `me-fcn halfPrecisionSaves packs saved tensors into half floats on host arrays, which the ${capabilities().name} backend does not have (a synchronous read there is not possible); use halfPrecisionSaves: false (and not all: true) on this backend`,
+      `me-fcn halfPrecisionSaves packs saved tensors into half floats on host arrays or with a device kernel, neither of which the ${capabilities().name} backend has (a synchronous read there is not possible); use halfPrecisionSaves: false (and not all: true) on this backend`,
     );
   }
   const values = t.dataSync() as Float32Array;
@@ -163,6 +165,7 @@ export function unpackHalf(p: Tensor, shape: Shape): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   if (p.dtype !== 'int32' || p.size !== Math.ceil(n / 2))
     throw new Error(`unpackHalf: a packed tensor of ${p.size} ${p.dtype} elements cannot hold [${shape}] (${n} half values)`);
+  if (!capabilities().hostArrays) return tf.engine().runKernel(UNPACK_HALF, { packed: p }, { shape: [...shape] }) as Tensor;
   const packed = p.dataSync() as Int32Array;
   const out = new Float32Array(n);
   halfBitsToFloat(new Uint16Array(packed.buffer, packed.byteOffset, n), out, n);
@@ -259,7 +262,7 @@ export class HalfSaved implements Layer {
     const shapes = this.savedShapes.get(args.inputShapes.map((s) => s.join('x')).join(','));
     if (!shapes || shapes.length !== args.saved.length)
       throw new Error(`${this.type}: backward without a matching forward for inputs [${args.inputShapes.map((s) => `[${s}]`).join(', ')}]`);
-    if (this.inner instanceof InPlaceNormAct) {
+    if (this.inner instanceof InPlaceNormAct && capabilities().hostArrays) {
       // Unpack y straight into x̂'s buffer: one full-size float32 tensor in backward instead of two.
       const shape = shapes[0]!;
       const n = elements(shape);
@@ -305,8 +308,9 @@ export class HalfSaved implements Layer {
     for (const i of spec.inputs) all += elements(inputShapes[i]!);
     if (spec.output) all += elements(this.inner.outputShape(inputShapes));
     const forward = ws.forward + spec.extra.reduce((a, b) => a + b, 0);
-    // An in-place normalisation unpacks y straight into x̂ (and invStd): nothing more than its own x̂.
-    if (this.inner instanceof InPlaceNormAct) return { forward, backward: all };
+    // An in-place normalisation unpacks y straight into x̂ (and invStd) on host arrays: nothing more
+    // than its own x̂. Elsewhere it unpacks y, then rebuilds x̂ as the inner layer's backward does.
+    if (this.inner instanceof InPlaceNormAct && (caps ?? capabilities()).hostArrays) return { forward, backward: all };
     // Forward: the float32 extras exist until packed. Backward: every saved tensor unpacked to float32.
     return { forward, backward: ws.backward + all };
   }

@@ -14,43 +14,15 @@
  */
 import { describe, it, expect } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { readTrials } from '../core/experiment/results.js';
 import type { StepRecord } from './helpers/backend-step.js';
+import { env, webgpuSkipReason } from './helpers/webgpu.js';
 
 const ROOT = resolve(__dirname, '..');
-const require = createRequire(import.meta.url);
-const required = process.env.VOLSEG_REQUIRE_WEBGPU === '1';
-const env = { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? tmpdir() };
-
-/** Why WebGPU cannot run here, or null when it can (packages installed, an adapter found). */
-function unavailable(): string | null {
-  for (const pkg of ['webgpu', '@tensorflow/tfjs-backend-webgpu']) {
-    try {
-      require.resolve(pkg);
-    } catch {
-      return `${pkg} is not installed (npm install --no-save webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0)`;
-    }
-  }
-  const probe = spawnSync(process.execPath, ['--import', 'tsx', '-e', "import('./core/backend/index.js').then((b) => b.initBackend('webgpu')).then((i) => console.log('ADAPTER', i.label))"], {
-    cwd: ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  if (!/ADAPTER/.test(probe.stdout)) return `no WebGPU adapter: ${(probe.stderr || probe.stdout).split('\n').filter((l) => l && !l.startsWith('Warning')).slice(-2).join(' ')}`;
-  return null;
-}
-
-const why = unavailable();
-if (why) {
-  if (required) throw new Error(`VOLSEG_REQUIRE_WEBGPU=1 but WebGPU cannot run: ${why}`);
-  console.warn(`webgpu.test.ts skipped: ${why}`);
-}
+const why = webgpuSkipReason('webgpu.test.ts');
 
 const HEAD = `description: architectures × strategies, two steps, on cpu and on webgpu
 dataset: { name: synthetic-brats, settings: { cases: 3, size: 16 } }
@@ -63,8 +35,7 @@ const SWEEPS: Record<string, string> = {
 axes:
   architecture:
     - { name: unet3d, settings: { depth: 2, baseFilters: 4 } }
-    # Every me-fcn technique but half-precision saves, which pack on host arrays (an error on webgpu).
-    - { name: me-fcn, settings: { depth: 2, baseFilters: 4, narrow: true, separable: true, inPlaceNorm: true, checkpointWidest: true } }
+    - { name: me-fcn, settings: { depth: 2, baseFilters: 4, all: true } }
   strategy: [{ name: full-volume }, { name: patch, settings: { patchSize: 8 } }, { name: checkpoint }, { name: swap }]
 `,
   'webgpu-cascade': `${HEAD}architecture: { name: meunet-cascade, settings: { patch: 8, stage1Filters: [4, 8], stage2Filters: [4, 8] } }
@@ -97,18 +68,22 @@ describe.skipIf(why !== null)('training on WebGPU matches cpu', () => {
     const cpu = records.cpu!;
     const gpu = records.webgpu!;
     expect(gpu.map((g) => `${g.network} ${g.strategy}`)).toEqual(cpu.map((c) => `${c.network} ${c.strategy}`));
-    expect(gpu.length).toBe(9);
+    expect(gpu.length).toBe(12);
     for (const [k, g] of gpu.entries()) {
       const c = cpu[k]!;
       const what = `${g.network} ${g.strategy}`;
       expect(Math.abs(g.loss - c.loss) / Math.abs(c.loss), `${what}: loss ${g.loss} vs ${c.loss}`).toBeLessThan(1e-4);
       expect(Object.keys(g.grads).sort()).toEqual(Object.keys(c.grads).sort());
-      for (const [name, ref] of Object.entries(c.grads)) expect(relative(g.grads[name]!, ref), `${what}: ${name}`).toBeLessThan(1e-4);
+      // Half-precision saves round to 11 bits: float32 differences of 1e-7 upstream flip a rounding
+      // now and then (the packing itself is bit-identical), one half ulp ≈ 5e-4. Measured 1.6e-4.
+      const tolerance = g.network === 'me-fcn-all' ? 1e-3 : 1e-4;
+      for (const [name, ref] of Object.entries(c.grads)) expect(relative(g.grads[name]!, ref), `${what}: ${name}`).toBeLessThan(tolerance);
       // The meter counts live GPU buffers (measured: the estimate plus one 364-byte uniform buffer for
-      // unet3d and me-fcn; the cascade's estimate is 3–5% low on both backends).
+      // unet3d and me-fcn; the cascade's estimate is 3–5% low on both backends, half saves' up to 11%).
       expect(g.meter, what).toBe('webgpu-buffers');
+      const over = g.network === 'me-fcn-all' ? 1.12 : 1.06;
       expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeGreaterThanOrEqual(0.99);
-      expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeLessThanOrEqual(1.06);
+      expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeLessThanOrEqual(over);
     }
   }, 600_000);
 

@@ -19,10 +19,11 @@ import { architectures } from '../../architectures/index.js';
 import { strategies } from '../../strategies/index.js';
 import type { Shape3 } from '../../core/types.js';
 
-/** The networks checked: small, every architecture; me-fcn with every technique that runs off host arrays. */
+/** The networks checked: small, every architecture; me-fcn with every technique but half saves, and with all. */
 export const NETWORKS: Record<string, { plugin: string; settings: Record<string, unknown> }> = {
   unet3d: { plugin: 'unet3d', settings: { depth: 3, baseFilters: 4 } },
   'me-fcn': { plugin: 'me-fcn', settings: { depth: 3, baseFilters: 4, narrow: true, separable: true, inPlaceNorm: true, checkpointWidest: true } },
+  'me-fcn-all': { plugin: 'me-fcn', settings: { depth: 3, baseFilters: 4, all: true } },
   'meunet-cascade': { plugin: 'meunet-cascade', settings: { patch: 8, stage1Filters: [4, 8], stage2Filters: [4, 8] } },
 };
 /** The strategies checked; swap with a small threshold so that the tiny network's saves move. */

@@ -1,7 +1,7 @@
 /**
  * The project's kernels, registered by kernel name per backend as tfjs registers its own
  * (`registerKernel({kernelName, backendName, kernelFunc})`): one file per kernel under the backend's folder
- * (cpu/), their gradients in gradients.ts, and the ops that call them in ops.ts. The native addon
+ * (cpu/, webgpu/), their gradients in gradients.ts, and the ops that call them in ops.ts. The native addon
  * (core/backend/native-kernels.ts) registers C++ versions under the same names for the cpu backend later.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -13,6 +13,7 @@ import { instanceNormBackwardConfig } from './cpu/VolInstanceNormBackward.js';
 import { upsampleNearestConfig } from './cpu/VolUpsampleNearest3D.js';
 import { upsampleNearestGradConfig } from './cpu/VolUpsampleNearest3DGrad.js';
 import { instanceNormGrad, upsampleGrad } from './gradients.js';
+import { HALF_KERNELS } from './webgpu/half.js';
 import { capabilitiesChanged } from '../capabilities.js';
 
 export * from './names.js';
@@ -23,6 +24,7 @@ export const PROJECT_KERNELS: readonly KernelConfig[] = [
   instanceNormBackwardConfig,
   upsampleNearestConfig,
   upsampleNearestGradConfig,
+  ...HALF_KERNELS,
 ];
 
 let registered = false;

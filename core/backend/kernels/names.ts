@@ -10,11 +10,16 @@
  * - VolInstanceNormBackward {dy, xhat, invStd, gamma, beta} {alpha, inPlace?} -> [dx, dgamma, dbeta]
  *     inPlace: dx is written over dy (dy's own buffer).
  * - VolUpsampleNearest3D {x} {factor} -> y ; VolUpsampleNearest3DGrad {dy} {factor} -> dx
+ * - VolPackHalf {x} -> [ceil(n/2)] int32, two binary16 values per element (value 2k in the low half of k);
+ *   VolUnpackHalf {packed} {shape} -> float32 of shape. Registered where host arrays are absent (webgpu/);
+ *   on host arrays me-fcn packs on the host.
  */
 export const INSTANCE_NORM_FORWARD = 'VolInstanceNormForward';
 export const INSTANCE_NORM_BACKWARD = 'VolInstanceNormBackward';
 export const UPSAMPLE_NEAREST = 'VolUpsampleNearest3D';
 export const UPSAMPLE_NEAREST_GRAD = 'VolUpsampleNearest3DGrad';
+export const PACK_HALF = 'VolPackHalf';
+export const UNPACK_HALF = 'VolUnpackHalf';
 
 /** Attributes of VolInstanceNormForward (withXhat default true, inPlace default false). */
 export interface NormForwardAttrs {
