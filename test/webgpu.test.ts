@@ -56,6 +56,22 @@ function relative(a: number[], b: number[]): number {
 }
 
 describe.skipIf(why !== null)('training on WebGPU matches cpu', () => {
+  it('a device budget below the step: did-not-fit on webgpu, with the operation that overflowed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'volseg-webgpu-budget-'));
+    const file = join(dir, 'webgpu-budget.yaml');
+    writeFileSync(file, `name: webgpu-budget\n${HEAD.replace('saveModel: true', 'saveModel: false, deviceMemory: 64KiB')}architecture: { name: unet3d, settings: { depth: 2, baseFilters: 4 } }\naxes:\n  strategy: [{ name: full-volume }, { name: swap }]\n`);
+    const results = join(dir, 'webgpu');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'experiments/cli/experiment.ts'), file, '--results', results, '--backend', 'webgpu'], { cwd: ROOT, env, encoding: 'utf8', timeout: 300_000 });
+    expect(r.status, r.stderr.slice(-2000)).toBe(0);
+    const rows = readTrials(results);
+    expect(rows.length).toBe(2);
+    for (const row of rows) {
+      expect(row.status, String(row.strategy)).toBe('did-not-fit');
+      expect(String(row.meter)).toBe('webgpu-buffers');
+      expect(String(row.status_detail)).toMatch(/out of device memory at train step .* of the 64(\.0+)? KiB budget/);
+    }
+  }, 300_000);
+
   it('one step: loss and gradients within 1e-4 of cpu, the meter peak at the estimate', () => {
     const dir = mkdtempSync(join(tmpdir(), 'volseg-webgpu-step-'));
     const records: Record<string, StepRecord[]> = {};

@@ -579,9 +579,10 @@ export class ExperimentRunner {
       row.est_peak_train_bytes = p.estimate.peak;
       row.budget = budgetText(tr);
       const curve = new CurveWriter(trial, String(row.trial_id), tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
+      // The meter is named before training: a did-not-fit row's peak is its measurement too.
+      row.meter = this.meter!.method;
       const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
       this.recordStrategy(strategy, row);
-      row.meter = this.meter!.method;
       if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost, curve);
       if (tr.saveModel) await this.recordModel(exp, trial, p, trained.params, resultsDir, row);
     } catch (e) {
