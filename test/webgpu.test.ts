@@ -98,7 +98,10 @@ describe.skipIf(why !== null)('training on WebGPU matches cpu', () => {
       // unet3d and me-fcn; the cascade's estimate is 3–5% low on both backends, half saves' up to 11%).
       expect(g.meter, what).toBe('webgpu-buffers');
       const over = g.network === 'me-fcn-all' ? 1.12 : 1.06;
-      expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeGreaterThanOrEqual(0.99);
+      // Swap's read-backs are real on webgpu: one that finishes sooner than the estimate assumes (it holds
+      // each device copy for outLag layers) frees its copy sooner, so the measured peak may fall below it.
+      const under = g.strategy === 'swap' ? 0.8 : 0.99;
+      expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeGreaterThanOrEqual(under);
       expect(g.peak / g.estimate, `${what}: measured ${g.peak} vs estimated ${g.estimate}`).toBeLessThanOrEqual(over);
     }
   }, 600_000);
