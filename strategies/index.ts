@@ -4,5 +4,6 @@ import fullVolume from './full-volume.js';
 import patch from './patch.js';
 import checkpoint from './checkpoint.js';
 import swap from './swap/index.js';
+import spatial from './spatial/index.js';
 
-export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint, swap];
+export const strategies: StrategyPlugin[] = [fullVolume, patch, checkpoint, swap, spatial];

@@ -12,13 +12,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { formatBytes, stableStringify, type Experiment, type TrialConfig } from '../config/index.js';
-import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn } from '../plugins/index.js';
+import { instantiate, type PluginCatalog, type MemoryStrategy, type StrategyColumn, type StrategyTrainer } from '../plugins/index.js';
 import { Executor, inferShapes, parameterCount, type StepObserver, type Phase, type StepPlan, type Network } from '../engine/index.js';
 import { Adam, initParams, medianStepSeconds, train, type Params, type StepReport } from '../training/index.js';
 import { SeededRng, voxels } from '../data/index.js';
 import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '../types.js';
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/index.js';
-import { DeviceMemoryMeter, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
+import { DeviceMemoryMeter, DeviceOutOfMemoryError, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
 import { writePlots } from './plots.js';
 import { TrialRecorder, aggregateCaseMetrics, readSummaryInputs, readTrials, regionColumns, writeSummary, type CurveRow, type TrialRow } from './results.js';
 import { ProgressBar, formatDuration } from './progress.js';
@@ -26,20 +26,8 @@ import { saveModel } from '../io/index.js';
 import { windowPredictor, type WindowPredictor } from '../inference/index.js';
 import { chooseBackend, initBackend, type BackendInfo } from '../backend/index.js';
 
-/** Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes. */
-export class DeviceOutOfMemoryError extends Error {
-  constructor(
-    readonly op: string,
-    readonly needed: number,
-    readonly available: number,
-    readonly budget: number,
-  ) {
-    super(
-      `out of device memory at ${op}: an allocation of ${formatBytes(needed)} with ${formatBytes(available)} of the ${formatBytes(budget)} budget free`,
-    );
-    this.name = 'DeviceOutOfMemoryError';
-  }
-}
+/** Raised when live device bytes exceed the trial's budget (defined in core/memory, where the budget is kept). */
+export { DeviceOutOfMemoryError };
 
 export interface RunOptions {
   /** results/<experiment> */
@@ -84,9 +72,18 @@ interface LoadedData {
 
 /** What training leaves for evaluation and the record. */
 interface TrainedTrial {
+  /** The parameters the runner trained (stale where a strategy trainer holds them: see currentParams). */
   params: Params;
   executor: Executor;
+  /** The strategy's trainer, where it ran the steps (MemoryStrategy.trainer); runTrial disposes it. */
+  trainer: StrategyTrainer | null;
 }
+
+/** The trial's current parameters: the runner's own, or the strategy trainer's. */
+const currentParams = (t: TrainedTrial): Promise<Params> => (t.trainer ? t.trainer.params() : Promise.resolve(t.params));
+
+/** Executor statistics of a step a strategy trainer ran (it reports loss, time and peak only). */
+const TRAINER_STATS = { forwardSeconds: 0, backwardSeconds: 0, recomputeSeconds: 0, savedOnDevice: 0, packed: 0 };
 
 const shapeText = (s: number[]): string => s.join('x');
 
@@ -326,7 +323,9 @@ export class ExperimentRunner {
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
       const estimateOptions: EstimateOptions = { optimizerSlots: 2, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward };
       const plan = strategy.plan(net, inputShape, { estimate: estimateOptions });
-      const estimate = estimatePeak(net, inputShape, plan, { ...estimateOptions, breakdown: opts.breakdown });
+      // Per accelerator: a strategy that splits the step estimates one part (MemoryStrategy.estimate).
+      const options = { ...estimateOptions, breakdown: opts.breakdown };
+      const estimate = strategy.estimate ? strategy.estimate(net, inputShape, plan, options) : estimatePeak(net, inputShape, plan, options);
       return { data, task, K, activation, net, strategy, train, validation, caseShape, stepShape, inputShape, plan, estimate };
     } catch (e) {
       await strategy.dispose?.();
@@ -339,7 +338,9 @@ export class ExperimentRunner {
    * budget, until the trial's budget (steps, voxels seen or training seconds) is reached. With
    * training.curveEvery (every N steps) or curvePoints (evenly through the budget), the validation cases
    * are evaluated (outside the training time and the training peak) and a learning-curve row is written.
-   * Fills the row's training columns.
+   * Fills the row's training columns. A strategy with a trainer (MemoryStrategy.trainer) runs the steps
+   * itself; sampling, budgets, curves and the record are the same, and the row's peak is the largest
+   * per-accelerator peak it reports.
    */
   private async trainTrial(
     p: TrialPlan,
@@ -351,8 +352,36 @@ export class ExperimentRunner {
     curve: CurveWriter,
   ): Promise<TrainedTrial> {
     const tr = trial.training;
+    const { net, strategy } = p;
+    const params = initParams(net, trial.seed);
+    const executor = new Executor(net);
+    const trainer = strategy.trainer
+      ? await strategy.trainer({ net, params, seed: trial.seed, training: { learningRate: tr.learningRate, loss: tr.loss, deviceMemory: tr.deviceMemory }, inputShape: p.inputShape })
+      : null;
+    const trained: TrainedTrial = { params, executor, trainer };
+    try {
+      return await this.trainSteps(p, trial, row, log, onHost, optimizer, curve, trained);
+    } catch (e) {
+      await trainer?.dispose();
+      throw e;
+    }
+  }
+
+  /** trainTrial's steps, on the executor or on the strategy's trainer. */
+  private async trainSteps(
+    p: TrialPlan,
+    trial: TrialConfig,
+    row: TrialRow,
+    log: (l: string) => void,
+    onHost: () => void,
+    optimizer: Adam,
+    curve: CurveWriter,
+    trained: TrainedTrial,
+  ): Promise<TrainedTrial> {
+    const tr = trial.training;
     const { data, task, K, net, strategy, plan } = p;
     const { dataset } = data;
+    const { params, executor, trainer } = trained;
     const prepared = new Map<string, PreparedCase>();
     const prepare = async (id: string): Promise<PreparedCase> => {
       let c = prepared.get(id);
@@ -367,9 +396,6 @@ export class ExperimentRunner {
     const rng = new SeededRng(trial.seed);
     const sampleRng = rng.fork('samples');
     const caseRng = rng.fork('cases');
-    const params = initParams(net, trial.seed);
-    const executor = new Executor(net);
-    const trained = { params, executor };
     this.ledger.setBudget(tr.deviceMemory ?? null);
     this.ledger.takeOverflow();
     this.ledger.resetPeak();
@@ -399,56 +425,76 @@ export class ExperimentRunner {
       while (nextPoint < tr.curvePoints && progress >= (budgetTotal * nextPoint) / tr.curvePoints) nextPoint++;
       return true;
     };
-    const reports = await train(
-      { net, params, optimizer, plan, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward, executor },
-      {
-        steps: maxSteps,
-        batch: async () => {
-          const samples = [];
-          for (let b = 0; b < batch; b++) {
-            if (order.length === 0) order = caseRng.shuffle([...p.train]);
-            samples.push(strategy.sample(await prepare(order.pop()!), sampleRng, net));
-          }
-          const shape = samples[0]!.shape;
-          if (samples.some((x) => shapeText(x.shape) !== shapeText(shape)))
-            throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
-          voxelsSeen += batch * voxels(shape);
-          return {
-            x: tf.tensor(concat(samples.map((x) => x.image)), [batch, ...shape, dataset.channels.length]),
-            y: tf.tensor(concat(samples.map((x) => x.target)), [batch, ...shape, K]),
-          };
+    // One step's batch, as host arrays: what the strategy samples from the next cases.
+    const nextBatch = async (): Promise<{ x: Float32Array; y: Float32Array; shape: Shape3 }> => {
+      const samples = [];
+      for (let b = 0; b < batch; b++) {
+        if (order.length === 0) order = caseRng.shuffle([...p.train]);
+        samples.push(strategy.sample(await prepare(order.pop()!), sampleRng, net));
+      }
+      const shape = samples[0]!.shape;
+      if (samples.some((x) => shapeText(x.shape) !== shapeText(shape)))
+        throw new Error(`batchSize ${batch}: the samples of one step differ in shape; use batchSize 1 or a patch strategy`);
+      voxelsSeen += batch * voxels(shape);
+      return { x: concat(samples.map((x) => x.image)), y: concat(samples.map((x) => x.target)), shape };
+    };
+    const afterStep = async (r: StepReport): Promise<void> => {
+      onHost();
+      epochLoss += r.loss;
+      curve.loss(r.loss);
+      bar.update(r.step + 1, `loss ${r.loss.toFixed(4)}`);
+      // Decided once per step, before any validation pass, so that `stop` agrees with it.
+      const last = (lastStep = done(r));
+      if (!last && curveDue(r)) {
+        const t0 = performance.now();
+        // A validation pass: outside the training peak, still under the budget.
+        const v = await this.ledger.outsidePeak(() => this.validate(p, trial, trained, () => {}));
+        evalSeconds += (performance.now() - t0) / 1000;
+        curve.point(r.step + 1, trainingSeconds(), voxelsSeen, v.seconds, v.perCase);
+      }
+      if ((r.step + 1) % stepsPerEpoch !== 0) return;
+      const epoch = Math.floor(r.step / stepsPerEpoch);
+      // Epochs are a logging unit under a voxel or time budget: about five lines per trial.
+      const shownEpochs = Number.isFinite(expectedSteps) ? Math.ceil(expectedSteps / stepsPerEpoch) : epochs;
+      if (epoch === shownEpochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(shownEpochs / 5)) === 0)
+        log(`  epoch ${epoch + 1}/${shownEpochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
+      epochLoss = 0;
+    };
+    let reports: StepReport[];
+    let trainerPeak = 0;
+    if (trainer) {
+      // The strategy runs each step (its workers hold the parameters); the same budgets, curve and progress.
+      reports = [];
+      for (let step = 0; step < maxSteps; step++) {
+        const b = await nextBatch();
+        const t = await trainer.step({ x: b.x, y: b.y, batch, shape: b.shape, channels: dataset.channels.length, outChannels: K });
+        trainerPeak = Math.max(trainerPeak, t.peakBytes);
+        const report: StepReport = { step, loss: t.loss, seconds: t.seconds, stats: { ...TRAINER_STATS } };
+        reports.push(report);
+        await afterStep(report);
+        if (lastStep) break;
+      }
+    } else {
+      reports = await train(
+        { net, params, optimizer, plan, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward, executor },
+        {
+          steps: maxSteps,
+          batch: async () => {
+            const b = await nextBatch();
+            return { x: tf.tensor(b.x, [batch, ...b.shape, dataset.channels.length]), y: tf.tensor(b.y, [batch, ...b.shape, K]) };
+          },
+          observer: (step) => this.observer(() => `train step ${step + 1}`),
+          afterStep,
+          stop: () => lastStep,
         },
-        observer: (step) => this.observer(() => `train step ${step + 1}`),
-        afterStep: async (r) => {
-          onHost();
-          epochLoss += r.loss;
-          curve.loss(r.loss);
-          bar.update(r.step + 1, `loss ${r.loss.toFixed(4)}`);
-          // Decided once per step, before any validation pass, so that `stop` agrees with it.
-          const last = (lastStep = done(r));
-          if (!last && curveDue(r)) {
-            const t0 = performance.now();
-            // A validation pass: outside the training peak, still under the budget.
-            const v = await this.ledger.outsidePeak(() => this.validate(p, trial, trained, () => {}));
-            evalSeconds += (performance.now() - t0) / 1000;
-            curve.point(r.step + 1, trainingSeconds(), voxelsSeen, v.seconds, v.perCase);
-          }
-          if ((r.step + 1) % stepsPerEpoch !== 0) return;
-          const epoch = Math.floor(r.step / stepsPerEpoch);
-          // Epochs are a logging unit under a voxel or time budget: about five lines per trial.
-          const shownEpochs = Number.isFinite(expectedSteps) ? Math.ceil(expectedSteps / stepsPerEpoch) : epochs;
-          if (epoch === shownEpochs - 1 || (epoch + 1) % Math.max(1, Math.ceil(shownEpochs / 5)) === 0)
-            log(`  epoch ${epoch + 1}/${shownEpochs}: mean loss ${(epochLoss / stepsPerEpoch).toFixed(4)}`);
-          epochLoss = 0;
-        },
-        stop: () => lastStep,
-      },
-    );
+      );
+    }
     bar.done();
     row.train_seconds = trainingSeconds();
     row.curve_seconds = evalSeconds;
     row.step_seconds = medianStepSeconds(reports);
-    row.peak_train_bytes = this.ledger.peak;
+    // Per accelerator: a trainer's largest rank peak (the main thread holds no step).
+    row.peak_train_bytes = trainer ? trainerPeak : this.ledger.peak;
     if (this.meter!.method === 'webgpu-buffers') row.pool_peak_train_bytes = this.ledger.poolPeak;
     row.final_loss = reports[reports.length - 1]?.loss ?? NaN;
     row.recompute_seconds = reports.reduce((s, r) => s + r.stats.recomputeSeconds, 0);
@@ -471,7 +517,7 @@ export class ExperimentRunner {
     const perCase: { name: string; dice: number; hd95: number }[][] = [];
     for (const id of validation) {
       const v = await this.volume(data, id);
-      const predict = this.predictor(trained.executor, net, trained.params, v.channels, () => `inference ${id}`);
+      const predict = this.predictor(trained.executor, net, await currentParams(trained), v.channels, () => `inference ${id}`);
       const probs = await strategy.infer({ image: v.image, shape: v.shape, channels: v.channels }, predict, net);
       onHost();
       const labels = probabilitiesToLabels(probs, v.shape, task, trial.training.threshold);
@@ -485,9 +531,12 @@ export class ExperimentRunner {
   /** Evaluate: the final validation pass (the learning curve's last point), measured on its own. */
   private async evaluateTrial(p: TrialPlan, trial: TrialConfig, trained: TrainedTrial, row: TrialRow, onHost: () => void, curve: CurveWriter): Promise<CaseResult[]> {
     this.ledger.resetPeak();
+    const takePeak = trained.trainer?.takeInferencePeak?.bind(trained.trainer);
+    takePeak?.();
     const v = await this.validate(p, trial, trained, onHost);
     row.infer_seconds = v.seconds;
-    row.peak_infer_bytes = this.ledger.peak;
+    // Per accelerator: where a trainer's devices ran inference, their largest peak.
+    row.peak_infer_bytes = takePeak ? takePeak() : this.ledger.peak;
     row.validation_cases = p.validation.length;
     Object.assign(row, aggregateCaseMetrics(v.perCase));
     curve.final(v.seconds, v.perCase);
@@ -560,6 +609,7 @@ export class ExperimentRunner {
     };
     let cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
+    let trained: TrainedTrial | null = null;
     // The optimizer (its state holds nothing until the first step) lives until the trial ends.
     const optimizer = new Adam({ learningRate: tr.learningRate });
     const hostPeak = { rss: process.memoryUsage().rss };
@@ -581,15 +631,16 @@ export class ExperimentRunner {
       const curve = new CurveWriter(trial, String(row.trial_id), tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
       // The meter is named before training: a did-not-fit row's peak is its measurement too.
       row.meter = this.meter!.method;
-      const trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
+      trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
       this.recordStrategy(strategy, row);
       if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost, curve);
-      if (tr.saveModel) await this.recordModel(exp, trial, p, trained.params, resultsDir, row);
+      if (tr.saveModel) await this.recordModel(exp, trial, p, await currentParams(trained), resultsDir, row);
     } catch (e) {
       if (e instanceof DeviceOutOfMemoryError) {
         row.status = 'did-not-fit';
         // What it held when it stopped (above the budget), in the column of the phase that stopped.
-        row[row.train_seconds === undefined ? 'peak_train_bytes' : 'peak_infer_bytes'] = this.ledger.peak;
+        // (A worker rank's error carries its own ledger's bytes: `live`.)
+        row[row.train_seconds === undefined ? 'peak_train_bytes' : 'peak_infer_bytes'] = e.live ?? this.ledger.peak;
         row.status_detail = e.message;
         log(`  did not fit: ${e.message}`);
       } else {
@@ -602,6 +653,7 @@ export class ExperimentRunner {
       this.ledger.setBudget(null);
       this.ledger.takeOverflow();
       optimizer.dispose();
+      await trained?.trainer?.dispose();
       await strategy?.dispose?.();
       // Everything the trial made (params, and whatever a failed step left) goes with the scope.
       tf.engine().endScope();

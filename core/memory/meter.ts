@@ -11,6 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { capabilities } from '../backend/index.js';
+import { formatBytes } from '../config/index.js';
 
 /** Any value that names one buffer: a tfjs dataId (object), or a caller's own number or string. */
 export type BufferId = object | number | string;
@@ -577,5 +578,24 @@ export class DeviceMemoryMeter {
       },
       this.patches,
     );
+  }
+}
+
+/**
+ * Raised when live device bytes exceed the trial's budget; names the step, the operation and the bytes.
+ * `live`: what the meter held when it stopped, where that is not this thread's ledger (a worker rank's).
+ */
+export class DeviceOutOfMemoryError extends Error {
+  constructor(
+    readonly op: string,
+    readonly needed: number,
+    readonly available: number,
+    readonly budget: number,
+    readonly live?: number,
+  ) {
+    super(
+      `out of device memory at ${op}: an allocation of ${formatBytes(needed)} with ${formatBytes(available)} of the ${formatBytes(budget)} budget free`,
+    );
+    this.name = 'DeviceOutOfMemoryError';
   }
 }

@@ -9,10 +9,14 @@
  * 2. how the step keeps what backward needs (`plan`: saved-tensor hooks for swapping, recompute
  *    segments for checkpointing, or the plain tape for the baseline);
  * 3. how inference runs (`infer`: one pass over the whole volume, a sliding window, …).
+ * A strategy that splits the step over several accelerators (spatial partitioning's ranks) also gives a
+ * `trainer`, which runs the steps itself (its workers hold the parameters and apply Adam); the runner
+ * still samples, keeps the budgets, the learning curves, the evaluation and the record.
  */
 import { resolveSettings, type SettingsOf, type SettingsSchema, type Settings } from '../config/index.js';
 import type { Network, StepPlan } from '../engine/index.js';
-import type { EstimateOptions } from '../memory/index.js';
+import type { Estimate, EstimateOptions } from '../memory/index.js';
+import type { LossKind, Params } from '../training/index.js';
 import type { WindowPredictor } from '../inference/index.js';
 import type { Dataset, InferenceInput, NetworkSpec, PluginKind, PredictionInput, PreparedCase, Rng, Shape3, TrainingSample } from '../types.js';
 
@@ -82,6 +86,60 @@ export interface StrategyColumn {
   meaning: string;
 }
 
+/** What `MemoryStrategy.trainer` is given: the trial's network, its initial parameters and training settings. */
+export interface TrainerArgs {
+  net: Network;
+  /** The initial parameters (initParams(net, seed)): the trainer copies them; the runner keeps ownership. */
+  params: Params;
+  seed: number;
+  training: {
+    learningRate: number;
+    loss: LossKind;
+    /** Each accelerator's memory budget in bytes (every rank's), or undefined for none. */
+    deviceMemory?: number;
+  };
+  /** The step's input [N, D, H, W, C] (N the batch size), as planned. */
+  inputShape: number[];
+}
+
+/** One step's batch, channels-last: x [N, D, H, W, channels], y [N, D, H, W, outChannels]. */
+export interface TrainerBatch {
+  x: Float32Array;
+  y: Float32Array;
+  /** N, the batch size. */
+  batch: number;
+  shape: Shape3;
+  channels: number;
+  outChannels: number;
+}
+
+export interface TrainerStepReport {
+  loss: number;
+  /** Wall-clock seconds of the step (forward, backward, the update; the batch's sending included). */
+  seconds: number;
+  /** The step's device high-water mark on the accelerator that held the most (the per-accelerator peak), bytes. */
+  peakBytes: number;
+}
+
+/**
+ * Training that a strategy runs itself: each `step` is a forward, backward and Adam update of the trial's
+ * parameters wherever the strategy keeps them. A step over the device budget on any accelerator rejects
+ * with a DeviceOutOfMemoryError (core/memory), so the trial is recorded `did-not-fit`.
+ */
+export interface StrategyTrainer {
+  step(batch: TrainerBatch): Promise<TrainerStepReport>;
+  /** The current parameters (for validation and the saved model); owned by the trainer, valid until the next call or dispose(). */
+  params(): Promise<Params>;
+  /**
+   * The largest per-accelerator device peak of the strategy's inference passes (its `infer` on the
+   * trainer's devices) since the last call, bytes, and starts a new one. Where given, the row's
+   * peak_infer_bytes is this (the runner's own meter sees none of those devices).
+   */
+  takeInferencePeak?(): number;
+  /** Ends what the trainer started (worker threads); safe to call twice, and after a failure. */
+  dispose(): Promise<void>;
+}
+
 export interface MemoryStrategy {
   readonly name: string;
   /** The spatial shape of a training step's input for a case of this shape (for estimates and records). */
@@ -92,6 +150,16 @@ export interface MemoryStrategy {
   plan(net: Network, inputShape: number[], context?: PlanContext): StepPlan;
   /** Probabilities [D, H, W, K] for a whole image. */
   infer(input: InferenceInput, predict: WindowPredictor, net: Network): Promise<Float32Array>;
+  /**
+   * The step's estimated peak per accelerator, where the strategy splits the step (default: the core
+   * estimator, estimatePeak, on the whole step).
+   */
+  estimate?(net: Network, inputShape: number[], plan: StepPlan, options: EstimateOptions): Estimate;
+  /**
+   * Runs the trial's training steps itself (see StrategyTrainer), instead of the runner's executor loop.
+   * The trainer lives until the trial's evaluation ended; `infer` may use it (e.g. run on its workers).
+   */
+  trainer?(args: TrainerArgs): Promise<StrategyTrainer>;
   /** The strategy's own columns for the trial record (bytes swapped, …), cumulative over the trial. */
   report?(): StrategyColumn[];
   /** Frees resources (worker threads, host stores). */

@@ -263,6 +263,34 @@ export const README_BLOCKS: Record<string, Block> = {
     return [machineLine(rows, 'npm run experiment -- cascade-brats-size'), '', ...table(['configuration', 'peak train', 'estimated', 'peak inference', 'Dice mean (seeds)'], body)];
   },
 
+  'spatial-partitioning': (ctx) => {
+    const rows = load(ctx, 'spatial-partitioning');
+    const full = ok(rows).find((r) => r.strategy === 'full-volume');
+    const base = full ? num(full.peak_train_bytes) : NaN;
+    const body = groups(rows).map(([name, g]) => {
+      const ok1 = g.filter((r) => r.status === 'ok');
+      if (ok1.length === 0) return [name, '—', notFit(g), bytes(num(g[0]!.est_peak_train_bytes)), '—', '—', '—', '—'];
+      const r = ok1[0]!;
+      const peak = mean(finite(ok1, 'peak_train_bytes'));
+      const exchanged = finite(ok1, 'exchange_bytes_per_step');
+      return [
+        name,
+        String(r.workers ?? 1),
+        `${bytes(peak)}${Number.isFinite(base) ? ` (${(peak / base).toFixed(2)}×)` : ''}`,
+        bytes(mean(finite(ok1, 'est_peak_train_bytes'))),
+        exchanged.length ? bytes(mean(exchanged)) : '—',
+        mean(finite(ok1, 'step_seconds')).toFixed(2),
+        Number(r.final_loss).toPrecision(6),
+        meanSd(finite(ok1, 'dice_mean')),
+      ];
+    });
+    return [
+      machineLine(rows, 'VOLSEG_THREADS=1 npm run experiment -- spatial-partitioning'),
+      '',
+      ...table(['configuration', 'ranks', 'peak train per rank (vs full volume)', 'estimated', 'exchanged per step', 'step (s)', 'final loss', 'Dice mean'], body),
+    ];
+  },
+
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);

@@ -123,6 +123,12 @@ export class SpatialStep {
   private readonly plans: NodePlan[];
   private readonly readers = new Map<string, number>();
   private counters = { halo: 0, stats: 0, grad: 0, exchanges: 0, reduces: 0 };
+  /**
+   * Called before each stage of a step (each node's forward and backward, the loss, the gradient
+   * all-reduce) and of an inference forward: a rank's memory meter names the operation with it, and may
+   * throw there (e.g. over its budget): the group then aborts the collective the other ranks wait in.
+   */
+  onStage: ((phase: 'forward' | 'loss' | 'backward' | 'gradient all-reduce' | 'inference', node: string) => void) | null = null;
 
   constructor(
     readonly net: Network,
@@ -191,6 +197,22 @@ export class SpatialStep {
       padH: tfPads(g[2]!, kernel[1], stride, padding),
       padW: tfPads(g[3]!, kernel[2], stride, padding),
     };
+  }
+
+  /**
+   * Bytes of the halo planes a training step keeps for backward on a rank (every halo convolution's, from
+   * both neighbours; at most, since a rank at an end of the volume gets zero planes there): what the
+   * partitioned step holds beyond a single-process step on the slab alone (strategies/spatial/index.ts's estimate).
+   */
+  haloBytes(): number {
+    let bytes = 0;
+    this.net.nodes.forEach((node, i) => {
+      const plan = this.plans[i]!;
+      if (plan.kind !== 'conv-halo') return;
+      const g = this.geometry.get(node.inputs[0]!)!.global;
+      bytes += (plan.below + plan.above) * g[0]! * g[2]! * g[3]! * g[4]! * 4;
+    });
+    return bytes;
   }
 
   /** This rank's shape of a node's output (or of NETWORK_INPUT). */
@@ -714,6 +736,7 @@ export class SpatialStep {
 
     // Forward with saves.
     nodes.forEach((node, i) => {
+      this.onStage?.('forward', node.name);
       const plan = this.plans[i]!;
       const inputs = node.inputs.map((n) => acts.get(n)!);
       const ps = this.paramsOf(node, params);
@@ -741,6 +764,7 @@ export class SpatialStep {
       for (const t of inputs) release(t);
     });
     const tLoss = performance.now();
+    this.onStage?.('loss', this.net.output);
 
     // The loss: the main output against the target, each auxiliary one against the target pooled by its scale.
     const headTargets = aux.map((a) => {
@@ -782,6 +806,7 @@ export class SpatialStep {
     const paramGrads = new Map<string, Tensor>();
     for (let i = nodes.length - 1; i >= 0; i--) {
       const node = nodes[i]!;
+      this.onStage?.('backward', node.name);
       const plan = this.plans[i]!;
       const entry = saved.get(node.name)!;
       saved.delete(node.name);
@@ -821,6 +846,7 @@ export class SpatialStep {
     for (const g of grads.values()) g.dispose();
     for (const t of [...holders.keys()]) if (t !== x) release(t, holders.get(t)!);
     const tReduce = performance.now();
+    this.onStage?.('gradient all-reduce', 'parameters');
 
     // Every parameter gradient in one vector, all-reduced (rank order: the same bits on every rank).
     const names = this.net.params.map((p) => p.qualifiedName).filter((n) => paramGrads.has(n));
@@ -884,6 +910,7 @@ export class SpatialStep {
     };
     holders.set(x, readers.get(NETWORK_INPUT) ?? 0);
     this.net.nodes.forEach((node, i) => {
+      this.onStage?.('inference', node.name);
       const plan = this.plans[i]!;
       const inputs = node.inputs.map((n) => acts.get(n)!);
       const ps = this.paramsOf(node, params);

@@ -15,6 +15,7 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import { initWorker, type RankContext } from '../../core/parallel/index.js';
 import { Executor, deserializeNetwork, type Network, type SerializedNetwork } from '../../core/engine/index.js';
 import { Adam, initParams, stepLoss, type AdamOptions, type LossKind } from '../../core/training/index.js';
+import { DeviceOutOfMemoryError, type BufferLedger } from '../../core/memory/index.js';
 import { partitionDepth, type SlabPartition } from './partition.js';
 import { SpatialStep, type SpatialStepStats } from './step.js';
 
@@ -53,6 +54,29 @@ export interface InitArgs {
   params?: Record<string, Float32Array>;
   /** With these options, `step({ update: true })` applies Adam on every rank. */
   adam?: AdamOptions;
+  /**
+   * This rank's device budget in bytes (its meter's; null or absent: none). A step or forward that goes
+   * over it throws a DeviceOutOfMemoryError (op, needed, available, budget, live) at its next stage (the
+   * next node, or its end); the group then aborts the collective the other ranks wait in.
+   */
+  budget?: number | null;
+}
+
+/**
+ * Names each stage of `st`'s steps on this rank's meter (`<what> / <phase> / <node>`) and stops the step at
+ * the first stage after an allocation over the budget (as a real device's allocation would fail there).
+ */
+function watch(st: SpatialStep, ledger: BufferLedger, rank: number, what: string): void {
+  st.onStage = (phase, node) => {
+    checkBudget(ledger, rank);
+    ledger.currentOp = phase === 'inference' ? `${what} / ${node}` : `${what} / ${phase} / ${node}`;
+  };
+}
+
+/** Throws the budget's first overflow since the last check, naming this rank. */
+function checkBudget(ledger: BufferLedger, rank: number): void {
+  const o = ledger.takeOverflow();
+  if (o) throw new DeviceOutOfMemoryError(`rank ${rank} / ${o.op || 'step'}`, o.needed, o.available, o.budget, o.live);
 }
 
 /** Starts this rank's engine and meter, rebuilds the network and sets its parameters. */
@@ -62,6 +86,7 @@ export async function init(arg: InitArgs, ctx: RankContext) {
     for (const t of state.params.values()) t.dispose();
     state.adam?.dispose();
   }
+  rt.meter.ledger.setBudget(arg.budget ?? null);
   const net = deserializeNetwork(arg.network);
   state = { net, params: new Map(), adam: arg.adam ? new Adam(arg.adam) : null, steps: new Map() };
   if (arg.params) setParams(state, arg.params);
@@ -119,6 +144,8 @@ export interface StepArgs extends SlabArgs {
   kind?: LossKind;
   /** Apply Adam (init's `adam` options) with the all-reduced gradients on every rank. */
   update?: boolean;
+  /** The step's name on the meter and in a DeviceOutOfMemoryError's op (default 'train step'). */
+  label?: string;
   /** Which ranks return the gradients (default 'rank0'). */
   returnGrads?: 'rank0' | 'all' | 'none';
 }
@@ -129,6 +156,8 @@ export interface StepReply {
   grads: Record<string, Float32Array> | null;
   /** This rank's meter: the step's high-water mark (from the live bytes before it) and those live bytes. */
   peak: number;
+  /** The high-water mark through the update too (Adam's moments, made at its first step): the training peak. */
+  trainPeak: number;
   liveBefore: number;
   peakOp: string;
   stats: SpatialStepStats;
@@ -150,6 +179,9 @@ export async function step(arg: StepArgs, ctx: RankContext): Promise<StepReply> 
   const y = slabTensor(arg.y, [...xShape.slice(0, 4), s.net.outChannels], 'target slab y', ctx.rank);
   meter.ledger.resetPeak();
   const liveBefore = meter.ledger.live;
+  const label = arg.label ?? 'train step';
+  meter.ledger.currentOp = `${label} / input`;
+  watch(st, meter.ledger, ctx.rank, label);
   const r = await st.trainStep(x, y, s.params, arg.kind ?? 'dice+ce');
   const peak = meter.ledger.peak;
   const peakOp = meter.ledger.peakOp;
@@ -163,9 +195,12 @@ export async function step(arg: StepArgs, ctx: RankContext): Promise<StepReply> 
   }
   if (arg.update) {
     if (!s.adam) throw new Error('spatial worker: step({ update: true }) needs init({ adam })');
+    meter.ledger.currentOp = `${label} / Adam update`;
     s.adam.step(s.params, r.grads);
   } else for (const g of r.grads.values()) g.dispose();
-  return { rank: ctx.rank, loss: r.loss, grads, peak, liveBefore, peakOp, stats: r.stats, gradsDigest, paramsDigest: digest(s), numTensors: tf.memory().numTensors };
+  const trainPeak = meter.ledger.peak;
+  checkBudget(meter.ledger, ctx.rank);
+  return { rank: ctx.rank, loss: r.loss, grads, peak, trainPeak, liveBefore, peakOp, stats: r.stats, gradsDigest, paramsDigest: digest(s), numTensors: tf.memory().numTensors };
 }
 
 export interface ForwardArgs extends SlabArgs {
@@ -183,6 +218,8 @@ export async function forward(arg: ForwardArgs, ctx: RankContext) {
   const x = slabTensor(arg.x, xShape, 'input slab x', ctx.rank);
   meter.ledger.resetPeak();
   const liveBefore = meter.ledger.live;
+  meter.ledger.currentOp = 'inference / input';
+  watch(st, meter.ledger, ctx.rank, 'inference');
   const t0 = performance.now();
   const probs = st.forward(x, s.params, { logits: arg.logits ?? false });
   const seconds = (performance.now() - t0) / 1000;
@@ -190,6 +227,7 @@ export async function forward(arg: ForwardArgs, ctx: RankContext) {
   const values = Float32Array.from(probs.dataSync() as Float32Array);
   const shape = probs.shape;
   tf.dispose([x, probs]);
+  checkBudget(meter.ledger, ctx.rank);
   return { rank: ctx.rank, probs: values, shape, peak, liveBefore, seconds };
 }
 
