@@ -46,7 +46,7 @@ export interface Collective {
   allReduceSum(v: Float32Array): void;
   /** Returns once every rank has called it. */
   barrier(): void;
-  /** Bytes this rank has published for other ranks: the halo planes it sent and each vector it all-reduced. */
+  /** Bytes this rank has published for other ranks: the halo planes it sent and each vector it all-reduced (0 in a group of one). */
   readonly bytesSent: number;
 }
 
@@ -405,7 +405,8 @@ export class SharedMemoryCollective implements Collective {
   private write(region: 0 | 1, data: Float32Array | null): void {
     if (!data) return;
     this.view(this.rank, region, data.length).set(data);
-    this.sent += data.byteLength;
+    // Bytes for other ranks: a group of one publishes for nobody.
+    if (this.size > 1) this.sent += data.byteLength;
   }
 
   private awaitPost(q: number, k: number, kind: number, what: string): void {
