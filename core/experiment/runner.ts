@@ -333,6 +333,16 @@ export class ExperimentRunner {
     }
   }
 
+  /** The trial's parameters and executor, and the strategy's trainer where it runs the steps (runTrial disposes it). */
+  private async startTraining(p: TrialPlan, trial: TrialConfig): Promise<TrainedTrial> {
+    const tr = trial.training;
+    const params = initParams(p.net, trial.seed);
+    const trainer = p.strategy.trainer
+      ? await p.strategy.trainer({ net: p.net, params, seed: trial.seed, training: { learningRate: tr.learningRate, loss: tr.loss, deviceMemory: tr.deviceMemory }, inputShape: p.inputShape })
+      : null;
+    return { params, executor: new Executor(p.net), trainer };
+  }
+
   /**
    * Train: steps on the shared training loop, each on what the strategy samples, under the trial's device
    * budget, until the trial's budget (steps, voxels seen or training seconds) is reached. With
@@ -350,34 +360,8 @@ export class ExperimentRunner {
     onHost: () => void,
     optimizer: Adam,
     curve: CurveWriter,
-  ): Promise<TrainedTrial> {
-    const tr = trial.training;
-    const { net, strategy } = p;
-    const params = initParams(net, trial.seed);
-    const executor = new Executor(net);
-    const trainer = strategy.trainer
-      ? await strategy.trainer({ net, params, seed: trial.seed, training: { learningRate: tr.learningRate, loss: tr.loss, deviceMemory: tr.deviceMemory }, inputShape: p.inputShape })
-      : null;
-    const trained: TrainedTrial = { params, executor, trainer };
-    try {
-      return await this.trainSteps(p, trial, row, log, onHost, optimizer, curve, trained);
-    } catch (e) {
-      await trainer?.dispose();
-      throw e;
-    }
-  }
-
-  /** trainTrial's steps, on the executor or on the strategy's trainer. */
-  private async trainSteps(
-    p: TrialPlan,
-    trial: TrialConfig,
-    row: TrialRow,
-    log: (l: string) => void,
-    onHost: () => void,
-    optimizer: Adam,
-    curve: CurveWriter,
     trained: TrainedTrial,
-  ): Promise<TrainedTrial> {
+  ): Promise<void> {
     const tr = trial.training;
     const { data, task, K, net, strategy, plan } = p;
     const { dataset } = data;
@@ -501,7 +485,6 @@ export class ExperimentRunner {
     row.steps = reports.length;
     row.voxels_seen = voxelsSeen;
     curve.end(reports.length, row.train_seconds, voxelsSeen);
-    return trained;
   }
 
   /** Inference as the strategy runs it on each validation case; Dice and HD95 per region and case. */
@@ -631,7 +614,8 @@ export class ExperimentRunner {
       const curve = new CurveWriter(trial, String(row.trial_id), tr.curveEvery > 0 || tr.curvePoints > 0 ? onCurve : null);
       // The meter is named before training: a did-not-fit row's peak is its measurement too.
       row.meter = this.meter!.method;
-      trained = await this.trainTrial(p, trial, row, log, onHost, optimizer, curve);
+      trained = await this.startTraining(p, trial);
+      await this.trainTrial(p, trial, row, log, onHost, optimizer, curve, trained);
       this.recordStrategy(strategy, row);
       if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost, curve);
       if (tr.saveModel) await this.recordModel(exp, trial, p, await currentParams(trained), resultsDir, row);
