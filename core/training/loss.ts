@@ -41,33 +41,42 @@ export function segmentationLoss(logits: Tensor, target: Tensor, kind: LossKind,
   });
 }
 
+/** The per-channel sums a soft Dice (+ cross-entropy) loss is made of, over the logits it has seen. */
+export interface LossSums {
+  /** Σ p·t per channel. */
+  inter: Float64Array;
+  /** Σ p per channel. */
+  prob: Float64Array;
+  /** Σ t per channel. */
+  target: Float64Array;
+  /** Σ of the cross-entropy terms (0 for 'dice'). */
+  ce: number;
+}
+
 /**
- * Loss and gradient at the logits in one pass over host-visible arrays, with the gradients of soft Dice
- * and cross-entropy written out analytically: the device holds the gradient only, where the taped
- * version holds about 20 logits-sized temporaries (the loss can be the step's peak at full resolution).
- * Sums in float64. Same definitions as `segmentationLoss` (checked against it in test/loss.test.ts).
+ * The first pass of the fused loss over (a part of) the logits: the sums of `LossSums` in float64, and
+ * the probabilities written into `probs` (the gradient's buffer, rewritten by `lossFromSums`). Parts'
+ * sums add up to the whole's (spatial partitioning all-reduces them).
  */
-export function fusedLossAndGradient(
+export function lossPartialSums(
   logitsArr: Float32Array,
   targetArr: Float32Array,
   channels: number,
   kind: LossKind,
   activation: 'sigmoid' | 'softmax',
-): { loss: number; grad: Float32Array } {
+  probs: Float32Array,
+): LossSums {
   const K = channels;
-  const V = logitsArr.length / K;
-  const grad = new Float32Array(logitsArr.length);
   const I = new Float64Array(K);
   const P = new Float64Array(K);
   const T = new Float64Array(K);
   const ce = kind === 'dice+ce';
   let ceSum = 0;
-  // Probabilities go into `grad` first (reused as scratch), then are replaced by the gradient.
   if (activation === 'sigmoid') {
     for (let i = 0; i < logitsArr.length; i++) {
       const l = logitsArr[i]!;
       const p = 1 / (1 + Math.exp(-l));
-      grad[i] = p;
+      probs[i] = p;
       const c = i % K;
       const t = targetArr[i]!;
       I[c]! += p * t;
@@ -75,31 +84,10 @@ export function fusedLossAndGradient(
       T[c]! += t;
       if (ce) ceSum += Math.max(l, 0) - l * t + Math.log1p(Math.exp(-Math.abs(l)));
     }
-    let diceSum = 0;
-    const A = new Float64Array(K);
-    const B = new Float64Array(K);
-    for (let c = 0; c < K; c++) {
-      const D = P[c]! + T[c]! + SMOOTH;
-      diceSum += (2 * I[c]! + SMOOTH) / D;
-      // dL/dp = -(1/K)·(2t·D − (2I + ε))/D² = A·t + B
-      A[c] = -(2 / D) / K;
-      B[c] = (2 * I[c]! + SMOOTH) / (D * D) / K;
-    }
-    const M = logitsArr.length;
-    for (let i = 0; i < grad.length; i++) {
-      const c = i % K;
-      const p = grad[i]!;
-      const t = targetArr[i]!;
-      let g = (A[c]! * t + B[c]!) * p * (1 - p);
-      if (ce) g += (p - t) / M;
-      grad[i] = g;
-    }
-    return { loss: 1 - diceSum / K + (ce ? ceSum / M : 0), grad };
+    return { inter: I, prob: P, target: T, ce: ceSum };
   }
-  // softmax over the channel axis; Dice over the foreground channels (all when K = 1)
-  const first = K > 1 ? 1 : 0;
-  const F = K - first;
-  for (let v = 0; v < V; v++) {
+  // softmax over the channel axis
+  for (let v = 0; v < logitsArr.length / K; v++) {
     const o = v * K;
     let max = -Infinity;
     for (let k = 0; k < K; k++) max = Math.max(max, logitsArr[o + k]!);
@@ -109,24 +97,61 @@ export function fusedLossAndGradient(
     for (let k = 0; k < K; k++) {
       const p = Math.exp(logitsArr[o + k]! - logZ);
       const t = targetArr[o + k]!;
-      grad[o + k] = p;
+      probs[o + k] = p;
       I[k]! += p * t;
       P[k]! += p;
       T[k]! += t;
       if (ce) ceSum -= t * (logitsArr[o + k]! - logZ);
     }
   }
+  return { inter: I, prob: P, target: T, ce: ceSum };
+}
+
+/**
+ * The second pass: the loss from the sums over all `elements` logits (the whole batch, every part), and
+ * its gradient at (a part of) the logits, written over the probabilities in `grad`, times `weight`.
+ */
+export function lossFromSums(
+  sums: LossSums,
+  elements: number,
+  targetArr: Float32Array,
+  channels: number,
+  kind: LossKind,
+  activation: 'sigmoid' | 'softmax',
+  grad: Float32Array,
+  weight = 1,
+): number {
+  const K = channels;
+  const { inter: I, prob: P, target: T } = sums;
+  const ce = kind === 'dice+ce';
+  // Dice over every channel (sigmoid), or over the foreground channels (softmax; all when K = 1)
+  const first = activation === 'softmax' && K > 1 ? 1 : 0;
+  const F = K - first;
   let diceSum = 0;
   const A = new Float64Array(K);
   const B = new Float64Array(K);
-  for (let k = first; k < K; k++) {
-    const D = P[k]! + T[k]! + SMOOTH;
-    diceSum += (2 * I[k]! + SMOOTH) / D;
-    A[k] = -(2 / D) / F;
-    B[k] = (2 * I[k]! + SMOOTH) / (D * D) / F;
+  for (let c = first; c < K; c++) {
+    const D = P[c]! + T[c]! + SMOOTH;
+    diceSum += (2 * I[c]! + SMOOTH) / D;
+    // dL/dp = -(1/F)·(2t·D − (2I + ε))/D² = A·t + B
+    A[c] = -(2 / D) / F;
+    B[c] = (2 * I[c]! + SMOOTH) / (D * D) / F;
   }
+  if (activation === 'sigmoid') {
+    const M = elements;
+    for (let i = 0; i < grad.length; i++) {
+      const c = i % K;
+      const p = grad[i]!;
+      const t = targetArr[i]!;
+      let g = (A[c]! * t + B[c]!) * p * (1 - p);
+      if (ce) g += (p - t) / M;
+      grad[i] = weight * g;
+    }
+    return weight * (1 - diceSum / F + (ce ? sums.ce / M : 0));
+  }
+  const V = elements / K;
   const g = new Float64Array(K);
-  for (let v = 0; v < V; v++) {
+  for (let v = 0; v < grad.length / K; v++) {
     const o = v * K;
     // dL/dl_j = p_j (g_j − Σ_k p_k g_k) for Dice; (p_j Σ_k t_k − t_j)/V for cross-entropy
     let pg = 0;
@@ -140,10 +165,29 @@ export function fusedLossAndGradient(
       const p = grad[o + k]!;
       let d = p * (g[k]! - pg);
       if (ce) d += (p * tSum - targetArr[o + k]!) / V;
-      grad[o + k] = d;
+      grad[o + k] = weight * d;
     }
   }
-  return { loss: 1 - diceSum / F + (ce ? ceSum / V : 0), grad };
+  return weight * (1 - diceSum / F + (ce ? sums.ce / V : 0));
+}
+
+/**
+ * Loss and gradient at the logits in one pass over host-visible arrays (two: the sums, then the
+ * gradient), with the gradients of soft Dice and cross-entropy written out analytically: the device holds
+ * the gradient only, where the taped version holds about 20 logits-sized temporaries (the loss can be the
+ * step's peak at full resolution). Sums in float64. Same definitions as `segmentationLoss` (checked
+ * against it in test/loss.test.ts).
+ */
+export function fusedLossAndGradient(
+  logitsArr: Float32Array,
+  targetArr: Float32Array,
+  channels: number,
+  kind: LossKind,
+  activation: 'sigmoid' | 'softmax',
+): { loss: number; grad: Float32Array } {
+  const grad = new Float32Array(logitsArr.length);
+  const sums = lossPartialSums(logitsArr, targetArr, channels, kind, activation, grad);
+  return { loss: lossFromSums(sums, logitsArr.length, targetArr, channels, kind, activation, grad), grad };
 }
 
 /** Loss value and its gradient with respect to the logits (the start of the owned backward pass). */

@@ -35,10 +35,9 @@ import type { Tensor } from '@tensorflow/tfjs-core';
 import { Add, ConcatChannels, Conv3d, InstanceNormAct, UpsampleNearest, NETWORK_INPUT, type GraphNode, type Network, type Shape } from '../../core/engine/index.js';
 import { capabilities, exclusiveValues, sharesStorage } from '../../core/backend/index.js';
 import type { Collective } from '../../core/parallel/index.js';
-import type { LossKind } from '../../core/training/index.js';
+import { lossFromSums, lossPartialSums, type LossKind, type LossSums } from '../../core/training/index.js';
 import { networkGeometry, slabPlanes, type NodeGeometry, type SlabPartition } from './partition.js';
 
-const SMOOTH = 1e-5;
 const DEFAULT_MESSAGE_BYTES = 16 * 2 ** 20;
 
 export interface SpatialStepStats {
@@ -584,110 +583,43 @@ export class SpatialStep {
   // ------------------------------------------------------------------------------------------------
 
   /**
-   * stepLoss's 'dice' / 'dice+ce' (core/training/loss.ts, fusedLossAndGradient's formulas) over the whole
-   * volume: the main output against the target, each auxiliary output against the target average-pooled
-   * by its scale, weighted; sums all-reduced in one float64 call, gradients local.
+   * stepLoss's 'dice' / 'dice+ce' over the whole volume: the main output against the target, each
+   * auxiliary output against the target average-pooled by its scale, weighted. core/training/loss.ts's
+   * two passes: lossPartialSums on this rank's part, the sums all-reduced in one float64 call, then
+   * lossFromSums writes the local gradient.
    */
   private loss(heads: { logits: Tensor; target: Tensor; weight: number; global: Shape }[], kind: LossKind): { loss: number; grads: Tensor[] } {
     const act = this.net.activation;
-    const ce = kind === 'dice+ce';
     const K = Math.max(this.net.outChannels, ...heads.map((hd) => hd.logits.shape[4]!));
     const per = 3 * K + 1;
     const sums = new Float64Array(per * heads.length);
     const scratch: Float32Array[] = [];
     heads.forEach((hd, h) => {
       const l = hd.logits.dataSync() as Float32Array;
-      const t = hd.target.dataSync() as Float32Array;
       const kk = hd.logits.shape[4]!;
       const grad = new Float32Array(l.length);
+      const part = lossPartialSums(l, hd.target.dataSync() as Float32Array, kk, kind, act, grad);
       const o = per * h;
-      let ceSum = 0;
-      if (act === 'sigmoid') {
-        for (let i = 0; i < l.length; i++) {
-          const li = l[i]!;
-          const p = 1 / (1 + Math.exp(-li));
-          grad[i] = p;
-          const c = i % kk;
-          const ti = t[i]!;
-          sums[o + c]! += p * ti;
-          sums[o + K + c]! += p;
-          sums[o + 2 * K + c]! += ti;
-          if (ce) ceSum += Math.max(li, 0) - li * ti + Math.log1p(Math.exp(-Math.abs(li)));
-        }
-      } else {
-        for (let v = 0; v < l.length / kk; v++) {
-          const b0 = v * kk;
-          let max = -Infinity;
-          for (let k = 0; k < kk; k++) max = Math.max(max, l[b0 + k]!);
-          let z = 0;
-          for (let k = 0; k < kk; k++) z += Math.exp(l[b0 + k]! - max);
-          const logZ = Math.log(z) + max;
-          for (let k = 0; k < kk; k++) {
-            const p = Math.exp(l[b0 + k]! - logZ);
-            const ti = t[b0 + k]!;
-            grad[b0 + k] = p;
-            sums[o + k]! += p * ti;
-            sums[o + K + k]! += p;
-            sums[o + 2 * K + k]! += ti;
-            if (ce) ceSum -= ti * (l[b0 + k]! - logZ);
-          }
-        }
-      }
-      sums[o + 3 * K] = ceSum;
+      sums.set(part.inter, o);
+      sums.set(part.prob, o + K);
+      sums.set(part.target, o + 2 * K);
+      sums[o + 3 * K] = part.ce;
       scratch.push(grad);
     });
     const tot = this.allReduceF64(sums);
     let loss = 0;
     const grads = heads.map((hd, h) => {
       const o = per * h;
-      const t = hd.target.dataSync() as Float32Array;
-      const grad = scratch[h]!;
       const kk = hd.logits.shape[4]!;
-      const w = hd.weight;
+      const whole: LossSums = {
+        inter: tot.slice(o, o + kk),
+        prob: tot.slice(o + K, o + K + kk),
+        target: tot.slice(o + 2 * K, o + 2 * K + kk),
+        ce: tot[o + 3 * K]!,
+      };
+      const grad = scratch[h]!;
       const elements = hd.global.reduce((a, b) => a * b, 1);
-      const A = new Float64Array(kk);
-      const B = new Float64Array(kk);
-      let diceSum = 0;
-      const first = act === 'softmax' && kk > 1 ? 1 : 0;
-      const F = kk - first;
-      for (let c = first; c < kk; c++) {
-        const D = tot[o + K + c]! + tot[o + 2 * K + c]! + SMOOTH;
-        diceSum += (2 * tot[o + c]! + SMOOTH) / D;
-        A[c] = -(2 / D) / F;
-        B[c] = (2 * tot[o + c]! + SMOOTH) / (D * D) / F;
-      }
-      if (act === 'sigmoid') {
-        const M = elements;
-        loss += w * (1 - diceSum / F + (ce ? tot[o + 3 * K]! / M : 0));
-        for (let i = 0; i < grad.length; i++) {
-          const c = i % kk;
-          const p = grad[i]!;
-          const ti = t[i]!;
-          let gi = (A[c]! * ti + B[c]!) * p * (1 - p);
-          if (ce) gi += (p - ti) / M;
-          grad[i] = w * gi;
-        }
-      } else {
-        const V = elements / kk;
-        loss += w * (1 - diceSum / F + (ce ? tot[o + 3 * K]! / V : 0));
-        const gk = new Float64Array(kk);
-        for (let v = 0; v < grad.length / kk; v++) {
-          const b0 = v * kk;
-          let pg = 0;
-          let tSum = 0;
-          for (let k = 0; k < kk; k++) {
-            gk[k] = A[k]! * t[b0 + k]! + B[k]!;
-            pg += grad[b0 + k]! * gk[k]!;
-            tSum += t[b0 + k]!;
-          }
-          for (let k = 0; k < kk; k++) {
-            const p = grad[b0 + k]!;
-            let dd = p * (gk[k]! - pg);
-            if (ce) dd += (p * tSum - t[b0 + k]!) / V;
-            grad[b0 + k] = w * dd;
-          }
-        }
-      }
+      loss += lossFromSums(whole, elements, hd.target.dataSync() as Float32Array, kk, kind, act, grad, hd.weight);
       return tf.tensor(grad, hd.logits.shape, 'float32');
     });
     return { loss, grads };
