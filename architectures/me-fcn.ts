@@ -283,7 +283,8 @@ export class HalfSaved implements Layer {
     const saved = args.saved.map((p, k) => unpackHalf(p, shapes[k]!));
     try {
       // The unpacked copies are this layer's own, freed below: the inner layer may overwrite them.
-      return this.inner.backward({ ...args, saved, overwritable: saved.map(() => true) });
+      // No early release (Layer.releasesSavesEarly): the unpacked copies are freed together, below.
+      return this.inner.backward({ ...args, release: undefined, saved, overwritable: saved.map(() => true) });
     } finally {
       for (const t of saved) t.dispose();
     }

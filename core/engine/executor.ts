@@ -343,8 +343,20 @@ export class Executor {
           saved.delete(node.name);
           const forwardMode = savedMode.get(node.name) ?? 'all';
           savedMode.delete(node.name);
+          // Saves the layer let go of during its backward (Layer.releasesSavesEarly): freed then, not after.
+          const released = new Set<number>();
           if (ev.kind === 'backward' && dy) {
             const savedTensors = await Promise.all(entries.map((e) => ('tensor' in e ? e.tensor : hooks!.unpack(e.packed))));
+            const releaseSave = (k: number): void => {
+              const e = entries[k];
+              if (!e || released.has(k)) return;
+              released.add(k);
+              if ('tensor' in e) holders.release(e.tensor);
+              else {
+                savedTensors[k]!.dispose();
+                hooks!.release?.(e.packed);
+              }
+            };
             observer?.beforeOp?.('backward', node.name);
             const { dInputs, dParams } = node.layer.backward({
               dy,
@@ -357,10 +369,11 @@ export class Executor {
               // the caller owns it), is freed after this call.
               overwritable: entries.map((e, k) => 'packed' in e || ((ev.overwritable[k] ?? true) && e.tensor !== x && holders.count(e.tensor) === 1)),
               dyOverwritable: ev.dyOverwritable,
+              release: releaseSave,
             });
             dy.dispose();
             savedTensors.forEach((t, k) => {
-              if ('packed' in entries[k]!) t.dispose();
+              if ('packed' in entries[k]! && !released.has(k)) t.dispose();
             });
             node.inputs.forEach((n, k) => {
               const g = dInputs[k];
@@ -372,10 +385,11 @@ export class Executor {
             node.layer.params.forEach((p, k) => accumulate(paramGrads, `${node.name}.${p.name}`, dParams[k]!, 'in-place'));
             observer?.afterOp?.('backward', node.name);
           } else dy?.dispose();
-          for (const e of entries) {
+          entries.forEach((e, k) => {
+            if (released.has(k)) return;
             if ('tensor' in e) holders.release(e.tensor);
             else hooks!.release?.(e.packed);
-          }
+          });
           break;
         }
         case 'update': {

@@ -64,6 +64,11 @@ export interface BackwardArgs {
    * `gradientInPlace` may write its input gradient into it. Default false.
    */
   dyOverwritable?: boolean;
+  /**
+   * The layer will not read `saved[k]` again in this call: the executor frees it now where nothing else
+   * holds it (else when the call returns). Layers with `releasesSavesEarly` call it for every save.
+   */
+  release?(k: number): void;
 }
 
 export interface BackwardResult {
@@ -122,6 +127,14 @@ export interface Layer {
    * that buffer (core/backend/in-place.ts, cpu backend), so no new buffer is allocated for it.
    */
   readonly gradientInPlace?: boolean;
+  /**
+   * True where backward is done with its saves once the parameter gradients are made and calls
+   * `BackwardArgs.release` for each before it allocates the input gradients (a convolution: dx needs only
+   * dy and the filter). The step then frees each save that nothing else holds at that point, so the
+   * saved input and the input gradient are never alive together; the schedule (and so the estimator)
+   * books it there.
+   */
+  readonly releasesSavesEarly?: boolean;
   /** Multiply–add count ×2 of forward (for the benchmark's GFLOP/s). */
   flops?(inputShapes: Shape[]): number;
 }

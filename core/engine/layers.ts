@@ -32,7 +32,6 @@ export interface Conv3dOptions {
   padding?: 'same' | 'valid';
 }
 
-/** 3-D convolution, NDHWC, filter [kd, kh, kw, in, out]. Saves its input. */
 /** Zero padding as concatenations, one axis at a time (for backends whose pad cannot take rank 5). */
 function padByConcat(x: tf.Tensor, pads: [number, number][]): tf.Tensor {
   let y = x;
@@ -44,8 +43,13 @@ function padByConcat(x: tf.Tensor, pads: [number, number][]): tf.Tensor {
   return y;
 }
 
+/**
+ * 3-D convolution, NDHWC, filter [kd, kh, kw, in, out]. Saves its input, and lets it go in backward once
+ * the filter gradient is made, before the input gradient is allocated.
+ */
 export class Conv3d implements Layer {
   readonly type = 'conv3d';
+  readonly releasesSavesEarly = true;
   readonly params: ParamSpec[];
   private readonly k: [number, number, number];
   private readonly stride: number;
@@ -82,7 +86,7 @@ export class Conv3d implements Layer {
     y.dispose();
     return out;
   }
-  backward({ dy, saved: [x], params: [filter, bias], inputShapes: [xShape], needInputGrad }: BackwardArgs): BackwardResult {
+  backward({ dy, saved: [x], params: [filter, bias], inputShapes: [xShape], needInputGrad, release }: BackwardArgs): BackwardResult {
     const dFilter = tf.engine().runKernel(
       'Conv3DBackpropFilterV2',
       { x: x!, dy },
@@ -90,6 +94,8 @@ export class Conv3d implements Layer {
     ) as tf.Tensor;
     const dParams = [dFilter];
     if (bias) dParams.push(tf.sum(dy, [0, 1, 2, 3]));
+    // The input gradient needs dy and the filter only: the saved input goes first (releasesSavesEarly).
+    release?.(0);
     const dx = needInputGrad[0]
       ? (tf.engine().runKernel(
           'Conv3DBackpropInputV2',

@@ -648,6 +648,15 @@ class StepScheduler {
         // A layer that writes its input gradient over dy (where nothing shares dy) allocates nothing for it.
         const dyOverwritable = this.caps.inPlaceWrites && dy.refs === 1;
         const overDy = dyOverwritable && node.layer.gradientInPlace === true;
+        // Saves that only this node still holds (and swapped-in copies) may be overwritten by its backward.
+        const overwritable = entry.items.map((it) => 'host' in it || it.device.refs === 1);
+        const overwriting = device.every((b) => b.refs === 1);
+        // A layer done with its saves after its parameter gradients lets them go before its input gradients.
+        const early = node.layer.releasesSavesEarly === true;
+        if (early) {
+          for (const b of fromHost) this.release(b);
+          for (const b of device) this.release(b);
+        }
         const dInputs: (SymbolicBuffer | null)[] = node.inputs.map((n, k) => {
           if (!needInputGrad[k]) return null;
           if (node.layer.passesGradient || overDy) {
@@ -656,15 +665,12 @@ class StepScheduler {
           }
           return this.alloc(bytesOf(this.shapes.get(n)!), 1, `gradient ${n}`);
         });
-        // Saves that only this node still holds (and swapped-in copies) may be overwritten by its backward.
-        const overwritable = entry.items.map((it) => 'host' in it || it.device.refs === 1);
-        const overwriting = device.every((b) => b.refs === 1);
         const wsBackward = overwriting ? (ws?.backwardOverwriting ?? ws?.backward) : ws?.backward;
         if (wsBackward) this.transient(wsBackward * BYTES_PER_ELEMENT);
         this.release(dy);
-        for (const b of fromHost) this.release(b);
+        if (!early) for (const b of fromHost) this.release(b);
         const accumulation = node.inputs.map((n, k) => (dInputs[k] ? this.accumulate(grads, n, dInputs[k]!) : null));
-        for (const b of device) this.release(b);
+        if (!early) for (const b of device) this.release(b);
         this.emit<BackwardEvent>({ kind: 'backward', node: i, needInputGrad, overwritable, dyOverwritable, accumulation });
         if (this.options.optimizerInBackward && pBytes) {
           this.where = `adam ${node.name}`;

@@ -357,9 +357,11 @@ export class SpatialStep {
     params: Tensor[],
     needInputGrad: boolean,
     p: Extract<NodePlan, { kind: 'conv-halo' }>,
+    releaseSaves: () => void,
   ): { dx: Tensor | null; dParams: Tensor[] } {
     const [x, ...halos] = saved;
-    const [n, d, h, w, c] = x!.shape as number[] as [number, number, number, number, number];
+    const xShape = x!.shape;
+    const [n, d, h, w, c] = xShape as number[] as [number, number, number, number, number];
     // The halos kept in forward: the below one exists except on rank 0, the above one except on the last rank.
     let k = 0;
     const below = this.rank > 0 ? (halos[k++]!.dataSync() as Float32Array) : null;
@@ -373,13 +375,15 @@ export class SpatialStep {
     ext.dispose();
     const dParams = [dFilter];
     if (bias) dParams.push(tf.sum(dy, [0, 1, 2, 3]));
+    // As Conv3d's backward (Layer.releasesSavesEarly, which the estimate books): the saves go before dx.
+    releaseSaves();
     if (!needInputGrad) return { dx: null, dParams };
     const dExt = tf.engine().runKernel('Conv3DBackpropInputV2', { dy, filter: filter! }, { inputShape: extShape, strides, pad: 'valid' }) as Tensor;
     const dv = dExt.dataSync() as Float32Array;
     const toBelow = this.rank > 0 ? SpatialStep.planesOf(dv, extShape, 0, p.below, h, w, p.padH[0], p.padW[0]) : null;
     const toAbove = this.rank < this.size - 1 ? SpatialStep.planesOf(dv, extShape, p.below + d, p.above, h, w, p.padH[0], p.padW[0]) : null;
     const dxv = SpatialStep.planesOf(dv, extShape, p.below, d, h, w, p.padH[0], p.padW[0]);
-    const dx = tf.tensor(dxv, x!.shape, 'float32'); // made while dExt lives: the meter sees both
+    const dx = tf.tensor(dxv, xShape, 'float32'); // made while dExt lives: the meter sees both
     dExt.dispose();
     const { fromBelow, fromAbove } = this.exchange(toBelow, toAbove);
     const plane = h * w * c;
@@ -744,13 +748,21 @@ export class SpatialStep {
       saved.delete(node.name);
       const dy = grads.get(node.name);
       grads.delete(node.name);
+      // Saves a backward let go of before it returned (Layer.releasesSavesEarly), as the executor does.
+      const released = new Set<number>();
+      const releaseSave = (k: number): void => {
+        if (released.has(k) || !entry.tensors[k]) return;
+        released.add(k);
+        release(entry.tensors[k]!);
+      };
+      const releaseSaves = (): void => entry.tensors.forEach((_, k) => releaseSave(k));
       if (dy) {
         const ps = this.paramsOf(node, params);
         const needInputGrad = node.inputs.map((n) => n !== NETWORK_INPUT);
         let dInputs: (Tensor | null)[];
         let dParams: Tensor[];
         if (plan.kind === 'conv-halo') {
-          const r = this.convHaloBackward(dy, entry.tensors, ps, needInputGrad[0]!, plan);
+          const r = this.convHaloBackward(dy, entry.tensors, ps, needInputGrad[0]!, plan, releaseSaves);
           dInputs = [r.dx];
           dParams = r.dParams;
         } else if (plan.kind === 'norm') {
@@ -760,7 +772,7 @@ export class SpatialStep {
           dInputs = [r.dx];
           dParams = [r.dGamma, r.dBeta];
         } else {
-          const r = node.layer.backward({ dy, saved: entry.tensors, saveMode: 'all', params: ps, inputShapes: entry.inputShapes, needInputGrad });
+          const r = node.layer.backward({ dy, saved: entry.tensors, saveMode: 'all', params: ps, inputShapes: entry.inputShapes, needInputGrad, release: releaseSave });
           dInputs = r.dInputs;
           dParams = r.dParams;
         }
@@ -773,7 +785,7 @@ export class SpatialStep {
         });
         node.layer.params.forEach((p, k) => accumulate(paramGrads, `${node.name}.${p.name}`, dParams[k]!));
       }
-      for (const t of entry.tensors) release(t);
+      releaseSaves();
     }
     for (const g of grads.values()) g.dispose();
     for (const t of [...holders.keys()]) if (t !== x) release(t, holders.get(t)!);
