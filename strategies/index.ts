@@ -2,7 +2,7 @@
 import type { StrategyPlugin } from '../core/plugins/index.js';
 import fullVolume from './full-volume.js';
 import patch from './patch.js';
-import checkpoint from './checkpoint.js';
+import checkpoint from './checkpoint/index.js';
 import swap from './swap/index.js';
 import spatial from './spatial/index.js';
 

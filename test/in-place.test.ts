@@ -13,7 +13,7 @@ import { Executor } from '../core/engine/executor.js';
 import type { StepPlan } from '../core/engine/plan.js';
 import { stepLoss } from '../core/training/loss.js';
 import { DeviceMemoryMeter } from '../core/memory/meter.js';
-import checkpoint from '../strategies/checkpoint.js';
+import checkpoint from '../strategies/checkpoint/index.js';
 import { createSwapStrategy } from '../strategies/swap/index.js';
 import { cpu, smallUNet, batch, estimateAndMeasure, ESTIMATOR_SIZES } from './helpers/step.js';
 import type { Network } from '../core/engine/graph.js';
@@ -184,8 +184,8 @@ describe('the optimizer inside backward', () => {
   const plans: Record<string, () => StepPlan> = {
     owned: () => ({}),
     tape: () => ({ backward: 'tape' }),
-    checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape),
-    'checkpoint, lean': () => checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape),
+    checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false, budget: 0, margin: 0 }, { baseDir: '.' }).plan(net, shape),
+    'checkpoint, lean': () => checkpoint.create({ segments: 0, split: 'search', lean: true, budget: 0, margin: 0 }, { baseDir: '.' }).plan(net, shape),
     swap: () => createSwapStrategy({ lb: 0, outLag: 0 }).plan(net, shape),
   };
   for (const [name, plan] of Object.entries(plans))
@@ -210,9 +210,9 @@ describe('the estimator with the optimizer inside backward and swap-out lag', ()
       const shape = [1, ...spatial, 4];
       const plans: Record<string, () => StepPlan> = {
         owned: () => ({}),
-        checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false }, { baseDir: '.' }).plan(net, shape),
+        checkpoint: () => checkpoint.create({ segments: 0, split: 'search', lean: false, budget: 0, margin: 0 }, { baseDir: '.' }).plan(net, shape),
         'checkpoint, lean': () =>
-          checkpoint.create({ segments: 0, split: 'search', lean: true }, { baseDir: '.' }).plan(net, shape, { estimate: inBackward }),
+          checkpoint.create({ segments: 0, split: 'search', lean: true, budget: 0, margin: 0 }, { baseDir: '.' }).plan(net, shape, { estimate: inBackward }),
         'swap lb 0 outLag 0': () => createSwapStrategy({ lb: 0, outLag: 0, minBytes: 0 }).plan(net, shape),
       };
       for (const [name, make] of Object.entries(plans)) {

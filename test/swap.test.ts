@@ -51,7 +51,8 @@ function maxRelDiff(a: Map<string, Tensor>, b: Map<string, Tensor>): number {
 const disposeGrads = (g: Map<string, Tensor>): void => g.forEach((t) => t.dispose());
 
 /** A strategy's report as column name → value. */
-const reportOf = (s: MemoryStrategy): Record<string, number | null> => Object.fromEntries((s.report?.() ?? []).map((c) => [c.name, c.value]));
+const reportOf = (s: MemoryStrategy): Record<string, number | null> =>
+  Object.fromEntries((s.report?.() ?? []).map((c) => [c.name, typeof c.value === 'number' ? c.value : null]));
 
 beforeAll(async () => {
   await tf.setBackend('cpu');

@@ -322,7 +322,7 @@ export class ExperimentRunner {
       const inputShape = [tr.batchSize, ...stepShape, dataset.channels.length];
       inferShapes(net, inputShape); // fails early, with the layer's message, on an impossible shape
       const estimateOptions: EstimateOptions = { optimizerSlots: 2, loss: tr.loss, optimizerInBackward: tr.optimizerInBackward };
-      const plan = strategy.plan(net, inputShape, { estimate: estimateOptions });
+      const plan = strategy.plan(net, inputShape, { estimate: estimateOptions, deviceMemory: tr.deviceMemory });
       // Per accelerator: a strategy that splits the step estimates one part (MemoryStrategy.estimate).
       const options = { ...estimateOptions, breakdown: opts.breakdown };
       const estimate = strategy.estimate ? strategy.estimate(net, inputShape, plan, options) : estimatePeak(net, inputShape, plan, options);

@@ -75,13 +75,15 @@ export interface PlanContext {
    * loss): a strategy that plans with the estimator (checkpoint's search) must use the same.
    */
   estimate?: EstimateOptions;
+  /** The trial's device memory budget (training.deviceMemory), bytes, where it has one: a strategy may plan to it. */
+  deviceMemory?: number;
 }
 
 /** One column a strategy adds to each trial record (trials.csv), with its meaning for the summary's legend. */
 export interface StrategyColumn {
   /** The column's name, snake_case, e.g. `swap_out_bytes`. */
   name: string;
-  value: number | null;
+  value: number | string | null;
   /** One line saying what the value is (unit included). */
   meaning: string;
 }

@@ -4,160 +4,27 @@
  * backward re-runs a segment's forward (saving, this time) just before its backward. With about √n
  * segments of about √n layers the saved memory is O(√n) for about one extra forward pass.
  *
- * `split: search` (default) plans the segments for the step's input shape: starting from the best of
- * the balanced splits and the architecture's levels, it toggles single cut points (and whether a layer
- * is checkpointed at all) while the estimator's predicted peak (core/memory/estimator.ts, within a few percent
- * of the meter) goes down: Chen et al.'s memory planning with the estimator as the cost model.
- * `split: balanced` cuts the layer order into `segments` contiguous runs holding about equal bytes of
- * saved tensors; `split: levels` uses the architecture's own blocks (one per U-Net level and pathway).
+ * How the segments are chosen (`split`):
+ * - `budget` (what `auto`, the default, does where there is a budget: `budget`, else training.deviceMemory):
+ *   the segments with the least predicted recompute time whose estimated peak fits the budget (budget.ts:
+ *   a dynamic program over the chain of layers, as Rotor's, checked and refined with the estimator).
+ * - `search` (`auto` without a budget): the segments with the lowest estimated peak (search.ts: a local
+ *   search with the estimator, core/memory/estimator.ts, as the cost model; Chen et al.'s memory planning).
+ * - `balanced`: `segments` contiguous runs holding about equal bytes of saved tensors.
+ * - `levels`: the architecture's own blocks (one per U-Net level and pathway).
+ * The trial record carries the plan, its budget and its predicted recompute (`report`).
  */
-import type { MemoryStrategy, StrategyPlugin } from '../core/plugins/index.js';
-import { inferShapes, type Network, type Shape } from '../core/engine/index.js';
-import { estimatePeak, type EstimateOptions } from '../core/memory/index.js';
-import { defineSettings } from '../core/config/index.js';
-import { fullVolumeSample, fullVolumeShape } from '../core/training/index.js';
-import { fullVolumeInference } from '../core/inference/index.js';
+import type { MemoryStrategy, StrategyColumn, StrategyPlugin } from '../../core/plugins/index.js';
+import type { Network } from '../../core/engine/index.js';
+import type { EstimateOptions } from '../../core/memory/index.js';
+import { defineSettings } from '../../core/config/index.js';
+import { fullVolumeSample, fullVolumeShape } from '../../core/training/index.js';
+import { fullVolumeInference } from '../../core/inference/index.js';
+import { balancedSegments, searchSegments } from './search.js';
+import { forwardSeconds, planForBudget, recomputeSeconds } from './budget.js';
 
-/** Bytes each node saves for backward (its saved inputs, output and extras), at `inputShape`. */
-export function savedBytesPerNode(net: Network, inputShape: Shape): number[] {
-  const shapes = inferShapes(net, inputShape);
-  const size = (s: Shape): number => s.reduce((a, b) => a * b, 1);
-  return net.nodes.map((node) => {
-    const inShapes = node.inputs.map((i) => shapes.get(i)!);
-    const spec = node.layer.saves(inShapes);
-    let n = spec.extra.reduce((a, b) => a + b, 0);
-    for (const i of spec.inputs) n += size(inShapes[i]!);
-    if (spec.output) n += size(shapes.get(node.name)!);
-    return 4 * n;
-  });
-}
-
-/** `k` contiguous runs of nodes with about equal saved bytes each (greedy on the running total). */
-export function balancedSegments(net: Network, inputShape: Shape, k: number): string[][] {
-  const bytes = savedBytesPerNode(net, inputShape);
-  const total = bytes.reduce((a, b) => a + b, 0);
-  const segments: string[][] = [];
-  let current: string[] = [];
-  let acc = 0;
-  net.nodes.forEach((node, i) => {
-    current.push(node.name);
-    acc += bytes[i]!;
-    const target = (total * (segments.length + 1)) / k;
-    if (acc >= target && segments.length < k - 1) {
-      segments.push(current);
-      current = [];
-    }
-  });
-  if (current.length) segments.push(current);
-  return segments;
-}
-
-/** Segments from a cut after each node where `cut[i]`, leaving out the nodes where `keep[i]`. */
-function segmentsFrom(net: Network, cut: boolean[], keep: boolean[]): string[][] {
-  const out: string[][] = [];
-  let current: string[] = [];
-  net.nodes.forEach((node, i) => {
-    if (keep[i]) {
-      if (current.length) out.push(current);
-      current = [];
-      return;
-    }
-    current.push(node.name);
-    if (cut[i]) {
-      out.push(current);
-      current = [];
-    }
-  });
-  if (current.length) out.push(current);
-  return out;
-}
-
-/** Lexicographic comparison of two descending step profiles (the peak first, then the next highest steps). */
-function lower(a: number[], b: number[]): boolean {
-  for (let k = 0; k < Math.min(a.length, b.length); k++) if (a[k] !== b[k]) return a[k]! < b[k]!;
-  return false;
-}
-
-/**
- * The segmentation with the lowest estimated peak found by local search. Starting points: the
- * architecture's levels, the balanced splits (1 … 2√n segments) and one segment per layer; from the best
- * few, single moves (toggle a cut, toggle whether a layer is checkpointed at all, shift a cut by one) are
- * kept while they lower the estimate. Ties on the peak go to the plan whose other layer steps are lower
- * (the steps' high-water marks sorted from the top): the peak is a maximum, flat under most single
- * moves, and this lets the search walk across those plateaus. About a thousand estimates (~1 ms each).
- */
-export function searchSegments(
-  net: Network,
-  inputShape: Shape,
-  saveMode: 'all' | 'lean' = 'all',
-  options: EstimateOptions = {},
-): string[][] {
-  const n = net.nodes.length;
-  const estimateOptions = { ...options, breakdown: false };
-  const profile = (segments: string[][]): number[] =>
-    estimatePeak(net, inputShape, { recompute: segments, saveMode }, estimateOptions).steps.slice().sort((a, b) => b - a);
-  const flagsOf = (segments: string[][]): { cut: boolean[]; keep: boolean[] } => {
-    const segOf = new Map<string, string[]>();
-    for (const s of segments) for (const name of s) segOf.set(name, s);
-    return {
-      keep: net.nodes.map((node) => !segOf.has(node.name)),
-      cut: net.nodes.map((node, i) => {
-        const s = segOf.get(node.name);
-        return !s || !net.nodes[i + 1] || s[s.length - 1] === node.name;
-      }),
-    };
-  };
-  const starts = [net.segments, net.nodes.map((node) => [node.name])];
-  for (let k = 1; k <= Math.max(2, Math.round(2 * Math.sqrt(n))); k++) starts.push(balancedSegments(net, inputShape, k));
-  const ranked = starts.map((s) => ({ s, p: profile(s) })).sort((a, b) => (lower(a.p, b.p) ? -1 : lower(b.p, a.p) ? 1 : 0));
-  let best: { s: string[][]; p: number[] } | null = null;
-  for (const start of ranked.slice(0, 3)) {
-    const { cut, keep } = flagsOf(start.s);
-    let current = start.p;
-    const tryMove = (apply: () => void, undo: () => void): boolean => {
-      apply();
-      const p = profile(segmentsFrom(net, cut, keep));
-      if (lower(p, current)) {
-        current = p;
-        return true;
-      }
-      undo();
-      return false;
-    };
-    for (let round = 0; round < 30; round++) {
-      let improved = false;
-      for (let i = 0; i < n; i++) {
-        for (const flags of [cut, keep]) improved = tryMove(() => void (flags[i] = !flags[i]), () => void (flags[i] = !flags[i])) || improved;
-        // Shift a cut to the next node (or back): moves a segment boundary without adding one.
-        if (i + 1 < n && cut[i] !== cut[i + 1]) {
-          const swap = (): void => void ([cut[i], cut[i + 1]] = [cut[i + 1]!, cut[i]!]);
-          improved = tryMove(swap, swap) || improved;
-        }
-        // Extend the segment before a kept node over it, ending after it or after the node that follows
-        // (so that the kept node's output need not be held: e.g. a residual sum and the strided
-        // convolution reading it).
-        if (i > 0 && keep[i] && !keep[i - 1])
-          for (const span of [0, 1]) {
-            if (i + span >= n || (span && keep[i + 1])) continue;
-            const before = [cut[i - 1]!, keep[i]!, cut[i]!, cut[i + span]!];
-            const apply = (): void => {
-              cut[i - 1] = false;
-              keep[i] = false;
-              cut[i] = span === 0;
-              cut[i + span] = true;
-            };
-            const undo = (): void => {
-              [cut[i - 1], keep[i], cut[i], cut[i + span]] = before;
-            };
-            improved = tryMove(apply, undo) || improved;
-          }
-      }
-      if (!improved) break;
-    }
-    if (!best || lower(current, best.p)) best = { s: segmentsFrom(net, cut, keep), p: current };
-  }
-  return best!.s;
-}
+export { balancedSegments, savedBytesPerNode, searchSegments } from './search.js';
+export { chainCandidates, forwardSeconds, planForBudget, recomputeSeconds, DEFAULT_COST_MODEL, type BudgetPlan, type CostModel } from './budget.js';
 
 const settings = defineSettings({
   segments: { type: 'integer', min: 0, default: 0, description: "with split 'balanced': the number of segments; 0 = about √(number of layers)" },
@@ -169,11 +36,33 @@ const settings = defineSettings({
   },
   split: {
     type: 'enum',
-    values: ['search', 'balanced', 'levels'],
-    default: 'search',
-    description: "'search': the segments with the lowest estimated peak; 'balanced': `segments` runs of equal saved bytes; 'levels': the architecture's blocks",
+    values: ['auto', 'budget', 'search', 'balanced', 'levels'],
+    default: 'auto',
+    description:
+      "'budget': the segments with the least predicted recompute time whose estimated peak fits the budget; 'search': the segments with the lowest estimated peak; 'auto': 'budget' where there is a budget, else 'search'; 'balanced': `segments` runs of equal saved bytes; 'levels': the architecture's blocks",
+  },
+  budget: {
+    type: 'bytes',
+    min: 0,
+    default: 0,
+    description: "the device memory the plan must fit (split 'budget' or 'auto'); 0: training.deviceMemory",
+  },
+  margin: {
+    type: 'number',
+    min: 0,
+    max: 0.5,
+    default: 0.02,
+    description: "fraction of the budget the plan leaves free for the estimate's error (the estimator is within a few percent of the meter)",
   },
 });
+
+interface Chosen {
+  segments: string[][];
+  peak: number | null;
+  recomputeSeconds: number;
+  forwardSeconds: number;
+  budget: number | null;
+}
 
 const plugin: StrategyPlugin<typeof settings> = {
   kind: 'strategy',
@@ -181,26 +70,59 @@ const plugin: StrategyPlugin<typeof settings> = {
   description: 'full volume; keep only segment inputs in forward, recompute each segment in backward',
   reference: 'Chen T. et al., Training Deep Nets with Sublinear Memory Cost, 2016 (arXiv:1604.06174)',
   settings,
-  create({ split, segments: wanted, lean }): MemoryStrategy {
+  create({ split, segments: wanted, lean, budget: ownBudget, margin }): MemoryStrategy {
     const saveMode = lean ? 'lean' : 'all';
-    const chosen = new Map<string, string[][]>();
+    const chosen = new Map<string, Chosen>();
+    let last: Chosen | null = null;
+    const withCost = (net: Network, inputShape: number[], segments: string[][], estimate: EstimateOptions | undefined): Chosen => {
+      const costs = forwardSeconds(net, inputShape);
+      return { segments, peak: null, budget: null, recomputeSeconds: recomputeSeconds(net, inputShape, segments, saveMode, costs, estimate), forwardSeconds: costs.reduce((a, b) => a + b, 0) };
+    };
     return {
       name: 'checkpoint',
       trainingShape: fullVolumeShape,
       sample: fullVolumeSample,
       plan(net, inputShape, context) {
-        const key = `${net.description}|${inputShape.join('x')}|${JSON.stringify(context?.estimate ?? {})}`;
-        let segments = chosen.get(key);
-        if (!segments) {
-          segments =
-            split === 'levels'
-              ? net.segments
-              : split === 'search'
-                ? searchSegments(net, inputShape, saveMode, context?.estimate)
-                : balancedSegments(net, inputShape, wanted > 0 ? wanted : Math.max(1, Math.round(Math.sqrt(net.nodes.length))));
-          chosen.set(key, segments);
+        const deviceBudget = ownBudget > 0 ? ownBudget : (context?.deviceMemory ?? 0);
+        const mode = split === 'auto' ? (deviceBudget > 0 ? 'budget' : 'search') : split;
+        if (mode === 'budget' && !(deviceBudget > 0))
+          throw new Error("strategy checkpoint: split 'budget' needs a budget: set strategy.settings.budget (e.g. 2GiB) or training.deviceMemory");
+        const key = `${net.description}|${inputShape.join('x')}|${JSON.stringify(context?.estimate ?? {})}|${deviceBudget}`;
+        let c = chosen.get(key);
+        if (!c) {
+          if (mode === 'budget') {
+            const p = planForBudget(net, inputShape, deviceBudget * (1 - margin), { saveMode, estimate: context?.estimate });
+            c = { segments: p.segments, peak: p.peak, budget: deviceBudget, recomputeSeconds: p.recomputeSeconds, forwardSeconds: p.forwardSeconds };
+          } else {
+            const segments =
+              mode === 'levels'
+                ? net.segments
+                : mode === 'search'
+                  ? searchSegments(net, inputShape, saveMode, context?.estimate)
+                  : balancedSegments(net, inputShape, wanted > 0 ? wanted : Math.max(1, Math.round(Math.sqrt(net.nodes.length))));
+            c = withCost(net, inputShape, segments, context?.estimate);
+          }
+          chosen.set(key, c);
         }
-        return { recompute: segments, saveMode };
+        last = c;
+        return { recompute: c.segments, saveMode };
+      },
+      report(): StrategyColumn[] {
+        return [
+          { name: 'checkpoint_segments', value: last ? last.segments.length : null, meaning: 'checkpoint segments in the plan (recomputed in backward)' },
+          {
+            name: 'checkpoint_plan',
+            value: last ? last.segments.map((s) => (s.length === 1 ? s[0] : `${s[0]}..${s[s.length - 1]}`)).join(' ') : null,
+            meaning: 'the segments, each as its first..last layer, in forward order',
+          },
+          { name: 'checkpoint_plan_budget_bytes', value: last?.budget ?? null, meaning: 'the budget the plan was made for, bytes (empty: none; the plan minimised the peak)' },
+          {
+            name: 'checkpoint_recompute_ratio',
+            value: last ? last.recomputeSeconds / last.forwardSeconds : null,
+            meaning: "predicted recompute as a fraction of one forward pass (the cost model's layer times)",
+          },
+          { name: 'checkpoint_recompute_seconds', value: last ? last.recomputeSeconds : null, meaning: "predicted seconds of recompute per step (the cost model: FLOPs at 130 GFLOP/s plus bytes at 8 GB/s)" },
+        ];
       },
       infer: fullVolumeInference,
     };
