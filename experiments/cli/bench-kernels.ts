@@ -21,6 +21,12 @@ export interface BenchRow {
   ms: number;
   /** Achieved GFLOP/s against the analytic FLOP count, or null where no FLOP count applies. */
   gflops: number | null;
+  /** Fastest and slowest of the timed repeats, ms (step rows). */
+  spreadMs?: [number, number];
+  /** Measured device peak of the step, bytes (step rows). */
+  peakBytes?: number;
+  /** What the row is (the plan, its budget, its ratio to the owned step). */
+  note?: string;
 }
 
 export interface BenchOptions {
@@ -301,5 +307,19 @@ export function formatTable(rows: BenchRow[], peakGflops?: number): string {
   const right = new Set([4, 5, 6]);
   const line = (cells: string[]) =>
     cells.map((c, i) => (right.has(i) ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ');
-  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+  const table = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  // The step rows' spread, measured peak and what each is, below the table.
+  const steps = rows.filter((r) => r.strategy !== null && (r.spreadMs || r.peakBytes !== undefined || r.note));
+  if (steps.length) {
+    table.push('', 'step rows:');
+    for (const r of steps) {
+      const parts = [
+        r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)} ms` : null,
+        r.peakBytes !== undefined ? `peak ${(r.peakBytes / 2 ** 20).toFixed(1)} MiB` : null,
+        r.note ?? null,
+      ].filter(Boolean);
+      table.push(`- ${r.strategy}, ${r.backend}: ${r.ms.toFixed(0)} ms (${parts.join('; ')})`);
+    }
+  }
+  return table.join('\n');
 }

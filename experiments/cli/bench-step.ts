@@ -1,7 +1,8 @@
 /**
  * Training-step rows for `npm run bench` (here beside the commands, not in core/, because it builds
- * plugins): one unet3d training step (forward, loss, the owned backward, Adam) at a given size and strategy, median of repeats after a warm-up step, with GFLOP/s against the
- * analytic convolution FLOP count (forward, filter gradient, and input gradient where it is computed).
+ * plugins): one unet3d training step (forward, loss, the owned backward, Adam) per strategy, with its
+ * median time and spread over interleaved rounds, its measured peak, and GFLOP/s against the analytic
+ * convolution FLOP count (forward, filter gradient, and input gradient where it is computed).
  * The same step in PyTorch (experiments/cli/unet3d_torch.py) is measured in the same run when a python3 with
  * torch is found (e.g. Debian's python3-torch; never a project dependency), so the comparison is on the
  * same machine at the same moment.
@@ -12,10 +13,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
 import { buildUNet3d } from '../../architectures/unet3d.js';
-import { inferShapes, parameterCount, type StepPlan, type Network } from '../../core/engine/index.js';
-import { Adam, initParams, train } from '../../core/training/index.js';
-import { initBackend } from '../../core/backend/index.js';
-import { searchSegments } from '../../strategies/checkpoint.js';
+import { Executor, inferShapes, parameterCount, type StepPlan, type Network } from '../../core/engine/index.js';
+import { Adam, initParams, trainingStep, type TrainingSetup } from '../../core/training/index.js';
+import { initBackend, nativeStatus } from '../../core/backend/index.js';
+import { DeviceMemoryMeter, estimatePeak, type EstimateOptions } from '../../core/memory/index.js';
+import { instantiate } from '../../core/plugins/index.js';
+import checkpointPlugin from '../../strategies/checkpoint/index.js';
+import swapPlugin from '../../strategies/swap/index.js';
 import type { BenchOptions, BenchRow } from './bench-kernels.js';
 
 /** Convolution FLOPs of one training step: forward + filter gradient + input gradient (not for the input). */
@@ -34,30 +38,125 @@ interface StepConfig {
   edge: number;
   base: number;
   depth: number;
-  strategy: 'full-volume' | 'checkpoint';
 }
 
-async function timeStep(cfg: StepConfig, repeats: number): Promise<{ ms: number; gflops: number; params: number }> {
+/** One strategy's step in the bench: its plan, and what the row says about it. */
+interface StepCase {
+  strategy: string;
+  plan: StepPlan;
+  note: string;
+  dispose?: () => Promise<void> | void;
+}
+
+/** A row's state: its own parameters, Adam and executor (so that every case trains the same steps). */
+interface CaseState {
+  c: StepCase;
+  setup: TrainingSetup;
+  executor: Executor;
+  times: number[];
+  peak: number;
+}
+
+const MiB = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+/** Median and spread of step times (ms). */
+function summarise(times: number[]): { ms: number; min: number; max: number } {
+  const t = [...times].sort((a, b) => a - b);
+  const m = t.length >> 1;
+  return { ms: t.length % 2 ? t[m]! : (t[m - 1]! + t[m]!) / 2, min: t[0]!, max: t[t.length - 1]! };
+}
+
+/**
+ * The step rows: the owned step (full volume), checkpoint planned for a budget of half the owned step's
+ * measured peak, checkpoint at its least memory (Chen's plan), and swap with real copies over an emulated
+ * 16 GB/s link (lb 1 and 2). Adam runs inside backward in every row (the same arithmetic; parameter
+ * gradients do not pile up), as a run short of memory would train.
+ *
+ * Each case first runs a warm-up step and one with the memory meter attached (the row's measured peak),
+ * then the timed steps run in rounds, one step of each case per round, so that the machine's drift
+ * (clock, other load) spreads over every row alike; each row gives the median and the spread.
+ */
+async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string) => void): Promise<{ rows: BenchRow[]; params: number }> {
   const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
   const inputShape = [1, cfg.edge, cfg.edge, cfg.edge, 4];
-  // As the checkpoint strategy plans it by default (lean saves), for this step (Adam after backward).
-  const plan: StepPlan = cfg.strategy === 'checkpoint' ? { recompute: searchSegments(net, inputShape, 'lean'), saveMode: 'lean' } : {};
-  const params = initParams(net, 0);
-  const optimizer = new Adam({ learningRate: 1e-3 });
+  const estimate: EstimateOptions = { optimizerSlots: 2, loss: 'dice+ce', optimizerInBackward: true };
   const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
   const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, cfg.edge, cfg.edge, cfg.edge, 3], 0, 1, 'float32', 2), 0.7), 'float32'));
-  // A warm-up step, then `repeats` timed ones, on the same batch; Adam after backward.
-  const reports = await train(
-    { net, params, optimizer, plan, loss: 'dice+ce', optimizerInBackward: false },
-    { steps: repeats + 1, batch: () => ({ x, y, owned: false }) },
-  );
-  const times = reports.slice(1).map((r) => r.seconds * 1000);
-  tf.dispose([x, y]);
-  optimizer.dispose();
-  for (const p of params.values()) p.dispose();
-  times.sort((a, b) => a - b);
-  const ms = times[times.length >> 1]!;
-  return { ms, gflops: stepConvFlops(net, inputShape) / (ms * 1e6), params: parameterCount(net) };
+  const inputBytes = (x.size + y.size) * 4;
+  const states: CaseState[] = [];
+  const start = async (c: StepCase): Promise<CaseState> => {
+    // The meter sees this case's tensors from its parameters on (the batch, made before, is 'fixed' in
+    // the estimate too); the peak is the second step's (Adam's moments are made in the first).
+    const meter = new DeviceMemoryMeter().attach();
+    let setup: TrainingSetup;
+    const executor = new Executor(net);
+    let peak: number;
+    try {
+      setup = { net, params: initParams(net, 0), optimizer: new Adam({ learningRate: 1e-3 }), plan: c.plan, loss: 'dice+ce', optimizerInBackward: true };
+      await trainingStep(setup, executor, { x, y, owned: false });
+      meter.ledger.resetPeak();
+      await trainingStep(setup, executor, { x, y, owned: false });
+      peak = meter.ledger.peak + inputBytes;
+    } finally {
+      meter.detach();
+    }
+    const st: CaseState = { c, setup, executor, times: [], peak };
+    states.push(st);
+    log(`  ${c.strategy}: measured peak ${MiB(st.peak)}${c.note ? `; ${c.note}` : ''}`);
+    return st;
+  };
+  try {
+    const owned = await start({ strategy: 'full-volume', plan: {}, note: '' });
+    const budget = Math.floor(owned.peak / 2);
+    const planned = instantiate(checkpointPlugin, { split: 'budget', budget, margin: 0 }, { baseDir: '.' });
+    const plannedPlan = planned.plan(net, inputShape, { estimate });
+    const col = Object.fromEntries((planned.report?.() ?? []).map((c) => [c.name, c.value]));
+    const plannedPeak = estimatePeak(net, inputShape, plannedPlan, estimate).peak;
+    await start({
+      strategy: 'checkpoint',
+      plan: plannedPlan,
+      note: `planned for ${MiB(budget)} (half the owned peak): estimated ${MiB(plannedPeak)}, ${col.checkpoint_segments} segments, predicted recompute ${(Number(col.checkpoint_recompute_ratio) * 100).toFixed(0)}% of a forward`,
+    });
+    const least = instantiate(checkpointPlugin, { split: 'search' }, { baseDir: '.' });
+    await start({ strategy: 'checkpoint', plan: least.plan(net, inputShape, { estimate }), note: 'least memory (split search)' });
+    for (const lb of [1, 2]) {
+      const swap = instantiate(swapPlugin, { lb, bandwidth: '16GB', linkCopies: true }, { baseDir: '.' });
+      await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on`, dispose: () => swap.dispose?.() });
+    }
+    log(`timing ${states.length} cases in ${repeats} interleaved rounds…`);
+    for (let r = 0; r < repeats; r++)
+      for (const st of states) {
+        const t0 = performance.now();
+        await trainingStep(st.setup, st.executor, { x, y, owned: false });
+        st.times.push(performance.now() - t0);
+      }
+    const flops = stepConvFlops(net, inputShape);
+    const backend = `cpu+native(${nativeStatus().simd}, ${nativeStatus().threads} threads)`;
+    const ownedMs = summarise(owned.times).ms;
+    const rows = states.map((st): BenchRow => {
+      const t = summarise(st.times);
+      const ratio = st === owned ? '' : `${(t.ms / ownedMs).toFixed(2)}× owned; `;
+      return {
+        name: `unet3d step b${cfg.base} d${cfg.depth}`,
+        shape: `1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4`,
+        strategy: st.c.strategy,
+        backend,
+        ms: t.ms,
+        gflops: flops / (t.ms * 1e6),
+        spreadMs: [t.min, t.max],
+        peakBytes: st.peak,
+        note: `${ratio}${st.c.note}`.replace(/; $/, ''),
+      };
+    });
+    return { rows, params: parameterCount(net) };
+  } finally {
+    for (const st of states) {
+      st.setup.optimizer.dispose();
+      for (const p of st.setup.params.values()) p.dispose();
+      await st.c.dispose?.();
+    }
+    tf.dispose([x, y]);
+  }
 }
 
 /** PyTorch's time for the same step, or the reason there is none. */
@@ -78,30 +177,26 @@ export function torchStep(cfg: StepConfig, repeats: number, threads: number): { 
 
 export async function stepBenchRows(options: BenchOptions): Promise<BenchRow[]> {
   const log = options.log ?? (() => {});
-  const configs: StepConfig[] = options.quick
-    ? [{ edge: 32, base: 8, depth: 4, strategy: 'full-volume' }]
-    : [
-        { edge: 64, base: 16, depth: 5, strategy: 'full-volume' },
-        { edge: 64, base: 16, depth: 5, strategy: 'checkpoint' },
-      ];
+  const cfg: StepConfig = options.quick ? { edge: 32, base: 8, depth: 4 } : { edge: 64, base: 16, depth: 5 };
   const repeats = Math.max(1, Math.min(options.repeats, options.quick ? 3 : 5));
   // The same backend set-up as a trial: project kernels and, when built, the native ones.
-  const backend = (await initBackend('cpu')).label;
-  const rows: BenchRow[] = [];
-  for (const cfg of configs) {
-    const name = `unet3d step b${cfg.base} d${cfg.depth}`;
-    const shape = `1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4`;
-    log(`timing ${name} ${shape} ${cfg.strategy} (${repeats} repeats after warm-up)…`);
-    const t = await timeStep(cfg, repeats);
-    rows.push({ name, shape, strategy: cfg.strategy, backend, ms: t.ms, gflops: t.gflops });
-    if (cfg.strategy === 'full-volume') {
-      const torch = torchStep(cfg, repeats, availableParallelism());
-      if ('reason' in torch) log(`  PyTorch comparison skipped: ${torch.reason}`);
-      else {
-        if (torch.params !== t.params) log(`  note: PyTorch model has ${torch.params} parameters, ours ${t.params}`);
-        rows.push({ name, shape, strategy: 'full-volume', backend: torch.label, ms: torch.ms, gflops: t.gflops * (t.ms / torch.ms) });
-      }
-    }
+  await initBackend('cpu');
+  log(`unet3d step b${cfg.base} d${cfg.depth} at ${cfg.edge}³: one metered step per case, then ${repeats} timed rounds`);
+  const { rows, params } = await stepRowsFor(cfg, repeats, log);
+  const owned = rows[0]!;
+  const torch = torchStep(cfg, repeats, availableParallelism());
+  if ('reason' in torch) log(`  PyTorch comparison skipped: ${torch.reason}`);
+  else {
+    if (torch.params !== params) log(`  note: PyTorch model has ${torch.params} parameters, ours ${params}`);
+    rows.splice(1, 0, {
+      name: owned.name,
+      shape: owned.shape,
+      strategy: 'full-volume',
+      backend: torch.label,
+      ms: torch.ms,
+      gflops: owned.gflops! * (owned.ms / torch.ms),
+      note: `owned step / this = ${(owned.ms / torch.ms).toFixed(2)}`,
+    });
   }
   return rows;
 }
