@@ -13,7 +13,9 @@
  * Error measure, per output tensor: rel = max|a - b| / max(1e-6, max|b|), with a the native
  * result and b the reference; every test requires rel <= 1e-4.
  *
- * Every kernel test runs with both native code paths (AVX2+FMA, when the CPU has it, and portable).
+ * Every kernel test runs with both native code paths (AVX2+FMA, when the CPU has it, and portable),
+ * and with every native output taken from the addon's output-buffer cache (any size) filled with
+ * NaN bytes beforehand, so an output element a kernel leaves unwritten shows as a difference.
  * The whole file is skipped, with the reason in the suite name, when the addon is not built, except where
  * VOLSEG_REQUIRE_NATIVE=1 (CI): there a missing addon fails the suite.
  */
@@ -21,8 +23,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  bufferCache,
+  shareNativeOutputs,
   nativeAddon,
   nativeStatus,
   originalKernel,
@@ -156,8 +162,15 @@ describe.skipIf(!status.loaded)(
 
     for (const simd of simdPaths) {
       describe(`${simd} code path`, () => {
+        let cacheBefore: ReturnType<typeof bufferCache>;
         beforeAll(() => {
           setNativeSimd(simd);
+          // Every native output from the cache, NaN-filled first (see the header).
+          cacheBefore = bufferCache();
+          if (cacheBefore?.enabled) bufferCache({ minBytes: 0, poison: true });
+        });
+        afterAll(() => {
+          if (cacheBefore?.enabled) bufferCache({ minBytes: cacheBefore.minBytes, poison: false });
         });
 
       // ------------------------------------------------------------------------------------------
@@ -177,6 +190,15 @@ describe.skipIf(!status.loaded)(
         { x: [2, 11, 6, 13, 8], co: 17, k: [3, 3, 3], s: [2, 2, 2], pad: 'valid' },
         { x: [1, 9, 7, 11, 17], co: 3, k: [3, 3, 3], s: [1, 1, 1], pad: 'valid' },
         { x: [1, 7, 9, 5, 8], co: 1, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        // Pointwise (1x1x1, stride 1, >= 4096 positions): the filter gradient sums fixed blocks of
+        // positions (several here).
+        { x: [1, 16, 17, 18, 32], co: 3, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 12, 13, 14, 20], co: 11, k: [1, 1, 1], s: [1, 1, 1], pad: 'valid' },
+        // Pointwise with <= 4 output channels (dot products along ci): partial channel vectors,
+        // position counts that are not multiples of 8, more than 4 vectors of input channels.
+        { x: [1, 15, 17, 17, 19], co: 4, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 11, 13, 15, 37], co: 4, k: [1, 1, 1], s: [1, 1, 1], pad: 'valid' },
+        { x: [1, 16, 16, 17, 12], co: 2, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
         { x: [2, 6, 5, 7, 5], co: 17, k: [1, 1, 1], s: [2, 2, 2], pad: 'valid' },
         { x: [1, 10, 9, 12, 17], co: 24, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
         { x: [1, 8, 8, 20, 16], co: 40, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
@@ -351,6 +373,8 @@ describe.skipIf(!status.loaded)(
         [2, 6, 5, 7, 8],
         [1, 11, 6, 13, 17],
         [2, 5, 4, 3, 1],
+        // xhat of >= 2^20 floats is written with streaming stores
+        [1, 32, 32, 32, 32],
       ];
       for (const shape of normShapes) {
         for (const alpha of [1, 0.01]) {
@@ -536,6 +560,32 @@ describe.skipIf(!status.loaded)(
         tf.dispose(xs);
       });
 
+      it('Concat/Slice of volumes of 32 MiB and more (streaming stores) are exact', () => {
+        const V = 64 * 64 * 64;
+        const a = rand([1, 64, 64, 64, 16]), b = rand([1, 64, 64, 64, 16]);
+        const av = a.dataSync(), bv = b.dataSync();
+        if (registered().has('Concat')) {
+          const out = run('Concat', { 0: a, 1: b } as unknown as Record<string, tf.Tensor>, { axis: 4 })[0];
+          expect(out.shape).toEqual([1, 64, 64, 64, 32]);
+          let bad = 0;
+          for (let v = 0; v < V; v++)
+            for (let c = 0; c < 32; c++) if (out.values[v * 32 + c] !== (c < 16 ? av[v * 16 + c] : bv[v * 16 + c - 16])) bad++;
+          expect(bad, 'Concat').toBe(0);
+        }
+        if (registered().has('Slice')) {
+          const x = tf.tidy(() => tf.concat([a, b, tf.slice(a, [0, 0, 0, 0, 0], [-1, -1, -1, -1, 8])], 4)); // 40 channels
+          const xv = x.dataSync();
+          for (const [begin, c] of [[0, 32], [4, 32], [8, 24]] as [number, number][]) {
+            const out = run('Slice', { x }, { begin: [0, 0, 0, 0, begin], size: [-1, -1, -1, -1, c] })[0];
+            let bad = 0;
+            for (let v = 0; v < V; v++) for (let k = 0; k < c; k++) if (out.values[v * c + k] !== xv[v * 40 + begin + k]) bad++;
+            expect(bad, `Slice channels ${begin}..${begin + c}`).toBe(0);
+          }
+          x.dispose();
+        }
+        tf.dispose([a, b]);
+      });
+
       it('Transpose/PadV2 match tfjs exactly', () => {
         const xs = [rand(gshape), tf.tidy(() => tf.cast(rand(gshape, -50, 50), 'int32'))];
         for (const x of xs) {
@@ -553,6 +603,91 @@ describe.skipIf(!status.loaded)(
       });
       });
     }
+
+    describe('output-buffer cache', () => {
+      // A gc() for this process (V8 frees an ArrayBuffer's memory, and the cache gets it back, at a GC).
+      v8.setFlagsFromString('--expose-gc');
+      const gc = vm.runInNewContext('gc') as (() => void) | undefined;
+      const a = nativeAddon()!;
+      let saved: ReturnType<typeof bufferCache>;
+      beforeAll(() => {
+        saved = bufferCache();
+      });
+      afterAll(() => {
+        if (saved) bufferCache({ capBytes: saved.capBytes, minBytes: saved.minBytes, maxAgeMs: saved.maxAgeMs, poison: false });
+      });
+
+      it.skipIf(!bufferCache()?.enabled)('hands out exact-size buffers, zeroed when asked, and takes them back at a GC', async () => {
+        bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: false, trim: true });
+        expect(a.allocBuffer((1 << 20) - 4, true)).toBeNull(); // below minBytes: the caller allocates
+        const bytes = (3 << 20) + 12;
+        let buf: ArrayBufferLike | null = a.allocBuffer(bytes, true);
+        expect(buf).toBeInstanceOf(ArrayBuffer);
+        expect(buf!.byteLength).toBe(bytes);
+        let view: Float32Array | null = new Float32Array(buf!);
+        expect(view.every((v) => v === 0)).toBe(true);
+        view.fill(7);
+        buf = null;
+        view = null;
+        expect(gc, "gc() via --expose-gc").toBeTypeOf("function");
+        if (!gc) return;
+        for (let i = 0; i < 100 && bufferCache()!.cachedBytes < bytes; i++) {
+          gc();
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const s0 = bufferCache()!;
+        expect(s0.cachedBytes).toBeGreaterThanOrEqual(bytes);
+        // Recycled: zeroed when asked; NaN bytes with poison when not.
+        const z = new Float32Array(a.allocBuffer(bytes, true)!);
+        expect(bufferCache()!.hits).toBe(s0.hits + 1);
+        expect(z.every((v) => v === 0)).toBe(true);
+        bufferCache({ poison: true });
+        const p = new Float32Array(a.allocBuffer(bytes, false)!);
+        expect(p.every((v) => Number.isNaN(v))).toBe(true);
+        bufferCache({ poison: false, trim: true });
+        expect(bufferCache()!.cachedBytes).toBe(0);
+        expect(z.length + p.length).toBeGreaterThan(0);
+      });
+
+      it('shareNativeOutputs: outputs of 64 KiB or more live in SharedArrayBuffers (cache on or off), same results, until released', () => {
+        const x = rand([1, 24, 24, 24, 32]); // 1.7 MiB outputs: from the cache
+        const small = rand([1, 8, 8, 8, 8]); // 16 KiB: plain
+        const mid = rand([1, 16, 16, 16, 8]); // 128 KiB: below the cache's minimum, a fresh SharedArrayBuffer
+        const g = rand([32], 0.5, 1.5), b = rand([32]);
+        const g8 = rand([8], 0.5, 1.5), b8 = rand([8]);
+        const norm = (t: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor) => run('VolInstanceNormForward', { x: t, gamma: gg, beta: bb }, { epsilon: 1e-5, alpha: 0.01 });
+        const plain = norm(x, g, b);
+        expect(plain[0]!.values.buffer).toBeInstanceOf(ArrayBuffer);
+        const release = shareNativeOutputs();
+        try {
+          for (const capBytes of [saved?.capBytes ?? 0, 0]) {
+            bufferCache({ capBytes });
+            const shared = norm(x, g, b);
+            expect(shared[0]!.values.buffer).toBeInstanceOf(SharedArrayBuffer);
+            expect(Array.from(shared[0]!.values)).toEqual(Array.from(plain[0]!.values));
+            expect(norm(mid, g8, b8)[0]!.values.buffer).toBeInstanceOf(SharedArrayBuffer);
+            expect(norm(small, g8, b8)[0]!.values.buffer).toBeInstanceOf(ArrayBuffer);
+          }
+        } finally {
+          release();
+          if (saved) bufferCache({ capBytes: saved.capBytes });
+        }
+        expect(norm(x, g, b)[0]!.values.buffer).toBeInstanceOf(ArrayBuffer);
+        tf.dispose([x, small, mid, g, b, g8, b8]);
+      });
+
+      it('capBytes 0 turns it off: kernels allocate plain typed arrays, same results', () => {
+        const x = rand([1, 24, 24, 24, 32]); // 1.7 MiB outputs
+        const g = rand([32], 0.5, 1.5), b = rand([32]);
+        const on = run('VolInstanceNormForward', { x, gamma: g, beta: b }, { epsilon: 1e-5, alpha: 0.01 });
+        bufferCache({ capBytes: 0 });
+        expect(a.allocBuffer(4 << 20, false)).toBeNull();
+        const off = run('VolInstanceNormForward', { x, gamma: g, beta: b }, { epsilon: 1e-5, alpha: 0.01 });
+        if (saved) bufferCache({ capBytes: saved.capBytes });
+        for (let i = 0; i < 3; i++) expect(Array.from(off[i]!.values)).toEqual(Array.from(on[i]!.values));
+        tf.dispose([x, g, b]);
+      });
+    });
 
     it('the native kernels release the tensors they allocate', () => {
       const x = rand([1, 6, 6, 6, 4]);

@@ -21,6 +21,15 @@
  * code path, `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large
  * outputs.
  *
+ * Outputs of 1 MiB or more are written into memory recycled by the addon (bufferCache(); see
+ * core/backend/native/src/buffers.cc): a fresh typed array of that size is fresh pages, and their
+ * page faults cost more than most non-convolution kernels themselves. The memory is V8's to free
+ * like any ArrayBuffer's; once freed it waits in a cache for the next outputs. `VOLSEG_BUFFER_CACHE_MB`
+ * caps the cache (default 512, 0 turns recycling off), `VOLSEG_BUFFER_MIN_KB` (default 1024) and
+ * `VOLSEG_BUFFER_CACHE_AGE_MS` (default 2000: idle memory is unmapped) tune it. Cached memory is
+ * resident: process RSS exceeds what it would be without the cache by bufferCache().cachedBytes
+ * (at most the cap).
+ *
  * Order: import the modules that register JavaScript kernels under the same names (tfjs-backend-cpu,
  * core/backend/kernels) BEFORE calling registerNativeKernels(). Calling it again later is cheap and puts
  * the native kernels back on top of anything registered meanwhile (the newcomer becomes the
@@ -80,10 +89,47 @@ export interface NativeAddon {
   concat(inputs: ArrayBufferView[], dst: ArrayBufferView, outer: number): void;
   /** params = [shape x6, srcStrides x6, dstStrides x6, srcOffset, dstOffset] (elements). */
   copyBox(src: ArrayBufferView, dst: ArrayBufferView, params: Float64Array): void;
+  /**
+   * An ArrayBuffer of exactly `bytes` from the addon's cache of recycled output memory (resident, no page
+   * faults; zero-filled only when `zero`), or null (below the cache's minimum size, cache disabled): then
+   * allocate normally.
+   */
+  allocBuffer(bytes: number, zero: boolean, shared?: boolean): ArrayBuffer | SharedArrayBuffer | null;
+  /** Reads (and with a config, first changes) the output-buffer cache's settings and counters. */
+  bufferCache(config?: BufferCacheConfig): BufferCacheStats;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
   info(): { simd: NativeSimd; threads: number; avx2Available: boolean };
   setSimd(name: NativeSimd): NativeSimd;
+}
+
+/** Settings of the addon's output-buffer cache (core/backend/native/src/buffers.cc). */
+export interface BufferCacheConfig {
+  /** Most bytes of freed chunks kept for reuse (0: no cache, outputs allocated as plain typed arrays). */
+  capBytes?: number;
+  /** Smaller outputs are plain typed arrays. */
+  minBytes?: number;
+  /** A cached chunk unused for this long is unmapped at the next allocation or free. */
+  maxAgeMs?: number;
+  /** Fill every non-zeroed buffer it hands out with NaN bytes (tests: outputs a kernel leaves unwritten show). */
+  poison?: boolean;
+  /** Unmap every cached chunk now. */
+  trim?: boolean;
+}
+
+export interface BufferCacheStats {
+  enabled: boolean;
+  capBytes: number;
+  minBytes: number;
+  maxAgeMs: number;
+  poison: boolean;
+  cachedBytes: number;
+  peakCachedBytes: number;
+  hits: number;
+  misses: number;
+  hitBytes: number;
+  missBytes: number;
+  evictedBytes: number;
 }
 
 /** The part of tfjs's MathBackendCPU the kernels use. */
@@ -170,6 +216,64 @@ function require1(cond: boolean): void {
   if (!cond) throw new Unsupported();
 }
 
+// Outputs at least this large come from the addon's buffer cache (Infinity: cache off or not loaded).
+let cacheMinBytes = Infinity;
+
+function syncCacheSettings(stats: BufferCacheStats): BufferCacheStats {
+  cacheMinBytes = stats.enabled && stats.capBytes > 0 ? Math.max(1, stats.minBytes) : Infinity;
+  return stats;
+}
+
+/**
+ * Reads and (with a config) changes the addon's output-buffer cache; null when the addon is not loaded.
+ * Kernel outputs of at least `minBytes` are written into recycled, already resident memory instead of
+ * fresh pages (whose page faults cost more than most non-convolution kernels themselves).
+ */
+export function bufferCache(config?: BufferCacheConfig): BufferCacheStats | null {
+  const a = nativeAddon();
+  if (!a) return null;
+  return syncCacheSettings(a.bufferCache(config));
+}
+
+/**
+ * An output of `n` elements like `ctor` for a kernel that writes every element, from the buffer cache
+ * when large enough (contents undefined unless `zero`), else a fresh zeroed typed array.
+ */
+function outArray<T extends Numeric>(a: NativeAddon, ctor: { new (n: number): T; new (b: ArrayBufferLike): T; BYTES_PER_ELEMENT: number }, n: number, zero = false): T {
+  const bytes = n * ctor.BYTES_PER_ELEMENT;
+  const shared = sharedOutputs > 0 && bytes >= SHARED_MIN_BYTES;
+  if (bytes >= cacheMinBytes) {
+    const buf = a.allocBuffer(bytes, zero, shared);
+    if (buf) return new ctor(buf);
+  }
+  return shared ? new ctor(new SharedArrayBuffer(bytes)) : new ctor(n);
+}
+
+/** Holders of shareNativeOutputs(); outputs are SharedArrayBuffers while any holds it. */
+let sharedOutputs = 0;
+/** Smaller outputs stay plain arrays (a swap leaves tensors under 64 KiB on the device). */
+const SHARED_MIN_BYTES = 64 * 1024;
+
+/**
+ * While the returned release function has not been called, native kernels write their outputs of 64 KiB
+ * or more into SharedArrayBuffers (from the buffer cache where it serves them), which worker threads can
+ * read: the emulated host link's swap-outs then copy them off the main thread. Outside such a window the
+ * outputs are plain ArrayBuffers (a SharedArrayBuffer posted to a worker is shared, not copied).
+ */
+export function shareNativeOutputs(): () => void {
+  sharedOutputs++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    sharedOutputs--;
+  };
+}
+
+function outF32(a: NativeAddon, n: number, zero = false): Float32Array {
+  return outArray(a, Float32Array, n, zero);
+}
+
 function convParams(info: backend_util.Conv3DInfo): Int32Array {
   require1(info.dilationDepth === 1 && info.dilationHeight === 1 && info.dilationWidth === 1);
   require1(info.dataFormat === 'channelsLast');
@@ -221,7 +325,7 @@ const conv3d: Impl = (a, { inputs, backend, attrs }) => {
   const info = backend_util.computeConv3DInfo(xs, fs, strides as number, (dilations ?? 1) as number, pad as 'same');
   const params = convParams(info);
   const xv = f32(b, x), wv = f32(b, filter);
-  const out = new Float32Array(util.sizeFromShape(info.outShape));
+  const out = outF32(a, util.sizeFromShape(info.outShape));
   require1(out.length > 0);
   a.conv3d(xv, wv, out, params);
   return b.makeTensorInfo(info.outShape, 'float32', out);
@@ -239,7 +343,7 @@ const conv3dBackpropInput: Impl = (a, { inputs, backend, attrs }) => {
   require1(sameShape(info.outShape, ys));
   const params = convParams(info);
   const dyv = f32(b, dy), wv = f32(b, filter);
-  const out = new Float32Array(util.sizeFromShape(inShape));
+  const out = outF32(a, util.sizeFromShape(inShape));
   require1(out.length > 0);
   a.conv3dBackpropInput(dyv, wv, out, params);
   return b.makeTensorInfo(inShape.slice(), 'float32', out);
@@ -257,7 +361,7 @@ const conv3dBackpropFilter: Impl = (a, { inputs, backend, attrs }) => {
   require1(sameShape(info.outShape, ys));
   const params = convParams(info);
   const xv = f32(b, x), dyv = f32(b, dy);
-  const out = new Float32Array(util.sizeFromShape(fs));
+  const out = outF32(a, util.sizeFromShape(fs));
   require1(out.length > 0);
   a.conv3dBackpropFilter(xv, dyv, out, params);
   return b.makeTensorInfo(fs.slice(), 'float32', out);
@@ -283,7 +387,7 @@ function pool3d(isAvg: boolean): Impl {
     const info = poolInfo(xs, at);
     const params = poolParams(info);
     const xv = f32(b, inputs.x);
-    const out = new Float32Array(util.sizeFromShape(info.outShape));
+    const out = outF32(a, util.sizeFromShape(info.outShape));
     require1(out.length > 0);
     a.pool3d(xv, out, params, isAvg ? 1 : 0);
     return b.makeTensorInfo(info.outShape, 'float32', out);
@@ -302,7 +406,7 @@ const maxPool3dGrad: Impl = (a, { inputs, backend, attrs }) => {
   require1(sameShape(rank5(dy), info.outShape));
   const params = poolParams(info);
   const xv = f32(b, input), dyv = f32(b, dy);
-  const out = new Float32Array(util.sizeFromShape(xs));
+  const out = outF32(a, util.sizeFromShape(xs));
   a.maxPool3dGrad(xv, dyv, out, params);
   return b.makeTensorInfo(xs.slice(), 'float32', out);
 };
@@ -316,7 +420,7 @@ const avgPool3dGrad: Impl = (a, { inputs, backend, attrs }) => {
   require1(sameShape(rank5(dy), info.outShape));
   const params = poolParams(info);
   const dyv = f32(b, dy);
-  const out = new Float32Array(util.sizeFromShape(xs));
+  const out = outF32(a, util.sizeFromShape(xs));
   a.avgPool3dGrad(dyv, out, params);
   return b.makeTensorInfo(xs.slice(), 'float32', out);
 };
@@ -331,8 +435,8 @@ const instanceNormForward: Impl = (a, { inputs, backend, attrs }) => {
   require1(gv.length === C && bv.length === C);
   const S = D * H * W;
   // In place: y is written over x (core/backend/kernels's contract: the caller owns x's buffer exclusively).
-  const y = inPlace ? xv : new Float32Array(xv.length);
-  const xhat = withXhat ? new Float32Array(xv.length) : new Float32Array(0);
+  const y = inPlace ? xv : outF32(a, xv.length);
+  const xhat = withXhat ? outF32(a, xv.length) : new Float32Array(0);
   const invStd = new Float32Array(N * C);
   a.instanceNormForward(xv, gv, bv, y, xhat, invStd, Int32Array.of(N, S, C), epsilon as number, alpha as number);
   const yOut = inPlace ? sameBuffer(b, x) : b.makeTensorInfo(x.shape.slice(), 'float32', y);
@@ -352,7 +456,7 @@ const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {
   require1(isv.length === N * C && gv.length === C && bv.length === C);
   const S = D * H * W;
   // In place: the kernel writes dx over dy element by element (core/backend/kernels's contract).
-  const dx = inPlace ? dyv : new Float32Array(dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
+  const dx = inPlace ? dyv : outF32(a, dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
   a.instanceNormBackward(dyv, hv, isv, gv, bv, dx, dgamma, dbeta, Int32Array.of(N, S, C), alpha as number);
   return [
     inPlace ? sameBuffer(b, dy) : b.makeTensorInfo(dy.shape.slice(), 'float32', dx),
@@ -373,7 +477,7 @@ const upsampleNearest3d: Impl = (a, { inputs, backend, attrs }) => {
   const [N, D, H, W, C] = rank5(inputs.x);
   const xv = f32(b, inputs.x);
   const shape = [N, D * f, H * f, W * f, C];
-  const out = new Float32Array(util.sizeFromShape(shape));
+  const out = outF32(a, util.sizeFromShape(shape));
   a.upsampleNearest3d(xv, out, Int32Array.of(N, D, H, W, C, f));
   return b.makeTensorInfo(shape, 'float32', out);
 };
@@ -385,7 +489,7 @@ const upsampleNearest3dGrad: Impl = (a, { inputs, backend, attrs }) => {
   require1(Df % f === 0 && Hf % f === 0 && Wf % f === 0);
   const dyv = f32(b, inputs.dy);
   const shape = [N, Df / f, Hf / f, Wf / f, C];
-  const out = new Float32Array(util.sizeFromShape(shape));
+  const out = outF32(a, util.sizeFromShape(shape));
   a.upsampleNearest3dGrad(dyv, out, Int32Array.of(N, Df / f, Hf / f, Wf / f, C, f));
   return b.makeTensorInfo(shape, 'float32', out);
 };
@@ -419,13 +523,13 @@ function binary(op: 0 | 1 | 2 | 3): Impl {
     const xv = f32(b, x), yv = f32(b, y);
     if (sameShape(x.shape, y.shape)) {
       if (op === 3) {
-        const out = new Float32Array(xv.length);
+        const out = outF32(a, xv.length);
         const shape = pad6([xv.length]);
         const st = broadcastStrides([xv.length], shape);
         a.binaryBroadcast(op, xv, yv, out, Float64Array.from([...shape, ...st, ...st]));
         return b.makeTensorInfo(x.shape.slice(), 'float32', out);
       }
-      const out = new Float32Array(xv.length);
+      const out = outF32(a, xv.length);
       a.binary(op, xv, yv, out);
       return b.makeTensorInfo(x.shape.slice(), 'float32', out);
     }
@@ -450,7 +554,7 @@ function binary(op: 0 | 1 | 2 | 3): Impl {
     shape = dims.map((v) => v[0]);
     as = dims.map((v) => v[1]);
     bs = dims.map((v) => v[2]);
-    const out = new Float32Array(size);
+    const out = outF32(a, size);
     a.binaryBroadcast(op, xv, yv, out, Float64Array.from([...shape, ...as, ...bs]));
     return b.makeTensorInfo(outShape, 'float32', out);
   };
@@ -462,7 +566,7 @@ function unary(op: 0 | 1 | 2 | 3 | 4): Impl {
     const b = cpu(backend);
     const x = req(inputs.x);
     const xv = f32(b, x);
-    const out = new Float32Array(xv.length);
+    const out = outF32(a, xv.length);
     a.unary(op, xv, out);
     return b.makeTensorInfo(x.shape.slice(), 'float32', out);
   };
@@ -483,7 +587,7 @@ function reduce(mean: boolean): Impl {
     const red = util.sizeFromShape(reduceShape);
     const outer = util.sizeFromShape(x.shape.slice(0, axes[0]));
     const inner = util.sizeFromShape(x.shape.slice(axes[axes.length - 1] + 1));
-    const out = new Float32Array(outer * inner);
+    const out = outF32(a, outer * inner);
     a.reduceSum(xv, out, outer, red, inner, mean ? Math.fround(red) : 0);
     const shape = keepDims ? backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
     return b.makeTensorInfo(shape, 'float32', out);
@@ -498,7 +602,7 @@ const softmax: Impl = (a, { inputs, backend, attrs }) => {
   require1(rank >= 1 && (dim === -1 || dim === rank - 1));
   const xv = f32(b, logits);
   const cols = logits.shape[rank - 1];
-  const out = new Float32Array(xv.length);
+  const out = outF32(a, xv.length);
   a.softmax(xv, out, xv.length / cols, cols);
   return b.makeTensorInfo(logits.shape.slice(), 'float32', out);
 };
@@ -515,8 +619,9 @@ function numericValues(backend: CpuBackend, t: TensorInfo): Numeric {
   return values;
 }
 
-function allocLike(v: Numeric, n: number): Numeric {
-  return new (v.constructor as { new (n: number): Numeric })(n);
+/** An output like `v` (same typed-array type) of n elements that the kernel writes in full (see outArray). */
+function allocLike(a: NativeAddon, v: Numeric, n: number, zero = false): Numeric {
+  return outArray(a, v.constructor as unknown as Parameters<typeof outArray>[1], n, zero);
 }
 
 /** A slice of x as tfjs's sliceImpl would return it: a view when contiguous, else a copy. */
@@ -526,7 +631,7 @@ function sliceValues(a: NativeAddon, x: TensorInfo, values: Numeric, begin: numb
     const off = slice_util.computeFlatOffset(begin, util.computeStrides(x.shape));
     return values.subarray(off, off + n) as Numeric;
   }
-  const out = allocLike(values, n);
+  const out = allocLike(a, values, n);
   const begin6 = [...new Array(6 - begin.length).fill(0), ...begin];
   a.slice(values, out, Float64Array.from([...pad6(x.shape), ...begin6, ...pad6(size)]));
   return out;
@@ -578,7 +683,7 @@ const transpose: Impl = (a, { inputs, backend, attrs }) => {
   const shape = pad6(newShape);
   const ss = [...new Array(lead).fill(0), ...perm!.map((p) => xStrides[p])];
   const ds = [...new Array(lead).fill(0), ...outStrides];
-  const out = allocLike(values, values.length);
+  const out = allocLike(a, values, values.length);
   a.copyBox(values, out, Float64Array.from([...shape, ...ss, ...ds, 0, 0]));
   return b.makeTensorInfo(newShape, x.dtype, out);
 };
@@ -592,7 +697,8 @@ const padV2: Impl = (a, { inputs, backend, attrs }) => {
   require1(paddings!.every((p) => p[0] >= 0 && p[1] >= 0));
   const values = numericValues(b, x);
   const outShape = paddings!.map((p, i) => p[0] + x.shape[i] + p[1]);
-  const out = allocLike(values, util.sizeFromShape(outShape));
+  // Only the interior is copied: the padding must hold the constant (zeros come zeroed).
+  const out = allocLike(a, values, util.sizeFromShape(outShape), constantValue === 0);
   if (constantValue !== 0) out.fill(constantValue as number);
   const xStrides = [...util.computeStrides(x.shape), 1];
   const outStrides = [...util.computeStrides(outShape), 1];
@@ -628,7 +734,7 @@ const concat: Impl = (a, { inputs, backend, attrs }) => {
   const values = nonEmpty.map((t) => numericValues(b, t));
   require1(values.every((v) => v.constructor === values[0].constructor));
   const outer = util.sizeFromShape(outShape.slice(0, $axis));
-  const out = allocLike(values[0], util.sizeFromShape(outShape));
+  const out = allocLike(a, values[0], util.sizeFromShape(outShape));
   a.concat(values, out, outer);
   return b.makeTensorInfo(outShape, dtype, out);
 };
@@ -639,7 +745,7 @@ const leakyRelu: Impl = (a, { inputs, backend, attrs }) => {
   require1(typeof alpha === 'number');
   const x = req(inputs.x);
   const xv = f32(b, x);
-  const out = new Float32Array(xv.length);
+  const out = outF32(a, xv.length);
   a.leakyRelu(xv, alpha as number, out);
   return b.makeTensorInfo(x.shape.slice(), 'float32', out);
 };
@@ -753,6 +859,7 @@ export function registerNativeKernels(): NativeStatus {
     capabilitiesChanged(false);
     return status(false, loadError);
   }
+  if (typeof a.bufferCache === 'function') syncCacheSettings(a.bufferCache());
   const general = process.env.VOLSEG_NATIVE_GENERAL !== '0';
   for (const spec of SPECS) {
     if (spec.general && !general) continue;

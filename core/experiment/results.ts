@@ -54,7 +54,7 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   pool_peak_train_bytes: "peak bytes of the backend's buffer pool during training: buffers in use plus the released ones it keeps for reuse (tfjs's WebGPU backend; empty elsewhere)",
   est_peak_train_bytes: "the strategy's estimate of peak training memory, made before running (per accelerator, as peak_train_bytes)",
   host_peak_bytes: 'peak bytes the strategy kept in host memory (swapped/offloaded tensors); 0 when it keeps none',
-  rss_peak_bytes: 'peak resident memory of the whole process (Node.js RSS, sampled after each step and inference)',
+  rss_peak_bytes: "peak resident memory of the whole process (Node.js RSS, sampled after each step and inference), less the native kernels' cache of freed output memory",
   step_seconds: 'median wall-clock seconds per training step, the first (warm-up) step excluded',
   train_seconds: 'wall-clock seconds of the whole training',
   infer_seconds: 'wall-clock seconds of inference over the validation cases',

@@ -24,7 +24,7 @@ import { TrialRecorder, aggregateCaseMetrics, readSummaryInputs, readTrials, reg
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from '../io/index.js';
 import { windowPredictor, type WindowPredictor } from '../inference/index.js';
-import { chooseBackend, initBackend, type BackendInfo } from '../backend/index.js';
+import { bufferCache, chooseBackend, initBackend, type BackendInfo } from '../backend/index.js';
 
 /** Raised when live device bytes exceed the trial's budget (defined in core/memory, where the budget is kept). */
 export { DeviceOutOfMemoryError };
@@ -595,9 +595,11 @@ export class ExperimentRunner {
     let trained: TrainedTrial | null = null;
     // The optimizer (its state holds nothing until the first step) lives until the trial ends.
     const optimizer = new Adam({ learningRate: tr.learningRate });
-    const hostPeak = { rss: process.memoryUsage().rss };
+    // The native kernels' cache of freed output memory is resident but holds no tensor: not counted.
+    const rss = (): number => process.memoryUsage().rss - (bufferCache()?.cachedBytes ?? 0);
+    const hostPeak = { rss: rss() };
     const onHost = (): void => {
-      hostPeak.rss = Math.max(hostPeak.rss, process.memoryUsage().rss);
+      hostPeak.rss = Math.max(hostPeak.rss, rss());
     };
     tf.engine().startScope();
     try {

@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/pool.cc",
+        "src/buffers.cc",
         "src/kernels_avx2.cc",
         "src/kernels_portable.cc"
       ],
