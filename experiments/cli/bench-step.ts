@@ -45,6 +45,8 @@ interface StepCase {
   strategy: string;
   plan: StepPlan;
   note: string;
+  /** More for the note once every step ran (e.g. the swap link's overlap). */
+  after?: (steps: number) => string;
   dispose?: () => Promise<void> | void;
 }
 
@@ -121,7 +123,12 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     await start({ strategy: 'checkpoint', plan: least.plan(net, inputShape, { estimate }), note: 'least memory (split search)' });
     for (const lb of [1, 2]) {
       const swap = instantiate(swapPlugin, { lb, bandwidth: '16GB', linkCopies: true }, { baseDir: '.' });
-      await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on`, dispose: () => swap.dispose?.() });
+      const after = (steps: number): string => {
+        const col = Object.fromEntries((swap.report?.() ?? []).map((c) => [c.name, c.value as number | null]));
+        const perStep = (v: number | null | undefined): string => (typeof v === 'number' ? `${((1000 * v) / steps).toFixed(0)} ms` : 'n/a');
+        return `per step: link ${perStep(col.swap_link_seconds)}, waits ${perStep((col.swap_wait_seconds ?? 0) + (col.swap_out_wait_seconds ?? 0))}, main-thread staging ${perStep(col.swap_staging_seconds)}; overlap ${typeof col.swap_overlap === 'number' ? `${(100 * col.swap_overlap).toFixed(0)}%` : 'n/a'}`;
+      };
+      await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on`, after, dispose: () => swap.dispose?.() });
     }
     log(`timing ${states.length} cases in ${repeats} interleaved rounds…`);
     for (let r = 0; r < repeats; r++)
@@ -145,7 +152,7 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         gflops: flops / (t.ms * 1e6),
         spreadMs: [t.min, t.max],
         peakBytes: st.peak,
-        note: `${ratio}${st.c.note}`.replace(/; $/, ''),
+        note: [`${ratio}${st.c.note}`.replace(/; $/, ''), st.c.after?.(st.times.length + 2)].filter(Boolean).join('; '),
       };
     });
     return { rows, params: parameterCount(net) };

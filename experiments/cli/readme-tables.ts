@@ -294,13 +294,32 @@ export const README_BLOCKS: Record<string, Block> = {
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null }[] };
+    type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[] };
+    const kernels = doc.rows.filter((r) => r.strategy === null);
+    const steps = doc.rows.filter((r) => r.strategy !== null);
+    const peak = doc.fmaPeakGflops;
     return [
-      `Records: \`npm run bench -- --record\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${doc.fmaPeakGflops ? `${doc.fmaPeakGflops.toFixed(0)} GFLOP/s` : 'n/a'}.`,
+      `Records: \`npm run bench -- --record\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${peak ? `${peak.toFixed(0)} GFLOP/s` : 'n/a'}.`,
       '',
       ...table(
-        ['row', 'shape', 'backend', 'ms', 'GFLOP/s'],
-        doc.rows.map((r) => [`${r.name}${r.strategy ? ` (${r.strategy})` : ''}`, r.shape, r.backend, r.ms.toFixed(1), r.gflops === null ? '—' : r.gflops.toFixed(0)]),
+        ['kernel', 'shape', 'backend', 'ms', 'GFLOP/s'],
+        kernels.map((r) => [r.name, r.shape, r.backend, r.ms.toFixed(1), r.gflops === null ? '—' : r.gflops.toFixed(0)]),
+      ),
+      '',
+      `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is.`,
+      '',
+      ...table(
+        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', 'peak', 'row'],
+        steps.map((r) => [
+          r.strategy!,
+          r.backend,
+          r.ms.toFixed(0),
+          r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)}` : '—',
+          r.gflops === null ? '—' : `${r.gflops.toFixed(0)}${peak ? ` (${((100 * r.gflops) / peak).toFixed(0)}%)` : ''}`,
+          r.peakBytes === undefined ? '—' : bytes(r.peakBytes),
+          r.note ?? '',
+        ]),
       ),
     ];
   },

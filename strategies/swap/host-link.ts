@@ -17,10 +17,12 @@
  * (`Transfer.wait`, Atomics.wait: allowed on Node's main thread), or await it (`Transfer.finished()`).
  *
  * Where the emulation is not exact:
- * - The cpu backend keeps tensors in ordinary (non-shared) ArrayBuffers that a worker cannot read, so a
- *   swap-out of such a tensor copies it into the host buffer on the main thread first (`stagingSeconds`
- *   in `stats`; a GPU's copy engine would not use the CPU for this). A source that already lives in a
- *   SharedArrayBuffer (a tensor that was swapped in) is copied by the worker.
+ * - A worker can read only SharedArrayBuffers. While a copying link is open, the native kernels write
+ *   their outputs of 64 KiB or more into SharedArrayBuffers (core/backend shareNativeOutputs, from the
+ *   swap store), and a swapped-in tensor lives on one: the workers copy those, in both directions. A
+ *   source in an ordinary ArrayBuffer (tfjs's own JavaScript kernels' outputs) is copied into the host
+ *   buffer on the main thread first (`stagingSeconds` in `stats`; a GPU's copy engine would not use the
+ *   CPU for this).
  * - A transfer cannot be faster than the worker's memcpy: where `bytes / bandwidth` is shorter than the
  *   copy (very fast links, e.g. 75 GB/s NVLink on a machine that copies at 10 GB/s), the transfer takes
  *   the copy's time; `stats` reports that as `overrunSeconds`.
@@ -76,8 +78,9 @@ export interface HostLinkStats {
   copySeconds: number;
   /** Seconds the workers' copies ended after their transfers' emulated end (the link was slower than asked). */
   overrunSeconds: number;
-  /** Seconds the main thread spent copying non-shared sources into host buffers. */
+  /** Seconds the main thread spent copying non-shared sources into host buffers, and their bytes. */
   stagingSeconds: number;
+  stagedBytes: number;
   /** Copies the main thread took over from a late worker while it waited for them, and their seconds. */
   mainThreadCopies: number;
   mainThreadCopySeconds: number;
@@ -240,6 +243,7 @@ export class HostLink {
     deviceToHostTransfers: 0,
     hostToDeviceTransfers: 0,
     stagingSeconds: 0,
+    stagedBytes: 0,
     mainThreadCopies: 0,
     mainThreadCopySeconds: 0,
     hostLiveBytes: 0,
@@ -291,6 +295,7 @@ export class HostLink {
       const t0 = performance.now();
       host.data.set(src);
       this.counters.stagingSeconds += (performance.now() - t0) / 1000;
+      this.counters.stagedBytes += src.byteLength;
     }
     const transfer = this.enqueue('device-to-host', src.byteLength, null, shared && { src: shared, srcOffset: src.byteOffset, dst: host.shared, dstOffset: 0 });
     return { transfer, host };

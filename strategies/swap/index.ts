@@ -32,7 +32,7 @@
  * the host copy is reference-counted and freed when every holder released it.
  */
 import { NETWORK_INPUT, inferShapes, type ParkSite, type SavedTensorHooks, type StepPlan, type Network, type Shape, type PackedTensor, type SaveSite } from '../../core/engine/index.js';
-import type { MemoryStrategy, StrategyPlugin } from '../../core/plugins/index.js';
+import type { MemoryStrategy, StrategyColumn, StrategyPlugin } from '../../core/plugins/index.js';
 import { defaultSettings, defineSettings, type SettingsOf } from '../../core/config/index.js';
 import { fullVolumeSample, fullVolumeShape } from '../../core/training/index.js';
 import { fullVolumeInference } from '../../core/inference/index.js';
@@ -194,6 +194,28 @@ export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: 
   return hooks;
 }
 
+/**
+ * How much of the link's time the step hid (the emulated link's statistics; empty columns on a real one):
+ * the seconds transfers kept each lane busy, the seconds the main thread spent on the swap (waiting for
+ * swap-ins and swap-outs, and copying sources a lane worker cannot read), and the overlap, 1 − main-thread
+ * seconds / link seconds (1: every transfer hidden behind compute).
+ */
+function linkColumns(store: SwapStore): StrategyColumn[] {
+  const link = store.hostLink?.stats ?? null;
+  const busy = link ? link.deviceToHostBusySeconds + link.hostToDeviceBusySeconds : null;
+  const main = link ? store.counters.waitSeconds + store.counters.outWaitSeconds + link.stagingSeconds : null;
+  return [
+    { name: 'swap_out_wait_seconds', value: store.counters.outWaitSeconds, meaning: 'seconds forward waited for swap-outs to finish (outLag) over the trial' },
+    { name: 'swap_link_seconds', value: busy, meaning: 'seconds of transfers on the emulated link over the trial, both directions (empty on a real link)' },
+    { name: 'swap_staging_seconds', value: link ? link.stagingSeconds : null, meaning: "seconds the main thread copied swap-out sources a lane worker cannot read (non-shared arrays) over the trial" },
+    {
+      name: 'swap_overlap',
+      value: busy && main !== null ? Math.max(0, 1 - main / busy) : null,
+      meaning: "1 − (swap waits + main-thread staging) / link seconds: the share of the link's time hidden behind compute (emulated link)",
+    },
+  ];
+}
+
 /** The swap strategy, for code that builds it without an experiment file (tests, benchmarks). */
 export function createSwapStrategy(
   settings: Partial<SwapSettings> = {},
@@ -206,7 +228,12 @@ export function createSwapStrategy(
     store,
     trainingShape: fullVolumeShape,
     sample: fullVolumeSample,
-    plan: (net, inputShape): StepPlan => ({ hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb, packLag: s.outLag }),
+    plan: (net, inputShape): StepPlan => {
+      // The link opens now, not at the first swap-out: on the cpu backend it makes the native kernels'
+      // outputs shareable from the first layer on (store.ts), so its workers copy every swap-out.
+      void store.link;
+      return { hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb, packLag: s.outLag };
+    },
     // One forward pass over the whole volume saves nothing, so nothing is swapped.
     infer: fullVolumeInference,
     report: () => [
@@ -215,6 +242,7 @@ export function createSwapStrategy(
       { name: 'swapped_tensors', value: store.counters.swappedTensors, meaning: 'tensors swapped out over the trial' },
       { name: 'swap_wait_seconds', value: store.counters.waitSeconds, meaning: 'seconds training waited for tensors to come back from the host (swap stalls)' },
       { name: 'host_peak_bytes', value: store.counters.hostPeakBytes, meaning: 'peak bytes the store kept in host memory' },
+      ...linkColumns(store),
     ],
     dispose: () => store.dispose(),
   };

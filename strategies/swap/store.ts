@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { PackedTensor } from '../../core/engine/index.js';
-import { capabilities, tensorOnDevice } from '../../core/backend/index.js';
+import { capabilities, shareNativeOutputs, tensorOnDevice } from '../../core/backend/index.js';
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -69,8 +69,14 @@ class EmulatedTransport implements Transport {
   private readonly backendData: { has(dataId: object): boolean } | null;
   private readonly lent: { dataId: object; data: Float32Array }[] = [];
 
+  /** Ends the window in which native kernels write shareable outputs (see the constructor). */
+  private readonly unshare: () => void;
+
   constructor(bandwidth: number, latency: number, copy: boolean) {
     this.link = new HostLink({ bandwidth, latency, copy });
+    // Outputs in SharedArrayBuffers, so that a lane worker copies a swap-out and the main thread does not
+    // (a GPU's copy engine would not use the CPU either); where a source is a plain array it is staged.
+    this.unshare = copy ? shareNativeOutputs() : () => {};
     const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
     this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
   }
@@ -118,6 +124,7 @@ class EmulatedTransport implements Transport {
 
   async close(): Promise<void> {
     this.lent.length = 0;
+    this.unshare();
     await this.link.close();
   }
 }
@@ -244,6 +251,8 @@ export interface SwapCounters {
   hostPeakBytes: number;
   /** Seconds the step waited in unpack for tensors to come back (a swap stall). */
   waitSeconds: number;
+  /** Seconds forward waited for swap-outs to finish (outLag), so that their device copies could go. */
+  outWaitSeconds: number;
 }
 
 export class SwapStore {
@@ -263,6 +272,7 @@ export class SwapStore {
     hostLiveBytes: 0,
     hostPeakBytes: 0,
     waitSeconds: 0,
+    outWaitSeconds: 0,
   };
 
   constructor(private readonly opts: { bandwidth: number; latency: number; copy?: boolean; transport?: 'auto' | 'emulated' | 'direct' }) {}
@@ -403,7 +413,9 @@ export class SwapStore {
     if (outLag >= 0) {
       const due = [...this.outgoing].filter((e) => e.issued <= this.tick - outLag);
       if (due.length) {
+        const t0 = performance.now();
         for (const e of due) await this.waitOut(e);
+        this.counters.outWaitSeconds += (performance.now() - t0) / 1000;
         this.poll();
       }
     }
