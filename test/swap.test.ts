@@ -209,7 +209,7 @@ describe('swap strategy: device memory', () => {
     };
     const owned = await peakOf({});
     const before = tf.memory().numTensors;
-    const s = createSwapStrategy({ lb: 1, bandwidth: 16e9 });
+    const s = createSwapStrategy({ lb: 1, bandwidth: 16e9, outCopy: 'worker' });
     const swapped = await peakOf(s.plan(net, shape));
     expect(maxRelDiff(owned.grads, swapped.grads)).toBe(0);
     disposeGrads(swapped.grads);
@@ -220,8 +220,8 @@ describe('swap strategy: device memory', () => {
     expect(rep.swap_in_bytes! + s.store.counters.reusedBytes).toBe(rep.swap_out_bytes);
     expect(rep.host_peak_bytes).toBeGreaterThan(0);
     expect(s.store.counters.hostLiveBytes).toBe(0);
-    // Copies off the main thread in both directions: the native kernels' outputs are shareable while the
-    // link is open, so the lane workers copy them (with the native kernels loaded, nearly every save).
+    // outCopy 'worker': copies off the main thread in both directions: the native kernels' outputs are
+    // shareable while the link is open, so the lane workers copy them (with the native kernels, nearly every save).
     const link = s.store.hostLink!.stats;
     if (nativeStatus().loaded) expect(link.stagedBytes, `staged ${link.stagedBytes} of ${link.deviceToHostBytes} bytes swapped out`).toBeLessThan(0.1 * link.deviceToHostBytes);
     expect(rep.swap_overlap).toBeGreaterThanOrEqual(0);

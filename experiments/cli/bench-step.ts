@@ -71,7 +71,7 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
 /**
  * The step rows: the owned step (full volume), checkpoint planned for a budget of half the owned step's
  * measured peak, checkpoint at its least memory (Chen's plan), and swap with real copies over an emulated
- * 16 GB/s link (lb 1 and 2). Adam runs inside backward in every row (the same arithmetic; parameter
+ * 16 GB/s link (lb 1 and 2; swap-outs copied by the main thread, and at lb 1 by a lane worker). Adam runs inside backward in every row (the same arithmetic; parameter
  * gradients do not pile up), as a run short of memory would train.
  *
  * Each case first runs a warm-up step and one with the memory meter attached (the row's measured peak),
@@ -121,14 +121,14 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     });
     const least = instantiate(checkpointPlugin, { split: 'search' }, { baseDir: '.' });
     await start({ strategy: 'checkpoint', plan: least.plan(net, inputShape, { estimate }), note: 'least memory (split search)' });
-    for (const lb of [1, 2]) {
-      const swap = instantiate(swapPlugin, { lb, bandwidth: '16GB', linkCopies: true }, { baseDir: '.' });
+    for (const [lb, outCopy] of [[1, 'main'], [2, 'main'], [1, 'worker']] as const) {
+      const swap = instantiate(swapPlugin, { lb, bandwidth: '16GB', linkCopies: true, outCopy }, { baseDir: '.' });
       const after = (steps: number): string => {
         const col = Object.fromEntries((swap.report?.() ?? []).map((c) => [c.name, c.value as number | null]));
         const perStep = (v: number | null | undefined): string => (typeof v === 'number' ? `${((1000 * v) / steps).toFixed(0)} ms` : 'n/a');
         return `per step: link ${perStep(col.swap_link_seconds)}, waits ${perStep((col.swap_wait_seconds ?? 0) + (col.swap_out_wait_seconds ?? 0))}, main-thread staging ${perStep(col.swap_staging_seconds)}; overlap ${typeof col.swap_overlap === 'number' ? `${(100 * col.swap_overlap).toFixed(0)}%` : 'n/a'}`;
       };
-      await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on`, after, dispose: () => swap.dispose?.() });
+      await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on, swap-outs copied by the ${outCopy === 'main' ? 'main thread' : 'lane worker'} (outCopy ${outCopy})`, after, dispose: () => swap.dispose?.() });
     }
     log(`timing ${states.length} cases in ${repeats} interleaved rounds…`);
     for (let r = 0; r < repeats; r++)

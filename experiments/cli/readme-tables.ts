@@ -195,6 +195,61 @@ export const README_BLOCKS: Record<string, Block> = {
     ];
   },
 
+  'tflms-tuning-copies': (ctx) => {
+    const rows = ok(load(ctx, 'tflms-tuning-copies'));
+    const seeds = [...new Set(rows.map((r) => String(r.seed)))];
+    // Each seed is one round (every setting once, one after another): ratios within a round cancel drift.
+    const plainOf = new Map(seeds.map((s) => [s, num(rows.find((r) => String(r.seed) === s && r.strategy === 'full-volume')?.step_seconds)]));
+    const median = (v: number[]): number => {
+      const t = [...v].sort((a, b) => a - b);
+      return t.length % 2 ? t[t.length >> 1]! : (t[t.length / 2 - 1]! + t[t.length / 2]!) / 2;
+    };
+    const body = groups(rows).map(([label, g]) => {
+      const ratios = g.map((r) => num(r.step_seconds) / plainOf.get(String(r.seed))!).filter(Number.isFinite);
+      // Per step: the strategy's columns are totals over the trial's steps.
+      const cell = (k: string, d = 3, perStep = true): string =>
+        g.some((r) => Number.isFinite(num(r[k]))) ? mean(g.map((r) => num(r[k]) / (perStep ? num(r.steps) : 1))).toFixed(d) : '—';
+      return [
+        label,
+        String(g.length),
+        meanSd(g.map((r) => num(r.step_seconds)), 2),
+        g[0]!.strategy === 'full-volume' ? '—' : `${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+        cell('swap_wait_seconds'),
+        cell('swap_out_wait_seconds'),
+        cell('swap_staging_seconds'),
+        cell('swap_overlap', 2, false),
+        bytes(mean(g.map((r) => num(r.peak_train_bytes)))),
+        bytes(mean(g.map((r) => num(r.est_peak_train_bytes)))),
+      ];
+    });
+    return [
+      machineLine(rows, 'npm run experiment -- tflms-tuning-copies'),
+      `${seeds.length} rounds (seeds ${seeds.join(', ')}), each running every setting once in the order below; per trial the median of its timed steps.`,
+      '',
+      ...table(['configuration', 'rounds', 'step (s), mean ± sd', 'step / plain step of its round: median (range)', 'backward waited (s/step)', 'forward waited (s/step)', 'main-thread staging (s/step)', 'overlap', 'measured peak', 'estimated'], body),
+    ];
+  },
+
+  'tflms-tuning-paper': (ctx) => {
+    const rows = load(ctx, join('tflms-tuning', 'paper-192'));
+    const plain = num(rows.find((r) => r.strategy === 'full-volume' && r.status === 'ok')?.step_seconds);
+    const body = rows.map((r) => [
+      configurationLabel(r, [/dataset\.settings\.size=\S+/g]),
+      String(r.status),
+      num(r.step_seconds).toFixed(1),
+      r.strategy === 'full-volume' || !Number.isFinite(plain) ? '—' : percent(num(r.step_seconds) / plain - 1),
+      Number.isFinite(num(r.swap_wait_seconds)) ? num(r.swap_wait_seconds).toFixed(2) : '—',
+      bytes(num(r.peak_train_bytes)),
+      bytes(num(r.est_peak_train_bytes)),
+      Number.isFinite(num(r.host_peak_bytes)) ? bytes(num(r.host_peak_bytes)) : '—',
+    ]);
+    return [
+      machineLine(rows, "npm run experiment -- tflms-tuning --profile paper --set 'axes.dataset.settings.size=[192]' --results results/tflms-tuning/paper-192"),
+      '',
+      ...table(['configuration', 'status', 'step (s)', 'vs plain', 'backward waited (s)', 'measured peak', 'estimated', 'host peak'], body),
+    ];
+  },
+
   'msd-hippocampus': (ctx) => {
     const rows = load(ctx, 'msd-hippocampus');
     const r = rows[0]!;

@@ -109,6 +109,8 @@ const LANE_STATS = 3;
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
+// Lowest CPU priority for this thread (Linux: the nice value is per thread, and pid 0 is the caller).
+if (workerData.nice) try { require('node:os').setPriority(0, workerData.nice); } catch {}
 const flags = new Int32Array(workerData.flags);
 const claims = new Int32Array(workerData.claims);
 const listened = new Int32Array(workerData.listened);
@@ -261,7 +263,7 @@ export class HostLink {
     this.copies = opts.copy ?? true;
     const lane = (): Lane => {
       const stats = new Float64Array(new SharedArrayBuffer(8 * LANE_STATS));
-      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { flags: this.flags.buffer, claims: this.claims.buffer, listened: this.listened.buffer, stats: stats.buffer } });
+      const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { nice: Number(process.env.VOLSEG_LINK_NICE ?? 19), flags: this.flags.buffer, claims: this.claims.buffer, listened: this.listened.buffer, stats: stats.buffer } });
       worker.on('message', (id: number) => this.settle(id));
       worker.on('error', (e) => {
         this.failure = e;

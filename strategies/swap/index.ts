@@ -87,6 +87,13 @@ const settings = defineSettings({
     description:
       'a swap-out may overlap this many further layers before the step waits for it; bounds the device memory held by copies still on the link (−1: never wait)',
   },
+  outCopy: {
+    type: 'enum',
+    values: ['main', 'worker'],
+    default: 'main',
+    description:
+      "who copies a swap-out into host memory on the emulated link (swap-ins are always a lane worker's): 'worker', a lane worker (the native kernels then write shareable outputs), as a GPU's copy engine would; 'main', the main thread when the transfer is issued. On a 2-core CPU 'main' was the faster (the lane worker competes with the compute threads for the cores: results/bench, results/tflms-tuning-copies)",
+  },
   linkCopies: {
     type: 'boolean',
     default: true,
@@ -222,7 +229,7 @@ export function createSwapStrategy(
   opts: { transport?: 'auto' | 'emulated' | 'direct' } = {},
 ): MemoryStrategy & { readonly store: SwapStore } {
   const s: SwapSettings = { ...SWAP_DEFAULTS, ...settings };
-  const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, copy: s.linkCopies, transport: opts.transport ?? 'auto' });
+  const store = new SwapStore({ bandwidth: s.bandwidth, latency: s.latency, copy: s.linkCopies, outCopy: s.outCopy, transport: opts.transport ?? 'auto' });
   return {
     name: 'swap',
     store,

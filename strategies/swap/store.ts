@@ -72,11 +72,12 @@ class EmulatedTransport implements Transport {
   /** Ends the window in which native kernels write shareable outputs (see the constructor). */
   private readonly unshare: () => void;
 
-  constructor(bandwidth: number, latency: number, copy: boolean) {
+  constructor(bandwidth: number, latency: number, copy: boolean, outCopy: 'main' | 'worker') {
     this.link = new HostLink({ bandwidth, latency, copy });
-    // Outputs in SharedArrayBuffers, so that a lane worker copies a swap-out and the main thread does not
-    // (a GPU's copy engine would not use the CPU either); where a source is a plain array it is staged.
-    this.unshare = copy ? shareNativeOutputs() : () => {};
+    // outCopy 'worker': outputs in SharedArrayBuffers, so that a lane worker copies a swap-out and the main
+    // thread does not (as a GPU's copy engine); a source in a plain array is still staged. 'main': the
+    // main thread stages every swap-out (on 2 cores the faster of the two; see the swap plugin's setting).
+    this.unshare = copy && outCopy === 'worker' ? shareNativeOutputs() : () => {};
     const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
     this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
   }
@@ -275,13 +276,13 @@ export class SwapStore {
     outWaitSeconds: 0,
   };
 
-  constructor(private readonly opts: { bandwidth: number; latency: number; copy?: boolean; transport?: 'auto' | 'emulated' | 'direct' }) {}
+  constructor(private readonly opts: { bandwidth: number; latency: number; copy?: boolean; outCopy?: 'main' | 'worker'; transport?: 'auto' | 'emulated' | 'direct' }) {}
 
   /** The transport, chosen on first use: the emulated link on the cpu backend, real transfers elsewhere. */
   get link(): Transport {
     if (!this.transport) {
       const kind = this.opts.transport && this.opts.transport !== 'auto' ? this.opts.transport : capabilities().unifiedMemory ? 'emulated' : 'direct';
-      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency, this.opts.copy ?? true) : new DirectTransport();
+      this.transport = kind === 'emulated' ? new EmulatedTransport(this.opts.bandwidth, this.opts.latency, this.opts.copy ?? true, this.opts.outCopy ?? 'main') : new DirectTransport();
     }
     return this.transport;
   }
