@@ -8,12 +8,15 @@
  *    the peak: each layer is either kept (its saves stay, as without checkpointing) or in a segment
  *    (its forward re-runs in backward). Kept layers cost their saved bytes; a segment costs the bytes of
  *    the values it reads from outside (held from forward to its recompute) and its layers' forward time
- *    (but its last layer's where that one saves only its inputs: the recompute does not run it).
+ *    (but its last layer's where that one saves only its inputs: the recompute does not run it). The
+ *    state also says whether the layer before is kept, so that a tensor it saves anyway (a lean
+ *    normalisation's output, which the next convolution saves or a segment reads) is not counted twice.
  *    For a bound M on the bytes any one segment saves when it is recomputed (Chen's "largest segment"),
  *    the program finds, for every amount of bytes held through the step (in 64 steps), the split with the
  *    least recompute (O(n²·64) per M); a grid of M gives the candidates, least recompute first.
- * 2. Candidates are checked with the memory estimator, cheapest first, until six fit (core/memory/estimator.ts: the step's own
- *    schedule, within a few percent of the meter), which sees what the stand-in does not: skip
+ * 2. Candidates are checked with the memory estimator (core/memory/estimator.ts: the step's own
+ *    schedule, within a few percent of the meter), cheapest first, until six fit. It sees what the
+ *    stand-in does not: skip
  *    connections, gradients in flight, kernels' workspaces. Its recompute time is read from the same
  *    schedule (the layers that really re-run; a segment's last layer is not run where only its inputs
  *    are wanted).
@@ -170,10 +173,12 @@ export function chainCandidates(net: Network, inputShape: Shape, saveMode: SaveM
   // held[a][b]: bytes of the distinct values that layers a..b read from before a (not the network input),
   // and of those, the output of layer a-1 (held anyway where a-1 is kept and saves it).
   const held: Float64Array[] = [];
-  const heldFromPrevious = new Float64Array(n);
+  const heldFromPrevious: Float64Array[] = [];
   for (let a = 0; a < n; a++) {
     const row = new Float64Array(n);
+    const fromPrevious = new Float64Array(n);
     const seen = new Set<string>();
+    const previous = a > 0 && specs[a - 1]!.output ? net.nodes[a - 1]!.name : null;
     let bytes = 0;
     for (let b = a; b < n; b++) {
       for (const v of net.nodes[b]!.inputs) {
@@ -185,9 +190,10 @@ export function chainCandidates(net: Network, inputShape: Shape, saveMode: SaveM
         }
       }
       row[b] = bytes;
+      if (previous && seen.has(previous)) fromPrevious[b] = outBytes[a - 1]!;
     }
     held.push(row);
-    if (a > 0 && specs[a - 1]!.output) heldFromPrevious[a] = outBytes[a - 1]!;
+    heldFromPrevious.push(fromPrevious);
   }
   const total = S[n]!;
   const positive = saved.filter((x) => x > 0);
@@ -228,7 +234,7 @@ export function chainCandidates(net: Network, inputShape: Shape, saveMode: SaveM
         for (let a = j - 1; a >= 0; a--) {
           if (S[j]! - S[a]! > M) break;
           const cost = C[j]! - C[a]! - lastFree[j - 1]!;
-          const heldSteps = Math.ceil((held[a]![j - 1]! - (k ? heldFromPrevious[a]! : 0)) / step);
+          const heldSteps = Math.ceil((held[a]![j - 1]! - (k ? heldFromPrevious[a]![j - 1]! : 0)) / step);
           for (let m = heldSteps; m < width; m++) {
             const b = at(a, m - heldSteps, k);
             relax(at(j, m, 0), f[b]! + cost, a, b);
