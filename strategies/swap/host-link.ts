@@ -26,6 +26,8 @@
  * - A transfer cannot be faster than the worker's memcpy: where `bytes / bandwidth` is shorter than the
  *   copy (very fast links, e.g. 75 GB/s NVLink on a machine that copies at 10 GB/s), the transfer takes
  *   the copy's time; `stats` reports that as `overrunSeconds`.
+ * - The lane workers run at the lowest CPU priority (nice 19; `VOLSEG_LINK_NICE` sets another, 0 none),
+ *   so that on a machine without spare cores their copies yield to the compute threads.
  * Host buffers are pooled by size (like TFLMS's pinned host allocator), so a step does not allocate them
  * again; `hostLiveBytes`/`hostPeakBytes` count the buffers in use, not the pool. Device buffers of
  * swap-ins come back through `recycle` (like a GPU's caching allocator; not counted as device memory).
