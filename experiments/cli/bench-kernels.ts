@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { readFileSync } from 'node:fs';
+import { median as mathMedian } from 'mathjs';
 import os from 'node:os';
 import { nativeAddon, nativeStatus, originalKernel, registerNativeKernels, setNativeKernelsEnabled, type NativeStatus } from '../../core/backend/index.js';
 
@@ -96,11 +97,8 @@ interface Case {
   js: boolean;
 }
 
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
+/** The median of the timings (mathjs: the mean of the middle two for an even count). */
+export const median = (v: number[]): number => Number(mathMedian(v));
 
 function runOnce(kernel: string, inputs: Inputs, attrs: Record<string, unknown>): number {
   const t0 = performance.now();

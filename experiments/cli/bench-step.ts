@@ -20,7 +20,7 @@ import { DeviceMemoryMeter, estimatePeak, type EstimateOptions } from '../../cor
 import { instantiate } from '../../core/plugins/index.js';
 import checkpointPlugin from '../../strategies/checkpoint/index.js';
 import swapPlugin from '../../strategies/swap/index.js';
-import type { BenchOptions, BenchRow } from './bench-kernels.js';
+import { median, type BenchOptions, type BenchRow } from './bench-kernels.js';
 
 /** Convolution FLOPs of one training step: forward + filter gradient + input gradient (not for the input). */
 export function stepConvFlops(net: Network, inputShape: number[]): number {
@@ -63,9 +63,7 @@ const MiB = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 /** Median and spread of step times (ms). */
 function summarise(times: number[]): { ms: number; min: number; max: number } {
-  const t = [...times].sort((a, b) => a - b);
-  const m = t.length >> 1;
-  return { ms: t.length % 2 ? t[m]! : (t[m - 1]! + t[m]!) / 2, min: t[0]!, max: t[t.length - 1]! };
+  return { ms: median(times), min: Math.min(...times), max: Math.max(...times) };
 }
 
 /**

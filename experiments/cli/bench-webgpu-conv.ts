@@ -19,6 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { initBackend } from '../../core/backend/index.js';
 import { describeMachine } from '../../core/experiment/index.js';
 import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+import { median as mathMedian } from 'mathjs';
+
+const median = (v: number[]): number => Number(mathMedian(v));
 
 /** The tfjs flag the tiled kernels read (core/backend/kernels/webgpu/index.ts, TILED_CONV3D_FLAG). */
 const TILED_FLAG = 'VOLSEG_WEBGPU_TILED_CONV3D';
@@ -50,10 +53,6 @@ export interface WebgpuConvRow {
 
 const OPS = ['Conv3D', 'Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2'] as const;
 
-const median = (a: number[]): number => {
-  const s = [...a].sort((p, q) => p - q);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 async function timeOnce(run: () => tf.Tensor): Promise<{ ms: number; out: tf.Tensor }> {
   const t0 = performance.now();

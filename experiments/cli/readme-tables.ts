@@ -11,7 +11,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { mean as mathMean, std } from 'mathjs';
+import { mean as mathMean, median as mathMedian, std } from 'mathjs';
 import {
   pairedDifferences,
   pairedResult,
@@ -200,10 +200,6 @@ export const README_BLOCKS: Record<string, Block> = {
     const seeds = [...new Set(rows.map((r) => String(r.seed)))];
     // Each seed is one round (every setting once, one after another): ratios within a round cancel drift.
     const plainOf = new Map(seeds.map((s) => [s, num(rows.find((r) => String(r.seed) === s && r.strategy === 'full-volume')?.step_seconds)]));
-    const median = (v: number[]): number => {
-      const t = [...v].sort((a, b) => a - b);
-      return t.length % 2 ? t[t.length >> 1]! : (t[t.length / 2 - 1]! + t[t.length / 2]!) / 2;
-    };
     const body = groups(rows).map(([label, g]) => {
       const ratios = g.map((r) => num(r.step_seconds) / plainOf.get(String(r.seed))!).filter(Number.isFinite);
       // Per step: the strategy's columns are totals over the trial's steps.
@@ -213,7 +209,7 @@ export const README_BLOCKS: Record<string, Block> = {
         label,
         String(g.length),
         meanSd(g.map((r) => num(r.step_seconds)), 2),
-        g[0]!.strategy === 'full-volume' ? '—' : `${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
+        g[0]!.strategy === 'full-volume' ? '—' : `${Number(mathMedian(ratios)).toFixed(3)} (${Math.min(...ratios).toFixed(3)}–${Math.max(...ratios).toFixed(3)})`,
         cell('swap_wait_seconds'),
         cell('swap_out_wait_seconds'),
         cell('swap_staging_seconds'),
