@@ -10,7 +10,7 @@
  * whole window: an upper bound), and allocator fragmentation on real GPUs.
  */
 import { capabilities, type BackendCapabilities } from '../backend/index.js';
-import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, bytesOf, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp } from '../engine/index.js';
+import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, bytesOf, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp, type StepSchedule, type TapeSchedule } from '../engine/index.js';
 
 export interface Estimate {
   /** Predicted high-water mark of device bytes during a training step (after the first). */
@@ -69,8 +69,16 @@ interface Buffer {
 
 export function estimatePeak(net: Network, inputShape: Shape, plan: StepPlan, opts: EstimateOptions = {}): Estimate {
   const caps = opts.capabilities ?? capabilities();
-  const schedule = stepSchedule(net, inputShape, plan, { optimizerInBackward: opts.optimizerInBackward, capabilities: caps });
-  const { shapes } = schedule;
+  return estimateSchedule(stepSchedule(net, inputShape, plan, { optimizerInBackward: opts.optimizerInBackward, capabilities: caps }), { ...opts, capabilities: caps });
+}
+
+/**
+ * The estimate of a step's schedule already built (by stepSchedule, with the optimizerInBackward and
+ * capabilities of `opts`), for a caller that reads the schedule too (checkpoint's planner).
+ */
+export function estimateSchedule(schedule: StepSchedule | TapeSchedule, opts: EstimateOptions = {}): Estimate {
+  const caps = opts.capabilities ?? capabilities();
+  const { net, inputShape, shapes } = schedule;
   const paramBytes = net.params.reduce((n, p) => n + bytesOf(p.shape), 0);
   const slots = opts.optimizerSlots ?? 2;
   const K = opts.targetChannels ?? net.outChannels;

@@ -32,8 +32,9 @@
  * AMD EPYC: 3×3×3 convolutions at about 130 GFLOP/s, memory-bound layers at about 8 GB/s). Only the
  * ratios between layers choose the plan; the absolute seconds are the prediction recorded with it.
  */
-import { stepSchedule, inferShapes, bytesOf, NETWORK_INPUT, type Network, type SaveMode, type Shape } from '../../core/engine/index.js';
-import { estimatePeak, type EstimateOptions } from '../../core/memory/index.js';
+import { stepSchedule, inferShapes, bytesOf, NETWORK_INPUT, type Network, type SaveMode, type Shape, type StepSchedule, type TapeSchedule } from '../../core/engine/index.js';
+import { capabilities } from '../../core/backend/index.js';
+import { estimateSchedule, type EstimateOptions } from '../../core/memory/index.js';
 import { flagsOf, savedBytesPerNode, searchSegments, segmentsFrom } from './search.js';
 
 export interface CostModel {
@@ -84,7 +85,16 @@ export interface BudgetPlan extends PlanEvaluation {
 
 /** Predicted recompute seconds of a plan: the cost of each layer its schedule re-runs in backward. */
 export function recomputeSeconds(net: Network, inputShape: Shape, segments: string[][], saveMode: 'all' | 'lean', costs: number[], estimate: EstimateOptions = {}): number {
-  const schedule = stepSchedule(net, inputShape, { recompute: segments, saveMode }, { optimizerInBackward: estimate.optimizerInBackward, capabilities: estimate.capabilities });
+  return scheduledRecompute(planSchedule(net, inputShape, segments, saveMode, estimate), costs);
+}
+
+/** The step's schedule with these segments, as the estimator builds it for `estimate`. */
+function planSchedule(net: Network, inputShape: Shape, segments: string[][], saveMode: 'all' | 'lean', estimate: EstimateOptions): StepSchedule | TapeSchedule {
+  return stepSchedule(net, inputShape, { recompute: segments, saveMode }, { optimizerInBackward: estimate.optimizerInBackward, capabilities: estimate.capabilities ?? capabilities() });
+}
+
+/** The cost of each layer a schedule re-runs in backward. */
+function scheduledRecompute(schedule: StepSchedule | TapeSchedule, costs: number[]): number {
   if (schedule.backward !== 'owned') return 0;
   let s = 0;
   for (const e of schedule.events) if (e.kind === 'forward' && e.phase === 'recompute') s += costs[e.node]!;
@@ -110,8 +120,9 @@ class Evaluator {
     const key = segments.map((s) => s.join(',')).join('|');
     let e = this.cache.get(key);
     if (!e) {
-      const peak = estimatePeak(this.net, this.inputShape, { recompute: segments, saveMode: this.saveMode }, { ...this.estimate, breakdown: false }).peak;
-      e = { segments, peak, recomputeSeconds: recomputeSeconds(this.net, this.inputShape, segments, this.saveMode, this.costs, this.estimate) };
+      // One schedule serves the estimate and the recompute time.
+      const schedule = planSchedule(this.net, this.inputShape, segments, this.saveMode, this.estimate);
+      e = { segments, peak: estimateSchedule(schedule, { ...this.estimate, breakdown: false }).peak, recomputeSeconds: scheduledRecompute(schedule, this.costs) };
       this.cache.set(key, e);
     }
     return e;
