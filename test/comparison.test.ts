@@ -4,6 +4,7 @@
  * seed and case, time to target on hand-made curves, and the rendered words.
  */
 import { describe, it, expect } from 'vitest';
+import { parseReference, selects } from '../core/config/reference.js';
 import { bootstrapMeanInterval, wilcoxonSignedRank } from '../core/evaluation/statistics.js';
 import { pairedDifferences, pairedCaseRows, renderComparison, timeToTarget, type ComparisonGroup, type CaseRecord, type TimeToTarget } from '../core/experiment/comparison.js';
 
@@ -137,6 +138,45 @@ describe('pairing by seed and case', () => {
     expect(text).toContain('| swap − patch | 2 | 2 | +0.175 [');
     expect(text).toMatch(/swap − patch, WT: ΔDice \+0\.175 \[[+−]\d\.\d{3}, [+−]\d\.\d{3}\]; the 95% interval (excludes 0: swap is better|includes 0: no difference shown)/);
     expect(text).toContain('No learning curves were recorded');
+  });
+});
+
+describe('comparing along the architecture axis', () => {
+  // Three architectures under one strategy; the reference is singled out by its settings.
+  const arch = (trial: number, name: string, settings: Record<string, unknown>, seed: number) => ({
+    trial,
+    strategy: 'patch',
+    architecture: name,
+    seed,
+    status: 'ok',
+    settings: JSON.stringify({
+      architecture: { name, settings },
+      comparison: { axis: 'architecture', reference: 'cascade(join=post-concat)', metric: 'mean', confidence: 0.95, resamples: 2000 },
+    }),
+  });
+  const post: ComparisonGroup = { axes: { strategy: 'patch', architecture: 'cascade', 'architecture.settings.join': 'post-concat' }, rows: [arch(0, 'cascade', { join: 'post-concat' }, 1), arch(1, 'cascade', { join: 'post-concat' }, 2)] };
+  const input: ComparisonGroup = { axes: { strategy: 'patch', architecture: 'cascade', 'architecture.settings.join': 'input-channel' }, rows: [arch(2, 'cascade', { join: 'input-channel' }, 1), arch(3, 'cascade', { join: 'input-channel' }, 2)] };
+  const single: ComparisonGroup = { axes: { strategy: 'patch', architecture: 'unet3d', 'architecture.settings.join': '—' }, rows: [arch(4, 'unet3d', {}, 1), arch(5, 'unet3d', {}, 2)] };
+  const dice: CaseRecord[] = [0, 1, 2, 3, 4, 5].flatMap((t) => ['a', 'b'].map((c, j) => ({ trial: t, case: c, region: 'WT', dice: [0.8, 0.7, 0.6, 0.5, 0.4, 0.3][t]! + 0.01 * j })));
+
+  it('pairs every other architecture with the selected reference, by seed and case', () => {
+    const rows = pairedCaseRows({ groups: [post, input, single], regions: ['WT'], cases: dice, curves: [] });
+    expect([...new Set(rows.map((r) => r.comparison))]).toEqual(['cascade (join=input-channel) − cascade (join=post-concat)', 'unet3d − cascade (join=post-concat)']);
+    expect(rows.filter((r) => r.architecture === undefined).map((r) => +(r.difference as number).toFixed(10))).toEqual([-0.2, -0.2, -0.2, -0.2, -0.4, -0.4, -0.4, -0.4]);
+    const text = renderComparison({ groups: [post, input, single], regions: ['WT'], cases: dice, curves: [] }).join('\n');
+    expect(text).toContain('## Comparison with the reference architecture');
+    expect(text).toContain('- Reference: `cascade(join=post-concat)`.');
+    expect(text).toContain('| cascade (join=input-channel) − cascade (join=post-concat) | 2 | 2 | −0.200 [');
+  });
+
+  it('reads name(key=value) references, and selects by resolved settings', () => {
+    expect(parseReference('unet3d')).toEqual({ name: 'unet3d', settings: [] });
+    expect(parseReference(' me-fcn(widthMultiplier=0.5, narrow=true) ')).toEqual({ name: 'me-fcn', settings: [['widthMultiplier', '0.5'], ['narrow', 'true']] });
+    expect(parseReference('c(filters=[8, 16], join=post-concat)')).toEqual({ name: 'c', settings: [['filters', '[8, 16]'], ['join', 'post-concat']] });
+    expect(parseReference('me-fcn(width)')).toBeNull();
+    expect(selects(parseReference('c(filters=[8,16])')!, { name: 'c', settings: { filters: [8, 16] } })).toBe(true);
+    expect(selects(parseReference('c(join=post-concat)')!, { name: 'c', settings: { join: 'input-channel' } })).toBe(false);
+    expect(selects(parseReference('c(missing=1)')!, { name: 'c', settings: {} })).toBe(false);
   });
 });
 

@@ -227,6 +227,19 @@ describe('errors in the file', () => {
     expect(e.message).toContain('9 | trainig:');
   });
 
+  it('a comparison reference that is not a value of the compared axis, or that selects no trial', () => {
+    const sweep = (name: string, comparison: string) =>
+      valid(name, { 'architecture: { name: unet3d }': `architecture: { name: unet3d }\naxes:\n  architecture.settings.depth: [3, 4]\ncomparison: ${comparison}` });
+    let e = failure(sweep('ref-strategy', '{ reference: unet3d }'));
+    expect(e.field).toBe('comparison.reference');
+    expect(e.problem).toMatch(/"unet3d" is not a strategy of this sweep.*its strategies: full-volume \(set comparison.axis to compare architectures or datasets\)/);
+    e = failure(sweep('ref-settings', '{ axis: architecture, reference: "unet3d(depth=5)" }'));
+    expect(e.problem).toMatch(/no trial's architecture is unet3d\(depth=5\): check the setting names \(unet3d has baseFilters, depth\)/);
+    e = failure(sweep('ref-form', '{ axis: architecture, reference: "unet3d(depth)" }'));
+    expect(e.problem).toMatch(/is not a plugin name or name\(key=value, \.\.\.\)/);
+    expect(loadExperiment(sweep('ref-ok', '{ axis: architecture, reference: "unet3d(depth=4)" }'), catalog).comparison).toMatchObject({ axis: 'architecture', reference: 'unet3d(depth=4)' });
+  });
+
   it('a typo in a training field and in a plugin setting', () => {
     let e = failure(valid('typo-training', { '  epochs: 3': '  epoch: 3' }));
     expect([e.line, e.column, e.field]).toEqual([10, 3, 'training.epoch']);

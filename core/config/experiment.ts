@@ -77,6 +77,7 @@ import type { Document, Node as YamlNode } from 'yaml';
 import { checkField, defineSettings, resolveSettings, SettingsError } from './settings.js';
 import type { Settings, SettingsOf, SettingsSchema } from './settings.js';
 import type { PluginKind } from '../types.js';
+import { parseReference, selects, type ComparedAxis } from './reference.js';
 
 // ---------------------------------------------------------------------------------------------------
 // Public API
@@ -254,9 +255,16 @@ export type TrainingSettings = SettingsOf<typeof TRAINING_SCHEMA>;
 
 /** How summary.md compares the strategies (`comparison:` in an experiment). */
 export const COMPARISON_SCHEMA = defineSettings({
+  axis: {
+    type: 'enum',
+    values: ['strategy', 'architecture', 'dataset'],
+    default: 'strategy',
+    description: "the plugin choice the configurations are compared along: 'strategy' (default), 'architecture' or 'dataset'",
+  },
   reference: {
     type: 'string',
-    description: "the strategy (plugin name) the others are compared with, paired by seed and case (default: the sweep's first strategy)",
+    description:
+      "the value of comparison.axis the others are compared with, paired by seed and case: a plugin name, or a name with settings that single one configuration out, e.g. meunet-cascade(join=post-concat, contextRatio=1.5) (default: the sweep's first)",
   },
   target: {
     type: 'number',
@@ -935,10 +943,18 @@ function checkComparison(src: Source, root: Record<string, unknown>, trials: Tri
   };
   checkUnknown(COMPARISON_SCHEMA, section, 'comparison', (key, problem) => fail(key, 'key', problem));
   const resolved = resolveOrFail(COMPARISON_SCHEMA, section, 'comparison', 'comparison', (key, problem) => fail(key, 'value', problem));
-  const names = [...new Set(trials.map((t) => t.strategy.name))];
+  const axis = resolved.axis as ComparedAxis;
+  const choices = trials.map((t) => t[axis]);
+  const names = [...new Set(choices.map((c) => c.name))];
   const reference = resolved.reference ?? names[0]!;
-  if (!names.includes(reference)) {
-    fail('reference', 'value', `${JSON.stringify(reference)} is not a strategy of this sweep${didYouMean(reference, names)}; its strategies: ${names.join(', ')}`);
+  const sel = parseReference(reference);
+  if (!sel) fail('reference', 'value', `${JSON.stringify(reference)} is not a plugin name or name(key=value, ...), e.g. meunet-cascade(join=post-concat)`);
+  if (!names.includes(sel!.name)) {
+    fail('reference', 'value', `${JSON.stringify(sel!.name)} is not ${axis === 'architecture' ? 'an' : 'a'} ${axis} of this sweep${didYouMean(sel!.name, names)}; its ${axis === 'strategy' ? 'strategies' : `${axis}s`}: ${names.join(', ')}${axis === 'strategy' ? ' (set comparison.axis to compare architectures or datasets)' : ''}`);
+  }
+  if (!choices.some((c) => selects(sel!, c))) {
+    const known = [...new Set(choices.filter((c) => c.name === sel!.name).flatMap((c) => Object.keys(c.settings ?? {})))];
+    fail('reference', 'value', `no trial's ${axis} is ${reference}: check the setting names (${sel!.name} has ${known.join(', ')}) and their values as the trials resolve them`);
   }
   return { ...resolved, reference };
 }

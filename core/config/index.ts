@@ -5,3 +5,4 @@
  */
 export * from './settings.js';
 export * from './experiment.js';
+export * from './reference.js';

@@ -1,12 +1,16 @@
 /**
  * The comparison sections of summary.md, computed from the records alone (trials.csv, cases.csv,
- * curves.csv): each strategy against the experiment's reference strategy, paired by seed and validation
- * case (ΔDice with a bootstrap interval over cases and seeds, and a Wilcoxon signed-rank p), the time each
+ * curves.csv): each configuration against the experiment's reference, paired by seed and validation
+ * case. The reference is a value of the compared axis (`comparison.axis`: the strategy by default, or the
+ * architecture or the dataset), a plugin name optionally narrowed by settings, such as
+ * `meunet-cascade(join=post-concat)`; a configuration is paired with the reference configuration that
+ * shares every other axis (ΔDice with a bootstrap interval over cases and seeds, and a Wilcoxon signed-rank p), the time each
  * takes to reach a target Dice on its learning curve, and the budget the trials were given.
  */
 import { median } from 'mathjs';
 import { bootstrapMeanInterval, wilcoxonSignedRank } from '../evaluation/index.js';
 import { rowSettings, trialKey } from './labels.js';
+import { COMPARED_AXES, parseReference, selects, type ComparedAxis } from '../config/index.js';
 
 type Value = string | number | null;
 type Row = Record<string, Value>;
@@ -37,6 +41,8 @@ export interface ComparisonInput {
 /** The comparison settings a trial recorded (settings.comparison), with the defaults of COMPARISON_SCHEMA. */
 export interface RecordedComparison {
   reference: string | null;
+  /** The plugin choice compared ('strategy', 'architecture' or 'dataset'). */
+  axis: ComparedAxis;
   target: number | null;
   metric: string;
   confidence: number;
@@ -67,13 +73,23 @@ export interface TimeToTarget {
 }
 
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
+
+/** Whether a configuration is the reference (every trial of a group shares its plugin choices). */
+function isReference(g: ComparisonGroup, c: RecordedComparison, reference: string): boolean {
+  const sel = parseReference(reference);
+  if (!sel) return false;
+  if (sel.settings.length === 0) return g.axes[c.axis] === sel.name;
+  const row = g.rows[0];
+  return row !== undefined && selects(sel, rowSettings(row)[c.axis]);
+}
 const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
 
 export function recordedComparison(rows: Row[]): RecordedComparison {
-  const out: RecordedComparison = { reference: null, target: null, metric: 'mean', confidence: 0.95, resamples: 10_000 };
+  const out: RecordedComparison = { reference: null, axis: 'strategy', target: null, metric: 'mean', confidence: 0.95, resamples: 10_000 };
   const c = rows.map((r) => rowSettings(r).comparison as Partial<RecordedComparison> | undefined).find((x) => x);
   if (!c) return out;
   if (typeof c.reference === 'string') out.reference = c.reference;
+  if (typeof c.axis === 'string' && (COMPARED_AXES as readonly string[]).includes(c.axis)) out.axis = c.axis;
   if (typeof c.target === 'number') out.target = c.target;
   if (typeof c.metric === 'string') out.metric = c.metric;
   if (typeof c.confidence === 'number') out.confidence = c.confidence;
@@ -81,17 +97,45 @@ export function recordedComparison(rows: Row[]): RecordedComparison {
   return out;
 }
 
-/** The axes that say what a configuration is apart from its strategy (paired configurations share them). */
-function contextKey(g: ComparisonGroup): string {
-  const rest = Object.entries(g.axes).filter(([k]) => k !== 'strategy' && k !== 'input_shape' && !k.startsWith('strategy.'));
+/** The axes that say what a configuration is apart from the compared axis (paired configurations share them). */
+function contextOn(g: ComparisonGroup, axis: ComparedAxis): string {
+  const rest = Object.entries(g.axes).filter(([k]) => k !== axis && k !== 'input_shape' && !k.startsWith(`${axis}.`));
   return JSON.stringify(rest);
 }
 
-function label(g: ComparisonGroup): string {
+/**
+ * A configuration as the comparison names it: its value on the compared axis as the trial's label writes it
+ * (the plugin and the settings the experiment file gave it, e.g. `me-fcn(depth=3,narrow=true)`, and any
+ * path axis into it), else the plugin's name and the settings that vary among the configurations.
+ */
+function labelOn(g: ComparisonGroup, axis: ComparedAxis): string {
+  const text = g.rows[0] ? rowSettings(g.rows[0]).label : undefined;
+  if (typeof text === 'string') {
+    const parts = text.split(/\s+/).filter((p) => p.startsWith(`${axis}=`) || p.startsWith(`${axis}.`));
+    if (parts.length) return parts.map((p) => (p.startsWith(`${axis}=`) ? p.slice(axis.length + 1) : p)).join(' ');
+  }
   const extra = Object.entries(g.axes)
-    .filter(([k]) => k.startsWith('strategy.'))
-    .map(([k, v]) => `${k.slice('strategy.settings.'.length) || k}=${v}`);
-  return extra.length ? `${g.axes.strategy} (${extra.join(', ')})` : (g.axes.strategy ?? '?');
+    // Settings the configuration's plugin does not have ('—': another plugin's) say nothing about it.
+    .filter(([k, v]) => k.startsWith(`${axis}.`) && v !== '—')
+    .map(([k, v]) => `${k.slice(`${axis}.settings.`.length) || k}=${v}`);
+  return extra.length ? `${g.axes[axis]} (${extra.join(', ')})` : (g.axes[axis] ?? '?');
+}
+
+/** The compared axis, the reference as written and the reference configurations of `groups`. */
+export function referenceGroups(groups: ComparisonGroup[], c: RecordedComparison): { reference: string | null; refs: ComparisonGroup[] } {
+  const reference = c.reference ?? groups[0]?.axes[c.axis] ?? null;
+  return { reference, refs: reference === null ? [] : groups.filter((g) => isReference(g, c, reference)) };
+}
+
+/** The reference configuration `g` is paired with (the first that shares its other axes), if any. */
+export function pairedReference(g: ComparisonGroup, refs: ComparisonGroup[], axis: ComparedAxis): ComparisonGroup | undefined {
+  if (refs.includes(g)) return undefined;
+  return refs.find((r) => contextOn(r, axis) === contextOn(g, axis));
+}
+
+/** "a − b" as the comparison tables name a paired difference. */
+export function comparisonLabel(g: ComparisonGroup, ref: ComparisonGroup, axis: ComparedAxis): string {
+  return `${labelOn(g, axis)} − ${labelOn(ref, axis)}`;
 }
 
 /**
@@ -141,14 +185,12 @@ export function pairedDifferences(g: ComparisonGroup, ref: ComparisonGroup, regi
 export function pairedCaseRows(input: ComparisonInput): Row[] {
   const { groups, regions, cases } = input;
   const c = recordedComparison(groups.flatMap((g) => g.rows));
-  const reference = c.reference ?? groups[0]?.axes.strategy;
-  const refs = groups.filter((g) => g.axes.strategy === reference);
+  const { refs } = referenceGroups(groups, c);
   const dice = new Map<string, number>();
   for (const x of cases) dice.set(`${trialKey(x)}\u0000${x.case}\u0000${x.region}`, x.dice);
   const out: Row[] = [];
   for (const g of groups) {
-    if (g.axes.strategy === reference) continue;
-    const ref = refs.find((r) => contextKey(r) === contextKey(g));
+    const ref = pairedReference(g, refs, c.axis);
     if (!ref) continue;
     const trialOf = (rows: Row[], seed: number): string | undefined => {
       const r = rows.find((x) => x.status === 'ok' && x.seed === seed);
@@ -163,7 +205,7 @@ export function pairedCaseRows(input: ComparisonInput): Row[] {
         if (trialKey(x) !== ta || !regions.includes(x.region)) continue;
         const b = dice.get(`${tb}\u0000${x.case}\u0000${x.region}`);
         if (b === undefined) continue;
-        out.push({ comparison: `${label(g)} − ${label(ref)}`, seed, case: x.case, region: x.region, dice: x.dice, reference_dice: b, difference: x.dice - b, trial: ta, reference_trial: tb });
+        out.push({ comparison: comparisonLabel(g, ref, c.axis), seed, case: x.case, region: x.region, dice: x.dice, reference_dice: b, difference: x.dice - b, trial: ta, reference_trial: tb });
       }
     }
   }
@@ -206,7 +248,7 @@ export function timeToTarget(g: ComparisonGroup, curves: Row[], column: string, 
  * The learning curves, averaged over seeds point by point (the k-th point of every seed; with curvePoints
  * the points of all strategies fall at the same fractions of the budget).
  */
-function curveTable(groups: ComparisonGroup[], curves: Row[], column: string): string[] {
+function curveTable(groups: ComparisonGroup[], curves: Row[], column: string, label: (g: ComparisonGroup) => string): string[] {
   const series = groups
     .map((g) => {
       const perSeed = g.rows
@@ -253,18 +295,21 @@ export function renderComparison(input: ComparisonInput): string[] {
   const { groups, regions, cases, curves } = input;
   const allRows = groups.flatMap((g) => g.rows);
   const c = recordedComparison(allRows);
-  const reference = c.reference ?? groups[0]?.axes.strategy ?? null;
-  // With one strategy there is nothing to compare: the budget alone.
-  if (new Set(groups.map((g) => g.axes.strategy)).size < 2) return ['## Training budget', '', ...budgetLines(allRows), ''];
-  const lines: string[] = ['## Comparison with the reference strategy', ''];
+  const axis = c.axis;
+  const { reference, refs } = referenceGroups(groups, c);
+  const label = (g: ComparisonGroup): string => labelOn(g, axis);
+  const contextKey = (g: ComparisonGroup): string => contextOn(g, axis);
+  // With one value of the compared axis there is nothing to compare: the budget alone.
+  if (new Set(groups.map((g) => JSON.stringify(Object.entries(g.axes).filter(([k]) => k === axis || k.startsWith(`${axis}.`))))).size < 2)
+    return ['## Training budget', '', ...budgetLines(allRows), ''];
+  const lines: string[] = [`## Comparison with the reference ${axis}`, ''];
   lines.push(...budgetLines(allRows));
   if (!reference) return [...lines, '', 'No trials.', ''];
-  const refs = groups.filter((g) => g.axes.strategy === reference);
   lines.push(
-    `- Reference: \`${reference}\`${c.reference ? '' : ' (the first strategy: the records name none)'}. Each other configuration is paired with the reference configuration that shares its other axes, by seed and validation case.`,
+    `- Reference: \`${reference}\`${c.reference ? '' : ` (the first ${axis}: the records name none)`}. Each other configuration is paired with the reference configuration that shares its other axes, by seed and validation case.`,
     '',
   );
-  if (refs.length === 0) return [...lines, `No trial of the reference strategy \`${reference}\` is recorded.`, ''];
+  if (refs.length === 0) return [...lines, `No trial of the reference ${axis} \`${reference}\` is recorded.`, ''];
 
   // Paired ΔDice.
   const pct = Math.round(c.confidence * 100);
@@ -272,8 +317,7 @@ export function renderComparison(input: ComparisonInput): string[] {
   const table: string[] = [];
   const words: string[] = [];
   for (const g of groups) {
-    if (g.axes.strategy === reference) continue;
-    const ref = refs.find((r) => contextKey(r) === contextKey(g));
+    const ref = pairedReference(g, refs, axis);
     if (!ref) continue;
     const diffs = pairedDifferences(g, ref, regions, cases);
     if (diffs.size === 0) {
@@ -351,7 +395,7 @@ export function renderComparison(input: ComparisonInput): string[] {
     lines.push(
       `| ${label(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${t.best !== null ? t.best.toFixed(3) : '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
     );
-    if (g.axes.strategy !== reference && rt) {
+    if (!refs.includes(g) && rt) {
       ratioWords.push(
         t.seconds === null
           ? `- ${label(g)} does not reach the target in most seeds (${t.reached} of ${t.of}; its curves peak at ${t.best?.toFixed(3) ?? '—'}, median over seeds).`
@@ -362,7 +406,7 @@ export function renderComparison(input: ComparisonInput): string[] {
     }
   }
   lines.push('', ...ratioWords, '');
-  const curveLines = curveTable(groups, curves, column);
+  const curveLines = curveTable(groups, curves, column, label);
   if (curveLines.length) lines.push(`### Learning curves (${metricName}, mean over seeds, at each validation point)`, '', ...curveLines, '');
   return lines;
 }
