@@ -22,9 +22,9 @@
  * | all                 | 8.7% / 5.1%        | 33% / 34%         | 23% / 29%          |
  *
  * - `narrow` — narrower, bottlenecked widths (ResNet's bottleneck, He et al. 2016; ENet, Paszke et al.
- *   2016): widths base·g^l with g = `widthGrowth` (1.5, rounded to even) instead of base·2^l; each residual
- *   context module is a 1×1×1 reduction to half the width and a 3×3×3 back to the width (instead of two
- *   full 3×3×3); the upsampling module's convolution is a 1×1×1 at the coarse level, before upsampling;
+ *   2016): widths base·g^l with g = `widthGrowth` (1.5 by default, rounded to even) instead of base·2^l;
+ *   each residual context module is a 1×1×1 reduction to `bottleneck` × the width (0.5 by default) and a
+ *   3×3×3 back to the width (instead of two full 3×3×3); the upsampling module's convolution is a 1×1×1 at the coarse level, before upsampling;
  *   the localization module is a 1×1×1 reduction of [skip, upsampled] to the level width — computed as
  *   conv(skip) + upsample(conv(coarse)), exactly the same function since nearest upsampling commutes with
  *   a 1×1×1 convolution, so no concatenated or upsampled full-resolution tensor is ever saved — then a
@@ -49,13 +49,22 @@
  *   tensor saved by several layers (a normalisation's output and the convolution reading it with
  *   `inPlaceNorm`; a level's output read by the next level and the skip) gets one half copy, held by the
  *   first layer that saved it. P: unchanged. M: saved tensors take half the bytes and activations are
- *   freed after their forward readers. Cost: a JS conversion pass per saved tensor — in inference
- *   forwards too, where a layer cannot tell that nothing will be kept.
+ *   freed after their forward readers. Cost: a JS conversion pass per saved tensor in training; an
+ *   inference forward (and a checkpointed segment's first forward) saves nothing and packs nothing, and the
+ *   wrapped normalisation still writes over its input there as the plain one does.
  * - `checkpointWidest` — gradient checkpointing (Chen et al. 2016) of the widest, full-resolution level:
  *   the network's `recompute` lists level 0 of both pathways (the decoder's with the head), re-run in
  *   backward (about one extra forward of level 0). P: unchanged. M: level 0's saved tensors live only
  *   while its own backward runs.
- * - `all: true` switches every technique on (whatever the individual flags say).
+ * - `widthMultiplier` — every level's width × m (rounded to an even number ≥ 2), with or without narrow
+ *   (MobileNet's width multiplier, Howard et al. 2017). P: about m² (the convolutions are in·out). M: the
+ *   activations about m, the parameters and Adam state about m².
+ * - `all: true` switches every technique on (whatever the individual flags say); the three numbers
+ *   (widthGrowth, bottleneck, widthMultiplier) stay as set.
+ *
+ * The trade-off between these numbers, memory and Dice is measured by `npm run experiment --
+ * architectures-memory` (its Pareto plot, results/architectures-memory/plots/pareto.svg); the README names
+ * the configuration that meets the paper's point.
  *
  * Memory accounting: the estimator sees the half-size saves through `HalfSaved.saves` (SavedSpec.extra
  * counts float32 elements: ceil(n/2) for n half values); a layer that reuses an earlier layer's half copy
@@ -218,6 +227,7 @@ export class HalfSaved implements Layer {
   readonly params: ParamSpec[];
   readonly passesGradient?: boolean;
   readonly gradientInPlace?: boolean;
+  readonly forwardInPlace?: boolean;
   private readonly shared: Set<number>;
   /** The shapes of the saved tensors, per input-shape signature (the packed tensors are flat). */
   private readonly savedShapes = new Map<string, Shape[]>();
@@ -230,6 +240,7 @@ export class HalfSaved implements Layer {
     this.params = inner.params;
     if (inner.passesGradient) this.passesGradient = true;
     if (inner.gradientInPlace) this.gradientInPlace = true;
+    if (inner.forwardInPlace) this.forwardInPlace = true;
     this.shared = new Set(opts.sharedInputs ?? []);
   }
 
@@ -237,11 +248,11 @@ export class HalfSaved implements Layer {
     return this.inner.outputShape(inputShapes);
   }
 
-  forward({ inputs, params, save, saveMode }: ForwardArgs): Tensor {
+  forward({ inputs, params, save, saveMode, overwritable }: ForwardArgs): Tensor {
     // Nothing kept (inference, a checkpointed forward): the wrapped layer alone, nothing packed.
-    if (saveMode === 'none') return this.inner.forward({ inputs, params, save, saveMode });
+    if (saveMode === 'none') return this.inner.forward({ inputs, params, save, saveMode, overwritable });
     const got: Tensor[] = [];
-    const out = this.inner.forward({ inputs, params, save: (t) => void got.push(t) });
+    const out = this.inner.forward({ inputs, params, save: (t) => void got.push(t), overwritable });
     const shapes: Shape[] = [];
     for (const t of got) {
       shapes.push([...t.shape]);
@@ -329,8 +340,10 @@ const settings = defineSettings({
   depth: { type: 'integer', min: 2, max: 7, default: 5, description: 'number of resolution levels' },
   baseFilters: { type: 'integer', min: 1, default: 16, description: 'filters at full resolution' },
   negativeSlope: { type: 'number', min: 0, max: 1, default: 0.01, description: 'leaky ReLU slope (> 0 with inPlaceNorm)' },
-  narrow: { type: 'boolean', default: false, description: 'widths grow by widthGrowth per level; bottlenecked context and localization modules' },
+  narrow: { type: 'boolean', default: false, description: 'widths grow by widthGrowth per level; bottlenecked context modules (bottleneck ratio) and lean localization modules' },
   widthGrowth: { type: 'number', min: 1, max: 2, default: 1.5, description: 'width factor per level with narrow (unet3d: 2)' },
+  bottleneck: { type: 'number', min: 0.05, max: 1, default: 0.5, description: "with narrow, a context module's 1×1×1 reduction keeps this fraction of the level width" },
+  widthMultiplier: { type: 'number', min: 0.05, max: 4, default: 1, description: 'every level width × this (rounded to an even number ≥ 2; with or without narrow)' },
   separable: { type: 'boolean', default: false, description: 'factorised 3-D convolutions: [1,3,3] then [3,1,1]' },
   inPlaceNorm: { type: 'boolean', default: false, description: 'InPlace-ABN-style normalisation: save the output, not x̂' },
   halfPrecisionSaves: { type: 'boolean', default: false, description: 'tensors saved for backward stored as half floats' },
@@ -352,12 +365,20 @@ export function techniques(s: MeFcnSettings): { narrow: boolean; separable: bool
   };
 }
 
-/** Level widths: base·2^l, or with `narrow` base·growth^l rounded to an even number (≥ 2). */
-export function meFcnWidths(s: Pick<MeFcnSettings, 'depth' | 'baseFilters' | 'widthGrowth'>, narrow: boolean): number[] {
-  return Array.from({ length: s.depth }, (_, l) =>
-    narrow ? Math.max(2, 2 * Math.round((s.baseFilters * s.widthGrowth ** l) / 2)) : s.baseFilters * 2 ** l,
-  );
+/**
+ * Level widths: base·m·g^l with m = `widthMultiplier` and g = 2, or `widthGrowth` with `narrow`, rounded to
+ * an even number (≥ 2); exactly base·2^l (unet3d's) without narrow at m = 1.
+ */
+export function meFcnWidths(s: Pick<MeFcnSettings, 'depth' | 'baseFilters' | 'widthGrowth'> & { widthMultiplier?: number }, narrow: boolean): number[] {
+  const m = s.widthMultiplier ?? 1;
+  return Array.from({ length: s.depth }, (_, l) => {
+    if (!narrow && m === 1) return s.baseFilters * 2 ** l;
+    return Math.max(2, 2 * Math.round((s.baseFilters * m * (narrow ? s.widthGrowth : 2) ** l) / 2));
+  });
 }
+
+/** The width of a narrow context module's 1×1×1 reduction for a level of width f. */
+export const bottleneckWidth = (f: number, ratio: number): number => Math.max(1, Math.round(f * ratio));
 
 export function buildMeFcn(spec: NetworkSpec, s: MeFcnSettings): Network {
   const t = techniques(s);
@@ -411,8 +432,8 @@ export function buildMeFcn(spec: NetworkSpec, s: MeFcnSettings): Network {
       const x = l === 0 ? convNormAct('enc0.in', input, spec.inChannels, f[0]!) : convNormAct(`enc${l}.down`, input, f[l - 1]!, f[l]!, 3, 2);
       let ctx: string;
       if (t.narrow) {
-        // Bottleneck: 1×1×1 to half the width, 3×3×3 back to the width.
-        const mid = Math.max(1, Math.round(f[l]! / 2));
+        // Bottleneck: 1×1×1 to `bottleneck` of the width, 3×3×3 back to the width.
+        const mid = bottleneckWidth(f[l]!, s.bottleneck);
         ctx = convNormAct(`enc${l}.ctx1`, x, f[l]!, mid, 1);
         ctx = convNormAct(`enc${l}.ctx2`, ctx, mid, f[l]!, 3);
       } else {
@@ -474,8 +495,9 @@ function describe(s: MeFcnSettings): string {
   const t = techniques(s);
   const on = Object.entries(t)
     .filter(([, v]) => v)
-    .map(([k]) => (k === 'narrow' ? `narrow ×${s.widthGrowth}` : k));
-  return `me-fcn depth ${s.depth}, base ${s.baseFilters}; ${on.length ? on.join(', ') : 'no technique (= unet3d)'}`;
+    .map(([k]) => (k === 'narrow' ? `narrow ×${s.widthGrowth} per level, bottleneck ${s.bottleneck}` : k));
+  const width = s.widthMultiplier === 1 ? '' : `, width ×${s.widthMultiplier}`;
+  return `me-fcn depth ${s.depth}, base ${s.baseFilters}${width}; ${on.length ? on.join(', ') : width ? 'no other technique' : 'no technique (= unet3d)'}`;
 }
 
 const plugin: ArchitecturePlugin<typeof settings> = {

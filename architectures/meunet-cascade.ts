@@ -4,12 +4,13 @@
  * arXiv:2205.15941), built as ONE network graph so that the ordinary strategies and runner train both
  * stages jointly (no runner special case).
  *
- * Geometry. The network's output is a `patch` (default 64³) and its input is a context window 1.5× the
- * patch (96³): `outputMargin` = patch/4 per side = (context − patch)/2. The patch strategy's `patchSize`
+ * Geometry. The network's output is a `patch` (default 64³) and its input is a context window
+ * `contextRatio` × the patch (1.5 by default, the paper's: 96³): `outputMargin` = patch·(ratio − 1)/2 per side
+ * = (context − patch)/2 (patch/4 at 1.5; ratio 1 gives stage 1 no more than the patch). The patch strategy's `patchSize`
  * is the OUTPUT extent and must equal `patch` (the strategy adds the margin to the crop it reads, and the
  * sliding window reads the margin around each window, zeros outside the volume). Any output extent that is
  * a multiple of `divisor` works (e.g. full-volume training: the padded case plus the margin); the margin
- * stays patch/4.
+ * stays the one the settings' patch gives.
  *
  * Stage 1 (global, memory-efficient U-Net): AvgPool3d(2) of the whole context, then a U-Net with
  * `stage1Filters` channels per level (16-32-64-128-128: 5 levels), two 3×3×3 conv + norm + ReLU per level,
@@ -35,9 +36,9 @@
  * Divisor. With L1 stage-1 levels the context must be a multiple of d1 = 2·2^(L1−1) (the average pool and
  * L1−1 max-pools); with L2 stage-2 levels the output must be a multiple of d2 = 2^(L2−1). So that every
  * output extent O that is a multiple of `divisor` gives a valid input O + 2·margin, the build requires
- * 2·margin = patch/2 to be a multiple of d1 (i.e. patch a multiple of 2·d1) and sets divisor = max(d1, d2)
- * (both are powers of two). Default: patch 64, d1 = 32, d2 = 8 → divisor 32, context 96. A small setting
- * such as patch 16 / context 24 needs stage 1 with at most 3 levels (d1 = 8 divides 8 = 24 − 16).
+ * 2·margin = patch·(ratio − 1) to be a whole multiple of d1 and sets divisor = max(d1, d2) (both are powers
+ * of two). Default: patch 64, ratio 1.5, d1 = 32, d2 = 8 → divisor 32, context 96. A small setting such as
+ * patch 16 / context 24 needs stage 1 with at most 3 levels (d1 = 8 divides 8 = 24 − 16).
  *
  * Test-time stitching "with weight 2 in the central half-cube and 1 elsewhere" is `cascadeWeightMap`
  * below, which the network declares as its `windowWeights` (the patch strategy's `blend: network`).
@@ -51,7 +52,14 @@ const settings = defineSettings({
   patch: {
     type: 'shape3',
     default: 64,
-    description: "output patch [D, H, W] (or one edge); the input is 1.5× (margin patch/4 per side); set the patch strategy's patchSize to it",
+    description: "output patch [D, H, W] (or one edge); the input is contextRatio × it; set the patch strategy's patchSize to it",
+  },
+  contextRatio: {
+    type: 'number',
+    min: 1,
+    max: 4,
+    default: 1.5,
+    description: "stage 1's context edge over the patch edge (1.5: the paper's; 1: no context beyond the patch); patch·(ratio − 1) must be a multiple of stage 1's divisor",
   },
   stage1Filters: { type: 'number[]', default: [16, 32, 64, 128, 128], description: 'stage-1 (global) channels per level' },
   stage2Filters: { type: 'number[]', default: [16, 32, 64, 128], description: 'stage-2 (local) channels per level' },
@@ -71,9 +79,9 @@ export type MeUNetCascadeSettings = SettingsOf<typeof settings>;
 export interface CascadeGeometry {
   /** Output extent the settings were made for (the patch strategy's patchSize). */
   patch: Shape3;
-  /** Network input for that patch: patch + 2·margin = 1.5 × patch. */
+  /** Network input for that patch: patch + 2·margin = contextRatio × patch. */
   context: Shape3;
-  /** outputMargin: patch/4 per side. */
+  /** outputMargin: patch·(contextRatio − 1)/2 per side. */
   margin: Shape3;
   /** Stage 1's multiple for the context: 2·2^(L1−1). */
   stage1Divisor: number;
@@ -90,25 +98,31 @@ function checkFilters(name: string, f: unknown): number[] {
 }
 
 /** Shapes and divisors of a cascade configuration; throws a message saying what to change where invalid. */
-export function cascadeGeometry(s: Pick<MeUNetCascadeSettings, 'patch' | 'stage1Filters' | 'stage2Filters'>): CascadeGeometry {
+export function cascadeGeometry(s: Pick<MeUNetCascadeSettings, 'patch' | 'stage1Filters' | 'stage2Filters'> & { contextRatio?: number }): CascadeGeometry {
   const patch = toShape3(s.patch, 'meunet-cascade patch');
+  const ratio = s.contextRatio ?? 1.5;
+  if (!(Number.isFinite(ratio) && ratio >= 1)) throw new Error(`meunet-cascade: contextRatio must be a number ≥ 1, got ${ratio}`);
   const L1 = checkFilters('stage1Filters', s.stage1Filters).length;
   const L2 = checkFilters('stage2Filters', s.stage2Filters).length;
   const d1 = 2 * 2 ** (L1 - 1);
   const d2 = 2 ** (L2 - 1);
   const divisor = Math.max(d1, d2);
-  patch.forEach((p, i) => {
+  const margin = patch.map((p, i) => {
     const axis = 'DHW'[i];
-    if (p % (2 * d1) !== 0)
+    const extra = p * (ratio - 1); // context − patch = 2·margin
+    if (Math.abs(extra - Math.round(extra)) > 1e-9 || Math.round(extra) % d1 !== 0) {
+      const step = d1 / p; // ratios whose context adds whole multiples of d1
+      const near = [Math.floor((ratio - 1) / step), Math.ceil((ratio - 1) / step)].map((k) => +(1 + k * step).toFixed(6)).filter((r, j, a) => a.indexOf(r) === j);
       throw new Error(
-        `meunet-cascade: patch edge ${p} (axis ${axis}) does not work with ${L1} stage-1 levels: the context margin 2·${p / 4} = ${p / 2} ` +
-          `must be a multiple of ${d1} (= 2·2^${L1 - 1}, the average pool and ${L1 - 1} max-pools), so the patch must be a multiple of ${2 * d1}; ` +
-          `use patch ${Math.max(2 * d1, Math.round(p / (2 * d1)) * 2 * d1)} or fewer stage-1 levels`,
+        `meunet-cascade: contextRatio ${ratio} with patch edge ${p} (axis ${axis}) gives a context ${+(p * ratio).toFixed(3)}, ${+extra.toFixed(3)} voxels wider than the patch; ` +
+          `that must be a whole multiple of ${d1} (= 2·2^${L1 - 1}, the average pool and ${L1 - 1} max-pools of ${L1} stage-1 levels); ` +
+          `use contextRatio ${near.join(' or ')} with this patch, another patch, or fewer stage-1 levels`,
       );
+    }
     if (p % divisor !== 0)
-      throw new Error(`meunet-cascade: patch edge ${p} (axis ${axis}) must be a multiple of ${divisor} (stage 2's ${L2} levels need ${d2})`);
-  });
-  const margin = patch.map((p) => p / 4) as Shape3;
+      throw new Error(`meunet-cascade: patch edge ${p} (axis ${axis}) must be a multiple of ${divisor} (stage 1's ${L1} levels need ${d1}, stage 2's ${L2} levels ${d2})`);
+    return Math.round(extra) / 2;
+  }) as Shape3;
   return { patch, margin, context: patch.map((p, i) => p + 2 * margin[i]!) as Shape3, stage1Divisor: d1, stage2Divisor: d2, divisor };
 }
 
@@ -228,7 +242,7 @@ export function buildMeUNetCascade(spec: NetworkSpec, s: MeUNetCascadeSettings):
     name: 'meunet-cascade',
     windowWeights: cascadeWeightMap,
     description:
-      `meU-net cascade, patch ${g.patch.join('x')} in context ${g.context.join('x')}; stage 1 [${f1.join(', ')}] at half resolution` +
+      `meU-net cascade, patch ${g.patch.join('x')} in context ${g.context.join('x')} (×${s.contextRatio}); stage 1 [${f1.join(', ')}] at half resolution` +
       `${s.checkpointStage1 ? ' (checkpointed)' : ''}, stage 2 [${f2.join(', ')}]; join ${s.join}`,
     inChannels: spec.inChannels,
     outChannels: K,

@@ -16,6 +16,7 @@ import { SeededRng } from '../core/data/rng.js';
 import { buildUNet3d } from '../architectures/unet3d.js';
 import {
   buildMeFcn,
+  meFcnWidths,
   floatToHalfBits,
   halfBitsToFloat,
   HalfSaved,
@@ -37,6 +38,8 @@ const meFcn = (over: Partial<MeFcnSettings> = {}): MeFcnSettings => ({
   negativeSlope: 0.01,
   narrow: false,
   widthGrowth: 1.5,
+  bottleneck: 0.5,
+  widthMultiplier: 1,
   separable: false,
   inPlaceNorm: false,
   halfPrecisionSaves: false,
@@ -53,6 +56,7 @@ const cascade = (over: Partial<MeUNetCascadeSettings> = {}): MeUNetCascadeSettin
   auxWeight: 0.5,
   checkpointStage1: true,
   negativeSlope: 0,
+  contextRatio: 1.5,
   ...over,
 });
 
@@ -181,6 +185,21 @@ describe('shapes at odd sizes', () => {
     expect(buildMeUNetCascade(spec(4, 3), cascade({ checkpointStage1: false })).recompute).toBeUndefined();
   });
 
+  it('meunet-cascade context ratio: the margin is patch·(ratio − 1)/2, checked against stage 1', () => {
+    const small = { patch: [16, 16, 16] as Shape3, stage1Filters: [8, 16, 32], stage2Filters: [8, 16, 32] };
+    expect(cascadeGeometry(cascade({ ...small, contextRatio: 2 }))).toMatchObject({ context: [32, 32, 32], margin: [8, 8, 8] });
+    expect(cascadeGeometry(cascade({ ...small, contextRatio: 1 }))).toMatchObject({ context: [16, 16, 16], margin: [0, 0, 0] });
+    // 16·0.25 = 4 voxels is not a multiple of stage 1's divisor 8: refused, with the ratios that work.
+    expect(() => cascadeGeometry(cascade({ ...small, contextRatio: 1.25 }))).toThrow(/contextRatio 1.25 .*whole multiple of 8.*use contextRatio 1 or 1.5/);
+    for (const contextRatio of [1, 2]) {
+      const net = buildMeUNetCascade(spec(2, 2), cascade({ ...small, contextRatio }));
+      const c = 16 * contextRatio;
+      expect(inferShapes(net, [1, c, c, c, 2]).get(net.output)).toEqual([1, 16, 16, 16, 2]);
+      expect(inferShapes(net, [1, c, c, c, 2]).get('s1.head')).toEqual([1, c / 2, c / 2, c / 2, 2]);
+      check(net, [32, 32, 32]);
+    }
+  });
+
   it('meunet-cascade small: patch 16 / context 24 needs at most 3 stage-1 levels', () => {
     const small = cascade({ patch: [16, 16, 16], stage1Filters: [8, 16, 32], stage2Filters: [8, 16, 32] });
     expect(cascadeGeometry(small)).toMatchObject({ context: [24, 24, 24], margin: [4, 4, 4], stage1Divisor: 8, stage2Divisor: 4, divisor: 8 });
@@ -189,7 +208,7 @@ describe('shapes at odd sizes', () => {
     check(net, [32, 32, 32]);
     check(net, BRATS);
     // 5 stage-1 levels need the 8-voxel context margin to be a multiple of 32: refused with the fix.
-    expect(() => cascadeGeometry(cascade({ patch: [16, 16, 16] }))).toThrow(/multiple of 64/);
+    expect(() => cascadeGeometry(cascade({ patch: [16, 16, 16] }))).toThrow(/whole multiple of 32.*use contextRatio 1 or 3/);
     expect(() => cascadeGeometry(cascade({ patch: [48, 64, 64] }))).toThrow(/axis D/);
     // Anisotropic patches work per axis.
     const aniso = buildMeUNetCascade(spec(1, 2), cascade({ patch: [64, 128, 128] }));
@@ -231,6 +250,23 @@ describe('parameter counts by hand', () => {
     // Techniques that do not change the function's parameters.
     for (const flag of ['inPlaceNorm', 'halfPrecisionSaves', 'checkpointWidest'] as const)
       expect(parameterCount(buildMeFcn(spec(1, 2), meFcn({ depth: 2, baseFilters: 4, [flag]: true })))).toBe(7998);
+  });
+
+  it('me-fcn bottleneck ratio and width multiplier', () => {
+    // narrow, bottleneck 0.25: widths 4, 6; the context modules reduce to round(4/4) = 1 and round(6/4) = 2.
+    // enc0: in 108 + 8; ctx1 1·4·1 + 2; ctx2 27·1·4 + 8                     = 116+6+116 = 238
+    // enc1: down 648 + 12; ctx1 1·6·2 + 4; ctx2 27·2·6 + 12                 = 660+16+336 = 1012
+    // dec0 and head as narrow: 512 + 10.
+    expect(parameterCount(buildMeFcn(spec(1, 2), meFcn({ depth: 2, baseFilters: 4, narrow: true, bottleneck: 0.25 })))).toBe(238 + 1012 + 512 + 10);
+    // bottleneck 1: ctx1 1·4·4 + 8 and 27·4·4 + 8 at level 0; 1·6·6 + 12 and 27·6·6 + 12 at level 1.
+    const full = 116 + (16 + 8) + (432 + 8) + (660 + (36 + 12) + (972 + 12)) + 512 + 10;
+    expect(parameterCount(buildMeFcn(spec(1, 2), meFcn({ depth: 2, baseFilters: 4, narrow: true, bottleneck: 1 })))).toBe(full);
+    // Width ×1.5 without narrow: widths 6, 12 (2·round(4·1.5/2), 2·round(4·1.5·2/2)): unet3d with base 6.
+    expect(meFcnWidths({ depth: 3, baseFilters: 4, widthGrowth: 1.5, widthMultiplier: 1.5 }, false)).toEqual([6, 12, 24]);
+    expect(parameterCount(buildMeFcn(spec(1, 2), meFcn({ depth: 2, baseFilters: 4, widthMultiplier: 1.5 })))).toBe(parameterCount(unet3d(2, 6, 1, 2)));
+    // Width ×0.5 with narrow: base·0.5·1.5^l rounded to even, at least 2.
+    expect(meFcnWidths({ depth: 4, baseFilters: 8, widthGrowth: 1.5, widthMultiplier: 0.5 }, true)).toEqual([4, 6, 10, 14]);
+    expect(meFcnWidths({ depth: 2, baseFilters: 2, widthGrowth: 1.5, widthMultiplier: 0.25 }, true)).toEqual([2, 2]);
   });
 
   it('meunet-cascade: stages [2, 4] and [2, 4], 1 → 2 channels, both joins', () => {
@@ -367,6 +403,44 @@ describe('half precision', () => {
       expect(err.worst).toBeLessThan(1e-2); // measured ~1e-3: the rounding of the saved values
       expect(err.global).toBeGreaterThan(0); // the saved values really were rounded
     }
+  });
+});
+
+describe('half precision in inference', () => {
+  it('packs nothing: an inference forward allocates exactly what the network without half saves does', () => {
+    const s = meFcn({ depth: 3, baseFilters: 4, inPlaceNorm: true });
+    const peakOf = (net: Network): { peak: number; int32: number; out: Float32Array } => {
+      const params = initParams(net, 7);
+      const x = tf.randomNormal([1, 16, 16, 16, 2], 0, 1, 'float32', 3);
+      const meter = new DeviceMemoryMeter().attach();
+      let int32 = 0;
+      const engine = tf.engine() as unknown as { makeTensor: (...a: unknown[]) => tf.Tensor };
+      const make = engine.makeTensor.bind(engine);
+      engine.makeTensor = (...a: unknown[]) => {
+        const t = make(...a);
+        if (t.dtype === 'int32') int32++;
+        return t;
+      };
+      try {
+        meter.ledger.resetPeak();
+        const base = meter.ledger.live;
+        const y = new Executor(net).forward(x, params);
+        const out = y.dataSync() as Float32Array;
+        y.dispose();
+        return { peak: meter.ledger.peak - base, int32, out };
+      } finally {
+        engine.makeTensor = make;
+        meter.detach();
+        x.dispose();
+        for (const t of params.values()) t.dispose();
+      }
+    };
+    peakOf(buildMeFcn(spec(2, 2), s)); // warm-up: first-use constants are not the network's
+    const half = peakOf(buildMeFcn(spec(2, 2), { ...s, halfPrecisionSaves: true }));
+    const plain = peakOf(buildMeFcn(spec(2, 2), s));
+    expect(half.int32).toBe(0); // no packed copy made
+    expect(half.peak).toBe(plain.peak);
+    expect(half.out).toEqual(plain.out); // forward values are float32 either way
   });
 });
 
