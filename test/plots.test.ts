@@ -6,7 +6,7 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, readFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { plotSpecs, writePlots } from '../core/experiment/plots.js';
+import { paretoFront, plotSpecs, writePlots } from '../core/experiment/plots.js';
 
 const settings = (label: string, strategy: Record<string, unknown> = { name: 'patch', settings: {} }, deviceMemory?: number) =>
   JSON.stringify({ label, strategy, training: deviceMemory ? { deviceMemory } : {} });
@@ -56,6 +56,29 @@ describe('plots from the records', () => {
     expect(m).not.toContain('dataset.settings.size=');
     const s = readFileSync(swap!, 'utf8');
     for (const text of ['16 GB/s', 'median step time (s)', 'plain step (mean of 2): 1.00 s']) expect(s).toContain(text);
+  });
+
+  it('finds the Pareto front: cheapest first, each point better than every cheaper one', () => {
+    const p = (configuration: string, cost: number, dice: number) => ({ configuration, cost, dice });
+    const front = paretoFront([p('a', 4, 0.9), p('b', 1, 0.5), p('c', 2, 0.45), p('d', 2, 0.7), p('e', 3, 0.7), p('f', 5, 0.88)]);
+    expect(front.map((x) => x.configuration)).toEqual(['b', 'd', 'a']);
+    expect(paretoFront([])).toEqual([]);
+  });
+
+  it('draws the trade-off of three configurations against memory and parameters, marking the front', async () => {
+    const row = (trial: number, arch: string, seed: number, dice: number, mib: number, params: number) => ({
+      trial, trial_id: `t${trial}`, strategy: 'patch', architecture: arch, seed, status: 'ok', dice_mean: dice, peak_train_bytes: mib * 2 ** 20, params,
+      settings: settings(`architecture=${arch} seed=${seed}`),
+    });
+    const rows = [row(0, 'unet3d', 1, 0.9, 4, 140e3), row(1, 'unet3d', 2, 0.8, 4, 140e3), row(2, 'small', 1, 0.82, 1.5, 40e3), row(3, 'worse', 1, 0.5, 2, 60e3)];
+    const plots = plotSpecs(rows, []);
+    expect(plots.map((p) => p.file)).toEqual(['dice-memory.svg', 'pareto.svg']);
+    const dir = mkdtempSync(join(tmpdir(), 'volseg-pareto-'));
+    const files = await writePlots(dir, rows, []);
+    const svg = readFileSync(files.find((f) => f.endsWith('pareto.svg'))!, 'utf8');
+    for (const text of ['peak training memory (MiB, log)', 'parameters (thousands, log)', 'on the Pareto front', 'dominated', 'architecture=small']) expect(svg).toContain(text);
+    // Two configurations are not a trade-off sweep.
+    expect(plotSpecs(rows.slice(0, 3), []).map((p) => p.file)).toEqual(['dice-memory.svg']);
   });
 
   it('draws nothing for a single configuration without curves', () => {

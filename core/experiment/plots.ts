@@ -5,7 +5,10 @@
  * - `curves.svg`: validation Dice against training wall time, per configuration (learning curves);
  * - `memory.svg`: peak training memory against input edge, per configuration, with the device budget;
  * - `swap.svg`: swap's step time against its prefetch distance lb, per link bandwidth;
- * - `dice-memory.svg`: final Dice against peak training memory, per configuration.
+ * - `dice-memory.svg`: final Dice against peak training memory, per configuration;
+ * - `pareto.svg`: where at least three configurations have Dice, peak training memory and parameters: each
+ *   configuration's mean Dice over seeds against its mean peak memory and against its parameters, with the
+ *   Pareto front (no other configuration has both less of the cost and a higher Dice) joined by a line.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +36,30 @@ const base = (title: string): Record<string, unknown> => ({
   height: 320,
   config: { font: 'sans-serif', legend: { labelLimit: 0, orient: 'bottom', columns: 1 } },
 });
+
+/** `base` for a concatenation of panels (each panel sizes itself). */
+const concatBase = (title: string): Record<string, unknown> => {
+  const { width: _w, height: _h, ...rest } = base(title);
+  return rest;
+};
+
+/** One configuration's means: its cost on some axis and its Dice. */
+export interface ParetoPoint {
+  configuration: string;
+  cost: number;
+  dice: number;
+}
+
+/**
+ * The configurations no other beats on both counts (lower or equal cost and higher Dice, or lower cost and
+ * equal Dice), cheapest first: the trade-off front of a sweep.
+ */
+export function paretoFront<T extends ParetoPoint>(points: T[]): T[] {
+  const sorted = [...points].sort((a, b) => a.cost - b.cost || b.dice - a.dice);
+  const front: T[] = [];
+  for (const p of sorted) if (front.length === 0 || p.dice > front[front.length - 1]!.dice) front.push(p);
+  return front;
+}
 
 /** The plots the records call for (pure: summary.md lists them, `writePlots` draws them). */
 export function plotSpecs(rows: Row[], curves: Row[]): Plot[] {
@@ -158,6 +185,46 @@ export function plotSpecs(rows: Row[], curves: Row[]): Plot[] {
       } as TopLevelSpec,
     });
   }
+
+  // The trade-off: configuration means against peak memory and against parameters, with the Pareto fronts.
+  const byConfig = new Map<string, Row[]>();
+  for (const r of ok) {
+    if (![r.dice_mean, r.peak_train_bytes, r.params].every((v) => Number.isFinite(num(v)))) continue;
+    const c = series(r);
+    byConfig.set(c, [...(byConfig.get(c) ?? []), r]);
+  }
+  if (byConfig.size >= 3) {
+    const avg = (rs: Row[], k: string): number => rs.reduce((a, r) => a + num(r[k]), 0) / rs.length;
+    const means = [...byConfig].map(([configuration, rs]) => ({ configuration, mib: avg(rs, 'peak_train_bytes') / MiB, params: avg(rs, 'params') / 1e3, dice: avg(rs, 'dice_mean'), seeds: rs.length }));
+    const panel = (cost: 'mib' | 'params', title: string) => {
+      const front = new Set(paretoFront(means.map((m) => ({ ...m, cost: m[cost] }))).map((p) => p.configuration));
+      const values = means.map((m) => ({ ...m, cost: m[cost], front: front.has(m.configuration) ? 'on the Pareto front' : 'dominated' }));
+      return {
+        width: 380,
+        height: 300,
+        data: { values },
+        layer: [
+          { transform: [{ filter: "datum.front === 'on the Pareto front'" }], mark: { type: 'line', color: 'black', strokeDash: [4, 3], interpolate: 'step-after' }, encoding: { x: { field: 'cost', type: 'quantitative' }, y: { field: 'dice', type: 'quantitative' } } },
+          {
+            mark: { type: 'point', filled: true, size: 80 },
+            encoding: {
+              x: { field: 'cost', type: 'quantitative', title, scale: { type: 'log' } },
+              y: { field: 'dice', type: 'quantitative', title: 'validation Dice (mean over regions and seeds)', scale: { zero: false } },
+              color: { field: 'configuration', type: 'nominal', title: 'configuration' },
+              shape: { field: 'front', type: 'nominal', title: 'Pareto front' },
+              tooltip: [{ field: 'configuration' }, { field: 'seeds' }, { field: 'dice', format: '.3f' }, { field: 'cost', format: '.3g' }],
+            },
+          },
+        ],
+      };
+    };
+    const title = 'Dice against peak training memory and parameters (means over seeds; the dashed line is the Pareto front)';
+    plots.push({
+      file: 'pareto.svg',
+      title,
+      spec: { ...concatBase(title), hconcat: [panel('mib', 'peak training memory (MiB, log)'), panel('params', 'parameters (thousands, log)')] } as unknown as TopLevelSpec,
+    });
+  }
   return plots;
 }
 
@@ -175,7 +242,7 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 export async function writePlots(dir: string, rows: Row[], curves: Row[]): Promise<string[]> {
   const plots = plotSpecs(rows, curves);
   const out = path.join(dir, 'plots');
-  const known = new Set(['curves.svg', 'memory.svg', 'swap.svg', 'dice-memory.svg']);
+  const known = new Set(['curves.svg', 'memory.svg', 'swap.svg', 'dice-memory.svg', 'pareto.svg']);
   if (fs.existsSync(out)) for (const f of fs.readdirSync(out)) if (known.has(f) && !plots.some((p) => p.file === f)) fs.rmSync(path.join(out, f));
   if (plots.length === 0) return [];
   fs.mkdirSync(out, { recursive: true });
