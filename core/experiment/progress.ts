@@ -13,22 +13,27 @@ export class ProgressBar {
     private readonly intervalSeconds = 10,
   ) {}
 
+  /** `total` 0: the number of updates is not known ahead (a time budget): a count, no bar fill, no ETA. */
   update(done: number, note = ''): void {
     const elapsed = (performance.now() - this.start) / 1000;
-    if (!this.tty && elapsed - this.lastPrint < this.intervalSeconds && done < this.total) return;
+    const known = this.total > 0;
+    if (!this.tty && elapsed - this.lastPrint < this.intervalSeconds && (!known || done < this.total)) return;
     this.lastPrint = elapsed;
-    const frac = this.total > 0 ? Math.min(1, done / this.total) : 1;
-    const eta = done > 0 ? (elapsed / done) * (this.total - done) : NaN;
+    const frac = known ? Math.min(1, done / this.total) : 0;
+    const eta = known && done > 0 ? (elapsed / done) * (this.total - done) : NaN;
     const width = 24;
     const filled = Math.round(frac * width);
     const bar = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
-    const line = `${this.label} ${bar} ${done}/${this.total} ${formatDuration(elapsed)} elapsed, ETA ${Number.isFinite(eta) ? formatDuration(eta) : '?'}${note ? ` ${note}` : ''}`;
+    const count = known ? `${done}/${this.total}` : String(done);
+    const line = `${this.label} ${bar} ${count} ${formatDuration(elapsed)} elapsed, ETA ${Number.isFinite(eta) ? formatDuration(eta) : '?'}${note ? ` ${note}` : ''}`;
     if (this.tty) process.stderr.write(`\r\x1b[2K${line}`);
     else process.stderr.write(`${line}\n`);
   }
 
-  done(note = ''): void {
-    this.update(this.total, note);
+  /** The last line; `count` is the final number of updates where the total was not known. */
+  done(note = '', count = this.total): void {
+    this.lastPrint = -Infinity;
+    this.update(count, note);
     if (this.tty) process.stderr.write('\n');
   }
 }

@@ -473,7 +473,7 @@ export class ExperimentRunner {
         },
       );
     }
-    bar.done();
+    bar.done('', reports.length);
     row.train_seconds = trainingSeconds();
     row.curve_seconds = evalSeconds;
     row.step_seconds = medianStepSeconds(reports);
