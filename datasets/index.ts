@@ -3,5 +3,6 @@ import type { DatasetPlugin } from '../core/plugins/index.js';
 import syntheticBrats from './synthetic-brats.js';
 import brats from './brats.js';
 import msd from './msd.js';
+import syntheticMicroct from './synthetic-microct.js';
 
-export const datasets: DatasetPlugin[] = [syntheticBrats, brats, msd];
+export const datasets: DatasetPlugin[] = [syntheticBrats, brats, msd, syntheticMicroct];

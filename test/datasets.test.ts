@@ -61,8 +61,8 @@ function channelStats(v: Volume, c: number, pick: (i: number) => boolean) {
 }
 
 describe('datasets/index', () => {
-  it('registers synthetic-brats, brats and msd as dataset plugins with valid defaults', () => {
-    expect(datasets.map((d) => d.name)).toEqual(['synthetic-brats', 'brats', 'msd']);
+  it('registers synthetic-brats, brats, msd and synthetic-microct as dataset plugins with valid defaults', () => {
+    expect(datasets.map((d) => d.name)).toEqual(['synthetic-brats', 'brats', 'msd', 'synthetic-microct']);
     for (const d of datasets) {
       expect(d.kind).toBe('dataset');
       expect(d.description.length).toBeGreaterThan(10);

@@ -8,9 +8,12 @@
  *
  * What it cannot see: a swap-out that finishes before its allowed window ends (each is booked for the
  * whole window: an upper bound), and allocator fragmentation on real GPUs.
+ *
+ * `estimateInferencePeak` does the same for one inference window (core/inference/window.ts): the forward
+ * without saves that the executor runs, then the output activation.
  */
 import { capabilities, type BackendCapabilities } from '../backend/index.js';
-import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, bytesOf, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp, type StepSchedule, type TapeSchedule } from '../engine/index.js';
+import { NETWORK_INPUT, BYTES_PER_ELEMENT as BYTES, bytesOf, forwardSchedule, inferShapes, stepSchedule, type GraphNode, type Network, type Shape, type StepPlan, type MemoryOp, type StepSchedule, type TapeSchedule } from '../engine/index.js';
 
 export interface Estimate {
   /** Predicted high-water mark of device bytes during a training step (after the first). */
@@ -209,4 +212,68 @@ function tapeEstimate(net: Network, shapes: Map<string, Shape>, fixed: number, p
   const loss = lossWorkspace(opts.loss ?? 'dice+ce', net.activation) * outBytes;
   const peak = fixed + savedBytes + gradBytes + paramBytes + loss;
   return { peak, at: 'backward / end of tf.grads', fixed, hostBytes: 0, steps: [peak] };
+}
+
+/** What `estimateInferencePeak` predicts for one window. */
+export interface InferenceEstimate {
+  /** Predicted high-water mark of device bytes while one window runs (parameters included). */
+  peak: number;
+  /** Where the peak happens, e.g. 'inference / s2.dec0.conv1.conv'. */
+  at: string;
+  /** Bytes of the parameters (held for the whole inference, whatever the volume). */
+  parameters: number;
+  /** Bytes of the window's input tensor [1, d, h, w, C]. */
+  input: number;
+}
+
+/**
+ * The peak device memory of one inference window as `windowPredictor` (core/inference/window.ts) runs it:
+ * the parameters, the window's input [1, d, h, w, C] (already padded to the network's divisor), the
+ * forward without saves that `Executor.forward` runs (`forwardSchedule`: each activation freed after its
+ * last reader, a layer writing over an input it reads last where the backend allows it, each layer's
+ * forward workspace), then the output activation (sigmoid or softmax: one buffer of the logits' size
+ * while the logits are still held). Nothing of the volume is on the device: a sliding window keeps its
+ * stitched output in host memory, so this is the whole inference's device peak for any volume size.
+ */
+export function estimateInferencePeak(net: Network, inputShape: Shape, opts: { capabilities?: BackendCapabilities } = {}): InferenceEstimate {
+  const caps = opts.capabilities ?? capabilities();
+  const shapes = inferShapes(net, inputShape);
+  const parameters = net.params.reduce((n, p) => n + bytesOf(p.shape), 0);
+  const input = bytesOf(inputShape);
+  let live = parameters + input;
+  let peak = live;
+  let at = 'inference / input';
+  const grow = (bytes: number, where: string): void => {
+    live += bytes;
+    if (live > peak) {
+      peak = live;
+      at = `inference / ${where}`;
+    }
+  };
+  const bytesOfNode = new Map<string, number>();
+  for (const step of forwardSchedule(net, [net.output], true, caps)) {
+    const node = net.nodes[step.node]!;
+    const inShapes = node.inputs.map((n) => shapes.get(n)!);
+    const out = bytesOf(shapes.get(node.name)!);
+    // An output written over its input takes that input's buffer (the same size for these layers).
+    if (step.overwritable[0]) bytesOfNode.set(node.name, bytesOfNode.get(node.inputs[0]!)!);
+    else {
+      grow(out, node.name);
+      bytesOfNode.set(node.name, out);
+    }
+    const ws = node.layer.workspace?.(inShapes, 'none', caps);
+    const extra = node.layer.saves(inShapes, 'none', caps).extra.reduce((a, b) => a + b, 0) + (ws?.forward ?? 0);
+    if (extra > 0) {
+      grow(extra * BYTES, node.name);
+      live -= extra * BYTES;
+    }
+    for (const d of step.dead) {
+      // A buffer handed on in place is freed with its last holder, not with the input it was.
+      if (d === node.inputs[0] && step.overwritable[0]) continue;
+      live -= bytesOfNode.get(d)!;
+    }
+  }
+  // The activation's output beside the logits (the tidy frees the logits after it).
+  grow(bytesOf(shapes.get(net.output)!), `activation (${net.activation})`);
+  return { peak, at, parameters, input };
 }
