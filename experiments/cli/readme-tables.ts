@@ -14,7 +14,10 @@ import { join } from 'node:path';
 import { mean as mathMean, median as mathMedian, std } from 'mathjs';
 import {
   pairedDifferences,
+  pairedReference,
   pairedResult,
+  recordedComparison,
+  referenceGroups,
   parseCsv,
   readCases,
   readCurves,
@@ -25,6 +28,7 @@ import {
   type ComparisonGroup,
   type TrialRow,
 } from '../../core/experiment/index.js';
+import { MICROCT_README_BLOCKS } from './microct-records.js';
 
 type Rows = TrialRow[];
 
@@ -80,6 +84,42 @@ function load(ctx: Context, name: string): Rows {
   const rows = readTrials(dir);
   if (rows.length === 0) throw new Error(`results/${name}/trials.csv: no records; run npm run experiment -- ${name}`);
   return rows;
+}
+
+/** Region names of the records' dice_<region> columns (dice_mean excluded). */
+const regionsOf = (rows: Rows): string[] => Object.keys(rows[0] ?? {}).filter((k) => k.startsWith('dice_') && k !== 'dice_mean').map((k) => k.slice(5));
+
+const trialKeyOf = (r: { trial?: unknown; trial_id?: unknown }): string => (typeof r.trial_id === 'string' && r.trial_id !== '' ? r.trial_id : String(r.trial));
+
+/**
+ * The records' configurations as comparison groups along `axis` (each named by its label without the
+ * seed), the reference configurations the records name, and the recorded comparison settings.
+ */
+function compared(rows: Rows, axis: 'strategy' | 'architecture' | 'dataset') {
+  const comparison = recordedComparison(rows);
+  const cg: ComparisonGroup[] = groups(rows).map(([name, g]) => ({ axes: { [axis]: String(g[0]![axis]), [`${axis}.label`]: name }, rows: g }));
+  // Configurations sharing everything but `axis` pair up: the label names the other axes too.
+  const context = (g: ComparisonGroup): string => configurationLabel(g.rows[0]!).split(/\s+/).filter((p) => !p.startsWith(`${axis}=`) && !p.startsWith(`${axis}.`)).join(' ');
+  for (const g of cg) g.axes.context = context(g);
+  return { cg, refs: referenceGroups(cg, { ...comparison, axis }).refs, comparison };
+}
+
+/**
+ * One line from a context record (`npm run context`): how much of the labels needs context beyond the
+ * patch; with `patch`, summed over that patch's rows only (a sweep whose inputs differ records each).
+ */
+function contextLine(ctx: Context, experiment: string, file: string, what: string, patch?: string): string {
+  const path = join(ctx.root, 'results', experiment, file);
+  if (!existsSync(path)) throw new Error(`${path}: missing; run npm run context -- ${experiment}${file.includes('paper') ? ' --profile paper' : ''}`);
+  const [header, ...recs] = parseCsv(readFileSync(path, 'utf8')).filter((r) => r.length > 1);
+  const col = (c: string): number => header!.indexOf(c);
+  let rowsOf = recs.filter((r) => r[0] !== 'total');
+  if (patch !== undefined) rowsOf = rowsOf.filter((r) => r[col('patch')] === patch);
+  if (rowsOf.length === 0) throw new Error(`${path}: no rows${patch ? ` for patch ${patch}` : ''}; run npm run context -- ${experiment}`);
+  const sum = (c: string): number => rowsOf.reduce((a, r) => a + Number(r[col(c)]), 0);
+  const [labelled, labelledBeyond, mimic, mimicBeyond] = ['labelled', 'labelled_beyond', 'mimic', 'mimic_beyond'].map(sum) as [number, number, number, number];
+  const patches = [...new Set(rowsOf.map((r) => r[col('patch')]))].join(' ');
+  return `- ${what} (${rowsOf.length} cases, patch ${patches}): **${((100 * labelledBeyond) / labelled).toFixed(1)}% of the labelled volume** (${labelledBeyond} of ${labelled} voxels) and **${((100 * mimicBeyond) / mimic).toFixed(1)}% of the mimic volume** (${mimicBeyond} of ${mimic}) lie farther than half a patch edge from the evidence that decides their label.`;
 }
 
 const machineLine = (rows: Rows, command: string): string => `Records: \`${command}\`; machine: ${machines(rows)}.`;
@@ -151,18 +191,10 @@ export const README_BLOCKS: Record<string, Block> = {
     ];
   },
 
-  'brats-swap-vs-patch-context': (ctx) => {
-    const line = (file: string, what: string): string => {
-      const path = join(ctx.root, 'results', 'brats-swap-vs-patch', file);
-      if (!existsSync(path)) throw new Error(`${path}: missing; run npm run context -- brats-swap-vs-patch${file.includes('paper') ? ' --profile paper' : ''}`);
-      const [header, ...recs] = parseCsv(readFileSync(path, 'utf8')).filter((r) => r.length > 1);
-      const total = recs.find((r) => r[0] === 'total')!;
-      const v = (c: string): number => Number(total[header!.indexOf(c)]);
-      const n = recs.length - 1;
-      return `- ${what} (${n} cases, patch ${total[1]}): **${(100 * v('labelled_beyond_fraction')).toFixed(1)}% of the labelled volume** (${v('labelled_beyond')} of ${v('labelled')} voxels) and **${(100 * v('mimic_beyond_fraction')).toFixed(1)}% of the mimic volume** (${v('mimic_beyond')} of ${v('mimic')}) lie farther than half a patch edge from the evidence that decides their label.`;
-    };
-    return [line('context.csv', 'Quick profile, `npm run context -- brats-swap-vs-patch`'), line('context-paper.csv', 'Paper profile, `npm run context -- brats-swap-vs-patch --profile paper`')];
-  },
+  'brats-swap-vs-patch-context': (ctx) => [
+    contextLine(ctx, 'brats-swap-vs-patch', 'context.csv', 'Quick profile, `npm run context -- brats-swap-vs-patch`'),
+    contextLine(ctx, 'brats-swap-vs-patch', 'context-paper.csv', 'Paper profile, `npm run context -- brats-swap-vs-patch --profile paper`'),
+  ],
 
   'memory-64': (ctx) => {
     const rows = load(ctx, 'memory-64');
@@ -291,17 +323,80 @@ export const README_BLOCKS: Record<string, Block> = {
   },
 
   'architectures-memory': (ctx) => {
+    const dir = join(ctx.root, 'results', 'architectures-memory');
     const rows = load(ctx, 'architectures-memory');
-    const gs = groups(rows);
-    const unet = gs.find(([n]) => n.includes('architecture=unet3d'))?.[1];
-    const body = gs.map(([name, g]) => {
-      const ok = g.filter((r) => r.status === 'ok');
+    const { cg, refs, comparison } = compared(rows, 'architecture');
+    const ref = refs[0];
+    if (!ref) throw new Error('results/architectures-memory: no unet3d reference trials; run npm run experiment -- architectures-memory');
+    const cases = readCases(dir);
+    const refParams = num(ref.rows[0]!.params);
+    const refPeak = mean(finite(ref.rows, 'peak_train_bytes'));
+    const regions = regionsOf(rows);
+    const meets: string[] = [];
+    const body = cg.map((g) => {
+      const ok = g.rows.filter((r) => r.status === 'ok');
       const p = num(ok[0]?.params);
       const m = mean(finite(ok, 'peak_train_bytes'));
-      const rel = (v: number, ref: number): string => (unet && name !== configurationLabel(unet[0]!) ? ` (${((100 * v) / ref).toFixed(0)}%)` : '');
-      return [name, `${(p / 1000).toFixed(1)} k${unet ? rel(p, num(unet[0]!.params)) : ''}`, `${bytes(m)}${unet ? rel(m, mean(finite(unet, 'peak_train_bytes'))) : ''}`, meanSd(finite(ok, 'dice_mean'))];
+      const paired = pairedReference(g, refs, 'architecture');
+      const d = paired ? pairedDifferences(g, paired, regions, cases).get('mean') : undefined;
+      const r = d ? pairedResult('mean', d, comparison) : null;
+      const isRef = refs.includes(g);
+      const fp = p / refParams;
+      const fm = m / refPeak;
+      // The paper's point (Wang, Oda, Mori 2020): about 40% of the memory and 30% of the parameters,
+      // accuracy kept; here ≤ 45%, ≤ 35% and a mean Dice within 0.03 of the reference's.
+      const point = !isRef && r !== null && fm <= 0.45 && fp <= 0.35 && r.mean >= -0.03;
+      if (point) meets.push(g.axes['architecture.label']!);
+      return [
+        g.axes['architecture.label']!,
+        `${(p / 1000).toFixed(1)} k${isRef ? '' : ` (${(100 * fp).toFixed(0)}%)`}`,
+        `${bytes(m)}${isRef ? '' : ` (${(100 * fm).toFixed(0)}%)`}`,
+        meanSd(finite(ok, 'dice_mean')),
+        r ? `${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]` : '—',
+        isRef ? 'reference' : point ? '**yes**' : 'no',
+      ];
     });
-    return [machineLine(rows, 'npm run experiment -- architectures-memory'), '', ...table(['configuration', 'params (vs unet3d)', 'peak train (vs unet3d)', 'Dice mean (seeds)'], body)];
+    const seeds = [...new Set(rows.map((r) => r.seed))].length;
+    const validation = new Set(cases.filter((c) => trialKeyOf(c) === trialKeyOf(ref.rows[0]!)).map((c) => c.case)).size;
+    return [
+      machineLine(rows, 'npm run experiment -- architectures-memory'),
+      `${seeds} seeds, ${validation} validation cases, ${rows[0]!.steps ?? '?'} steps per trial. ΔDice: the mean over regions against \`${comparison.reference}\`, paired by seed and validation case, mean [${Math.round(comparison.confidence * 100)}% bootstrap CI over seeds and cases]. "Paper point": ≤ 45% of unet3d's peak training memory, ≤ 35% of its parameters and ΔDice ≥ −0.03.`,
+      '',
+      ...table(['configuration', 'params (vs unet3d)', 'peak train (vs unet3d)', 'Dice mean (seeds)', 'ΔDice mean vs unet3d', 'paper point'], body),
+      '',
+      meets.length ? `At the paper's point: ${meets.map((m) => `\`${m}\``).join(', ')}.` : "No configuration of these records is at the paper's point.",
+    ];
+  },
+
+  'cascade-joins': (ctx) => {
+    const dir = join(ctx.root, 'results', 'cascade-joins');
+    const rows = load(ctx, 'cascade-joins');
+    const { cg, refs, comparison } = compared(rows, 'architecture');
+    if (refs.length === 0) throw new Error(`results/cascade-joins: no trials of the reference ${comparison.reference}; run npm run experiment -- cascade-joins`);
+    const cases = readCases(dir);
+    const regions = regionsOf(rows);
+    const body = cg.map((g) => {
+      const ok = g.rows.filter((r) => r.status === 'ok');
+      const paired = pairedReference(g, refs, 'architecture');
+      const d = paired ? pairedDifferences(g, paired, regions, cases) : undefined;
+      const cell = (region: string): string => {
+        const x = d?.get(region);
+        if (!x) return refs.includes(g) ? 'reference' : '—';
+        const p = pairedResult(region, x, comparison);
+        return `${signed(p.mean)} [${signed(p.low)}, ${signed(p.high)}]`;
+      };
+      return [g.axes['architecture.label']!, String(ok.length), Number(mathMedian(finite(ok, 'steps'))).toFixed(0), meanSd(finite(ok, 'dice_mean')), ...[...regions, 'mean'].map(cell)];
+    });
+    const budget = [...new Set(rows.map((r) => String(r.budget)))].join(', ');
+    const validation = new Set(cases.map((c) => c.case)).size;
+    return [
+      contextLine(ctx, 'cascade-joins', 'context.csv', "At unet3d's and the cascade's 16³ output patch, `npm run context -- cascade-joins`", '16x16x16'),
+      '',
+      machineLine(rows, 'npm run experiment -- cascade-joins'),
+      `Budget ${budget} of training per trial (validation excluded); ${validation} validation cases; ΔDice against \`${comparison.reference}\`, paired by seed and validation case: mean [${Math.round(comparison.confidence * 100)}% bootstrap CI over seeds and cases].`,
+      '',
+      ...table(['configuration', 'seeds', 'steps (median)', 'Dice mean (seeds)', ...[...regions, 'mean'].map((r) => `ΔDice ${r}`)], body),
+    ];
   },
 
   'cascade-brats-size': (ctx) => {
@@ -374,6 +469,8 @@ export const README_BLOCKS: Record<string, Block> = {
       ),
     ];
   },
+  // microct-cascade and microct-inference (results/microct-inference/records.json): microct-records.ts.
+  ...MICROCT_README_BLOCKS,
 };
 
 function ok(rows: Rows): Rows {
