@@ -1,0 +1,141 @@
+/**
+ * A worker: pulls trials from the queue (BullMQ's Worker), runs each in a child process of its own
+ * (trial-process.ts) and returns the child's record rows as the job's result, for the coordinator to record.
+ *
+ * Locks. BullMQ holds a lock on each active job for `lockSeconds` and renews it every half of that from this
+ * process, whose event loop only forwards messages while the child computes, so an hour-long CPU-bound trial
+ * keeps its lock (the lock-expiry-under-load of bullmq #2857 and #3078 comes from renewing on the thread that
+ * computes). A worker killed with SIGKILL stops renewing: after `lockSeconds` the lock expires, the stalled
+ * check that every worker runs (every `lockSeconds`) moves the job back to wait, and another worker runs it
+ * from the start. The dead worker's child notices within half a second that its parent is gone and kills
+ * itself. A job may stall twice (`maxStalledCount`) before BullMQ fails it, so one unlucky trial survives
+ * two dead workers; a worker that loses a lock while alive (lockRenewalFailed) stops that trial's child at
+ * once, as its result could no longer be delivered.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Worker, type Job } from 'bullmq';
+import { TRIAL_QUEUE, checkRedis, connectionOptions, parseRedisUrl } from './connection.js';
+import type { TrialJob, TrialJobResult } from './jobs.js';
+import type { TrialReply, TrialRequest } from './trial-process.js';
+
+export interface WorkerOptions {
+  /** redis://host:port */
+  url: string;
+  /** Trials run at once (each in its own process). */
+  concurrency: number;
+  /** BullMQ's lock duration, and the stalled-check interval, in seconds. */
+  lockSeconds: number;
+  /** Keep models here instead of the folder the coordinator names (a folder this machine has). */
+  modelsDir?: string;
+  /** The backend for the trials (else the coordinator's, else VOLSEG_BACKEND or the file's). */
+  backend?: string;
+  /** The child process: the entry that calls serveTrialProcess, with node's flags for it. */
+  trialProcess: { entry: string; execArgv: string[] };
+  /** This machine's project folder: relative experiment files and the fallback models folder start here. */
+  projectRoot: string;
+  log?: (line: string) => void;
+}
+
+export interface RunningWorker {
+  /** Stops taking trials, stops the running ones (their jobs go back to the queue when their locks expire) and disconnects. */
+  close(): Promise<void>;
+  /** Resolves when BullMQ's worker is connected and pulling. */
+  ready: Promise<void>;
+}
+
+export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
+  const log = opts.log ?? ((l: string) => console.log(l));
+  const target = parseRedisUrl(opts.url);
+  await checkRedis(target);
+  const name = `${hostname()}:${process.pid}`;
+  const children = new Map<string, ChildProcess>();
+  const lockMs = Math.round(opts.lockSeconds * 1000);
+
+  const processTrial = async (job: Job<TrialJob, TrialJobResult>, _token?: string, signal?: AbortSignal): Promise<TrialJobResult> => {
+    const data = job.data;
+    const { trial } = data;
+    const label = `trial ${trial.trial + 1} (${data.trialId}) of ${data.experiment.name}`;
+    const models = modelsFolder(data, opts);
+    const experimentFile = data.experiment.fileInProject ? join(opts.projectRoot, data.experiment.fileInProject) : data.experiment.file;
+    const child = fork(opts.trialProcess.entry, [], { execArgv: opts.trialProcess.execArgv, cwd: opts.projectRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    children.set(data.trialId, child);
+    log(`${label}: ${trial.label}, started in process ${child.pid}${job.attemptsStarted > 1 || job.stalledCounter > 0 ? ` (run again: a worker that had it stopped)` : ''}`);
+    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (l) => log(`  [trial ${trial.trial + 1}] ${l}`));
+    const abort = (): void => void child.kill('SIGKILL');
+    signal?.addEventListener('abort', abort);
+    try {
+      const reply = await new Promise<TrialReply>((done, fail) => {
+        let answer: TrialReply | null = null;
+        child.on('message', (m: TrialReply) => (answer = m));
+        child.on('error', fail);
+        child.on('exit', (code, sig) => {
+          if (answer) return done(answer);
+          const how = sig ? `was killed by ${sig}${sig === 'SIGKILL' ? ' (out of memory, or stopped)' : ''}` : `exited with code ${code}`;
+          fail(new Error(`the trial's process ${how} before it finished (worker ${name})`));
+        });
+        const request: TrialRequest = { job: data, experimentFile, modelsDir: models.dir, backend: opts.backend ?? data.backend ?? undefined, worker: name };
+        child.send(request);
+      });
+      if (reply.type === 'error') throw new Error(`${reply.message} (worker ${name})`);
+      const result = reply.result;
+      // A model kept where only this machine sees it is named with the machine.
+      if (models.local && data.coordinator.host !== hostname() && result.row.model) result.row.model = `${hostname()}:${result.row.model}`;
+      log(`${label}: done, ${result.row.status}`);
+      return result;
+    } catch (e) {
+      log(`${label}: ${(e as Error).message}`);
+      throw e;
+    } finally {
+      signal?.removeEventListener('abort', abort);
+      children.delete(data.trialId);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  };
+
+  const worker = new Worker<TrialJob, TrialJobResult>(TRIAL_QUEUE, processTrial, {
+    connection: connectionOptions(target),
+    name,
+    concurrency: opts.concurrency,
+    lockDuration: lockMs,
+    stalledInterval: lockMs,
+    maxStalledCount: 2,
+  });
+  worker.on('lockRenewalFailed', (ids: string[]) => {
+    for (const id of ids) {
+      const child = children.get(id);
+      if (!child) continue;
+      log(`lost the lock of trial ${id} (the queue gave it to another worker): stopping it here`);
+      child.kill('SIGKILL');
+    }
+  });
+  worker.on('error', (e: Error) => log(`queue error: ${e.message}`));
+  log(`worker ${name}: pulling trials from ${target.host}:${target.port} (queue ${TRIAL_QUEUE}), ${opts.concurrency} at a time, lock ${opts.lockSeconds} s`);
+  return {
+    ready: worker.waitUntilReady().then(() => undefined),
+    close: async () => {
+      for (const c of children.values()) c.kill('SIGKILL');
+      await worker.close(true);
+    },
+  };
+}
+
+/**
+ * Where this worker saves a trial's model: its own `--models` folder; else the coordinator's folder when this
+ * machine can write there (a shared file system, or the same machine); else results/<experiment>/models in
+ * this machine's project folder, named in the record with the host.
+ */
+function modelsFolder(job: TrialJob, opts: WorkerOptions): { dir: string; local: boolean } {
+  if (opts.modelsDir) return { dir: opts.modelsDir, local: true };
+  try {
+    if (!isAbsolute(job.modelsDir)) throw new Error('relative');
+    mkdirSync(job.modelsDir, { recursive: true });
+    accessSync(job.modelsDir, constants.W_OK);
+    return { dir: job.modelsDir, local: false };
+  } catch {
+    return { dir: join(opts.projectRoot, 'results', job.experiment.name, 'models'), local: true };
+  }
+}
