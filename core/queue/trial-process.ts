@@ -1,9 +1,11 @@
 /**
- * The sandbox: each trial runs in a child process of the worker (child_process.fork), which receives the job
- * over IPC, runs the trial with the runner (ExperimentRunner.runOne) and sends its record rows back. A crash
- * or an out-of-memory kill ends that process and that trial only; the worker lives on, keeps renewing its
- * other jobs' locks, and reports the trial failed. The worker's event loop stays free for BullMQ's lock
- * renewal while the child computes.
+ * The sandbox: a worker runs its trials in child processes (child_process.fork), each receiving a job over
+ * IPC, running the trial with a runner of its own (ExperimentRunner.runOne) and sending its record rows
+ * back. A crash or an out-of-memory kill ends that process and that trial only; the worker lives on, keeps
+ * renewing its other jobs' locks, reports the trial failed and starts a new process for the next one. The
+ * worker's event loop stays free for BullMQ's lock renewal while the child computes. A child that finished
+ * a trial takes the worker's next one (loading tfjs and the plugins takes seconds; a fresh runner per trial
+ * keeps nothing from the last one but the loaded code, as a local sweep does).
  *
  * A child must not outlive its worker: a worker killed with SIGKILL cannot tell it, and its job goes to
  * another worker once the lock expires. The trial's main thread is busy for seconds at a time, so a watchdog
@@ -34,18 +36,20 @@ setInterval(() => { if (process.ppid !== workerData.parent) process.kill(process
 `;
 
 /**
- * The child's side: waits for one TrialRequest, runs it, replies and exits. `makeRunner` builds the runner
- * with the plugin catalog (the composition root lives in experiments/cli, which core does not import).
+ * The child's side: runs each TrialRequest it is sent, one at a time, and replies. `makeRunner` builds a
+ * runner with the plugin catalog (the composition root lives in experiments/cli, which core does not import).
  */
 export function serveTrialProcess(makeRunner: () => ExperimentRunner): void {
   if (!process.send) throw new Error('serveTrialProcess: this process was not started by a worker (no IPC channel); run `npm run worker`');
   new Thread(WATCHDOG, { eval: true, workerData: { parent: process.ppid } }).unref();
-  process.once('message', (request: TrialRequest) => {
+  process.on('message', (request: TrialRequest) => {
     run(makeRunner(), request).then(
-      (result) => reply({ type: 'result', result }),
-      (e: unknown) => reply({ type: 'error', message: (e as Error).message ?? String(e) }),
+      (result) => process.send!({ type: 'result', result } satisfies TrialReply),
+      (e: unknown) => process.send!({ type: 'error', message: (e as Error).message ?? String(e) } satisfies TrialReply),
     );
   });
+  // The worker closes the channel when it stops: nothing more will come.
+  process.on('disconnect', () => process.exit(0));
 }
 
 async function run(runner: ExperimentRunner, request: TrialRequest): Promise<TrialJobResult> {
@@ -58,8 +62,4 @@ async function run(runner: ExperimentRunner, request: TrialRequest): Promise<Tri
   if (here !== job.trialId) console.log(`  note: this machine's data identity gives trial id ${here}; the trial is recorded under the coordinator's ${job.trialId}`);
   const records = await runner.runOne(exp, job.trial, { id: job.trialId, strategyColumns: job.strategyColumns, modelsDir: request.modelsDir, backend: request.backend });
   return encodeResult(records, request.worker);
-}
-
-function reply(message: TrialReply): void {
-  process.send!(message, undefined, {}, () => process.exit(0));
 }

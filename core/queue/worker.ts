@@ -52,8 +52,28 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const target = parseRedisUrl(opts.url);
   await checkRedis(target);
   const name = `${hostname()}:${process.pid}`;
-  const children = new Map<string, ChildProcess>();
+  let closing = false;
   const lockMs = Math.round(opts.lockSeconds * 1000);
+
+  // Idle trial processes by backend (a process runs on one backend), and the one running each job.
+  const idle = new Map<string, ChildProcess[]>();
+  const children = new Map<string, ChildProcess>();
+  // Each line a trial process prints, prefixed with the trial it runs.
+  const running = new Map<ChildProcess, string>();
+  const spawnChild = (): ChildProcess => {
+    const child = fork(opts.trialProcess.entry, [], { execArgv: opts.trialProcess.execArgv, cwd: opts.projectRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    for (const input of [child.stdout!, child.stderr!]) createInterface({ input }).on('line', (l) => log(`  [${running.get(child) ?? `process ${child.pid}`}] ${l}`));
+    child.on('error', (e) => log(`trial process ${child.pid}: ${e.message}`));
+    return child;
+  };
+  const takeChild = (backend: string): { child: ChildProcess; reused: boolean } => {
+    const list = idle.get(backend) ?? [];
+    while (list.length) {
+      const c = list.pop()!;
+      if (c.exitCode === null && c.signalCode === null && c.connected) return { child: c, reused: true };
+    }
+    return { child: spawnChild(), reused: false };
+  };
 
   const processTrial = async (job: Job<TrialJob, TrialJobResult>, _token?: string, signal?: AbortSignal): Promise<TrialJobResult> => {
     const data = job.data;
@@ -61,26 +81,31 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     const label = `trial ${trial.trial + 1} (${data.trialId}) of ${data.experiment.name}`;
     const models = modelsFolder(data, opts);
     const experimentFile = data.experiment.fileInProject ? join(opts.projectRoot, data.experiment.fileInProject) : data.experiment.file;
-    const child = fork(opts.trialProcess.entry, [], { execArgv: opts.trialProcess.execArgv, cwd: opts.projectRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    const backend = opts.backend ?? data.backend ?? undefined;
+    const poolKey = backend ?? String(trial.training.backend ?? '');
+    const { child, reused } = takeChild(poolKey);
     children.set(data.trialId, child);
-    log(`${label}: ${trial.label}, started in process ${child.pid}${job.attemptsStarted > 1 || job.stalledCounter > 0 ? ` (run again: a worker that had it stopped)` : ''}`);
-    for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (l) => log(`  [trial ${trial.trial + 1}] ${l}`));
+    log(`${label}: ${trial.label}, started in process ${child.pid}${reused ? ' (reused)' : ''}${job.attemptsStarted > 1 || job.stalledCounter > 0 ? ' (run again: a worker that had it stopped)' : ''}`);
+    running.set(child, `trial ${trial.trial + 1}`);
     const abort = (): void => void child.kill('SIGKILL');
     signal?.addEventListener('abort', abort);
+    let keep = false;
+    // This trial's listeners on a process that may run more trials after it.
+    let detach = (): void => {};
     try {
       const reply = await new Promise<TrialReply>((done, fail) => {
-        let answer: TrialReply | null = null;
-        child.on('message', (m: TrialReply) => (answer = m));
-        child.on('error', fail);
-        child.on('exit', (code, sig) => {
-          if (answer) return done(answer);
+        const onExit = (code: number | null, sig: NodeJS.Signals | null): void => {
           const how = sig ? `was killed by ${sig}${sig === 'SIGKILL' ? ' (out of memory, or stopped)' : ''}` : `exited with code ${code}`;
           fail(new Error(`the trial's process ${how} before it finished (worker ${name})`));
-        });
-        const request: TrialRequest = { job: data, experimentFile, modelsDir: models.dir, backend: opts.backend ?? data.backend ?? undefined, worker: name };
+        };
+        child.once('message', done);
+        child.once('exit', onExit);
+        detach = () => void child.off('message', done).off('exit', onExit);
+        const request: TrialRequest = { job: data, experimentFile, modelsDir: models.dir, backend, worker: name };
         child.send(request);
       });
       if (reply.type === 'error') throw new Error(`${reply.message} (worker ${name})`);
+      keep = true;
       const result = reply.result;
       // A model kept where only this machine sees it is named with the machine.
       if (models.local && data.coordinator.host !== hostname() && result.row.model) result.row.model = `${hostname()}:${result.row.model}`;
@@ -90,9 +115,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       log(`${label}: ${(e as Error).message}`);
       throw e;
     } finally {
+      detach();
       signal?.removeEventListener('abort', abort);
+      running.delete(child);
       children.delete(data.trialId);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      if (keep && !closing) idle.set(poolKey, [...(idle.get(poolKey) ?? []), child]);
+      else if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     }
   };
 
@@ -117,7 +145,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   return {
     ready: worker.waitUntilReady().then(() => undefined),
     close: async () => {
-      for (const c of children.values()) c.kill('SIGKILL');
+      closing = true;
+      for (const c of [...children.values(), ...[...idle.values()].flat()]) c.kill('SIGKILL');
       await worker.close(true);
     },
   };
