@@ -13,6 +13,8 @@ export class QueueError extends Error {}
 
 export interface RedisTarget {
   url: string;
+  /** The URL as logs and errors show it: a password replaced by ***. */
+  shown: string;
   host: string;
   port: number;
 }
@@ -23,13 +25,14 @@ export function parseRedisUrl(url: string): RedisTarget {
   try {
     u = new URL(url);
   } catch {
-    throw new QueueError(`--queue ${url}: not a URL; expected redis://host:port, e.g. --queue redis://127.0.0.1:6379`);
+    throw new QueueError(`--queue ${url.replace(/:[^:@/]*@/, ':***@')}: not a URL; expected redis://host:port, e.g. --queue redis://127.0.0.1:6379`);
   }
   if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
-    throw new QueueError(`--queue ${url}: the scheme is ${u.protocol.replace(/:$/, '')}; expected redis://host:port (or rediss:// for TLS)`);
-  if (!u.hostname) throw new QueueError(`--queue ${url}: no host; expected redis://host:port`);
+    throw new QueueError(`--queue ${u.protocol}//${u.host}: the scheme is ${u.protocol.replace(/:$/, '')}; expected redis://host:port (or rediss:// for TLS)`);
+  if (!u.hostname) throw new QueueError(`--queue ${u.protocol}//: no host; expected redis://host:port`);
   const port = u.port === '' ? 6379 : Number(u.port);
-  return { url, host: u.hostname, port };
+  if (u.password) u.password = '***';
+  return { url, shown: u.password ? u.toString() : url, host: u.hostname, port };
 }
 
 /** BullMQ's connection options for a URL (BullMQ's workers need maxRetriesPerRequest null). */
@@ -51,7 +54,7 @@ export async function checkRedis(target: RedisTarget, timeoutMs = 5000): Promise
   } catch (e) {
     const why = (lastError as Error | null)?.message ?? (e as Error).message;
     throw new QueueError(
-      `cannot reach Redis at ${target.host}:${target.port} (--queue ${target.url}): ${why}. ` +
+      `cannot reach Redis at ${target.host}:${target.port} (--queue ${target.shown}): ${why}. ` +
         `Start a server there (Debian: apt-get install redis-server; or redis-server --port ${target.port}), or check the host, the port and the firewall`,
     );
   } finally {

@@ -137,7 +137,7 @@ export async function runCoordinator(runner: ExperimentRunner, exp: Experiment, 
     await queue.addBulk(toAdd.map((id) => ({ name: exp.name, data: jobOf(trialById.get(id)!, id), opts: { jobId: id, removeOnComplete: false, removeOnFail: false } })));
     log(
       `queue ${TRIAL_QUEUE} at ${target.host}:${target.port}: ${trials.length} trial(s), ${recorded.size} recorded, ${toAdd.length} enqueued, ` +
-        `${waiting.size - toAdd.length} already queued or running; start workers with: npm run worker -- --queue ${opts.url}`,
+        `${waiting.size - toAdd.length} already queued or running; start workers with: npm run worker -- --queue ${target.shown}`,
     );
     bar.update(recorded.size, `${waiting.size} queued or running`);
 
