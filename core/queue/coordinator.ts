@@ -44,6 +44,8 @@ export interface CoordinatorOptions {
 export interface CoordinatorSummary {
   /** Trials of the sweep recorded at the end. */
   recorded: number;
+  /** Recorded by this run, and how many of them failed. */
+  recordedNow: number;
   failed: number;
 }
 
@@ -156,8 +158,9 @@ export async function runCoordinator(runner: ExperimentRunner, exp: Experiment, 
     await chain;
     bar.done();
     await runner.writeTables(exp, opts.resultsDir);
-    log(`every trial is recorded (${recorded.size}, ${failed} failed in this run)`);
-    return { recorded: recorded.size, failed };
+    const recordedNow = recorded.size - [...trialById.keys()].filter((id) => before.has(id)).length;
+    log(`every trial is recorded (${recorded.size}; ${recordedNow} by this run, ${failed} of them failed)`);
+    return { recorded: recorded.size, recordedNow, failed };
   } finally {
     await events.close().catch(() => {});
     await queue.close().catch(() => {});

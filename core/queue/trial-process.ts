@@ -50,6 +50,9 @@ export function serveTrialProcess(makeRunner: () => ExperimentRunner): void {
   });
   // The worker closes the channel when it stops: nothing more will come.
   process.on('disconnect', () => process.exit(0));
+  // A SIGINT or SIGTERM for the whole job (Ctrl-C, scancel) is the worker's to handle: it puts the trial
+  // back on the queue and then ends this process. (SIGKILL, an out-of-memory kill, still ends it: a failed trial.)
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => {});
 }
 
 async function run(runner: ExperimentRunner, request: TrialRequest): Promise<TrialJobResult> {

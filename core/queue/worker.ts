@@ -17,7 +17,7 @@ import { accessSync, constants, mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { Worker, type Job } from 'bullmq';
+import { WaitingError, Worker, type Job } from 'bullmq';
 import { TRIAL_QUEUE, checkRedis, connectionOptions, parseRedisUrl } from './connection.js';
 import type { TrialJob, TrialJobResult } from './jobs.js';
 import type { TrialReply, TrialRequest } from './trial-process.js';
@@ -41,7 +41,7 @@ export interface WorkerOptions {
 }
 
 export interface RunningWorker {
-  /** Stops taking trials, stops the running ones (their jobs go back to the queue when their locks expire) and disconnects. */
+  /** Stops taking trials, stops the running ones (their jobs go back to the queue at once) and disconnects. */
   close(): Promise<void>;
   /** Resolves when BullMQ's worker is connected and pulling. */
   ready: Promise<void>;
@@ -61,7 +61,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // Each line a trial process prints, prefixed with the trial it runs.
   const running = new Map<ChildProcess, string>();
   const spawnChild = (): ChildProcess => {
-    const child = fork(opts.trialProcess.entry, [], { execArgv: opts.trialProcess.execArgv, cwd: opts.projectRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+    // A process group of its own: a Ctrl-C meant for the worker does not reach the trial before the worker
+    // has put the trial back on the queue (close()).
+    const child = fork(opts.trialProcess.entry, [], { execArgv: opts.trialProcess.execArgv, cwd: opts.projectRoot, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true });
     for (const input of [child.stdout!, child.stderr!]) createInterface({ input }).on('line', (l) => log(`  [${running.get(child) ?? `process ${child.pid}`}] ${l}`));
     child.on('error', (e) => log(`trial process ${child.pid}: ${e.message}`));
     return child;
@@ -75,7 +77,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     return { child: spawnChild(), reused: false };
   };
 
-  const processTrial = async (job: Job<TrialJob, TrialJobResult>, _token?: string, signal?: AbortSignal): Promise<TrialJobResult> => {
+  const processTrial = async (job: Job<TrialJob, TrialJobResult>, token?: string, signal?: AbortSignal): Promise<TrialJobResult> => {
     const data = job.data;
     const { trial } = data;
     const label = `trial ${trial.trial + 1} (${data.trialId}) of ${data.experiment.name}`;
@@ -112,6 +114,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       log(`${label}: done, ${result.row.status}`);
       return result;
     } catch (e) {
+      if (closing) {
+        // Stopped with the worker: back to the queue now, for this or another worker (not a failed trial).
+        await job.moveToWait(token);
+        log(`${label}: stopped with the worker; back on the queue`);
+        throw new WaitingError();
+      }
       log(`${label}: ${(e as Error).message}`);
       throw e;
     } finally {
@@ -147,7 +155,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     close: async () => {
       closing = true;
       for (const c of [...children.values(), ...[...idle.values()].flat()]) c.kill('SIGKILL');
-      await worker.close(true);
+      await worker.close();
     },
   };
 }

@@ -105,7 +105,7 @@ async function main(): Promise<number> {
       projectRoot: ROOT,
     });
     console.log(`\nwrote ${join(resultsDir, 'trials.csv')} and ${join(resultsDir, 'summary.md')}`);
-    return done.failed === done.recorded && done.recorded > 0 ? 1 : 0;
+    return done.failed === done.recordedNow && done.recordedNow > 0 ? 1 : 0;
   }
   const rows = await runner.run(exp, { resultsDir, backend: args.flags.get('backend')?.[0], fresh: args.flags.has('fresh'), shard });
   const failed = rows.filter((r) => String(r.status).startsWith('failed')).length;

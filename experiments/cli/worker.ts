@@ -3,7 +3,7 @@
  * `npm run experiment -- <name> --queue redis://host:port` fills, and runs each in a child process of its
  * own (experiments/cli/trial-process.ts), so that a crash or an out-of-memory kill ends the trial, not the
  * worker. Runs on any machine with the project and the data; start as many as the machines allow.
- * Ctrl-C (or SIGTERM) stops it: its running trials go back to the queue when their locks expire.
+ * Ctrl-C (or SIGTERM) stops it: its running trials go back to the queue at once.
  */
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,7 @@ async function main(): Promise<number> {
   await worker.ready;
   await new Promise<void>((done) => {
     const stop = (sig: string): void => {
-      console.log(`${sig}: stopping; running trials go back to the queue when their locks expire`);
+      console.log(`${sig}: stopping; running trials go back to the queue`);
       worker.close().then(done, done);
     };
     process.once('SIGINT', () => stop('SIGINT'));
