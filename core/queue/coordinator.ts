@@ -68,7 +68,7 @@ export async function runCoordinator(runner: ExperimentRunner, exp: Experiment, 
     const waiting = new Set(pending.map((t) => ids.get(t.trial)!));
     const modelsDir = opts.modelsDir ?? join(opts.resultsDir, 'models');
     const jobOf = (t: TrialConfig, id: string): TrialJob =>
-      trialJob(exp, t, id, { strategyColumns, modelsDir, backend: opts.backend, resultsDir: opts.resultsDir, projectRoot: opts.projectRoot });
+      trialJob(exp, t, id, { strategyColumns, modelsDir, modelsShared: opts.modelsDir !== undefined, backend: opts.backend, resultsDir: opts.resultsDir, projectRoot: opts.projectRoot });
     let failed = 0;
     const bar = new ProgressBar('  sweep', trials.length);
 

@@ -21,8 +21,10 @@ export interface TrialJob {
   trialId: string;
   /** The sweep's strategy columns, so the row has a local run's header. */
   strategyColumns: string[];
-  /** Where the model goes: a folder the coordinator reaches (`--models`, default <results>/models). */
+  /** Where the model goes: the coordinator's `--models` (a folder it says the workers share), else its <results>/models. */
   modelsDir: string;
+  /** True when modelsDir came from `--models`: a worker on another machine writes there too. */
+  modelsShared: boolean;
   /** The coordinator's `--backend`, if given (a worker's own `--backend` wins). */
   backend: string | null;
   coordinator: { host: string; resultsDir: string };
@@ -41,7 +43,7 @@ export function trialJob(
   exp: Experiment,
   trial: TrialConfig,
   trialId: string,
-  opts: { strategyColumns: string[]; modelsDir: string; backend?: string; resultsDir: string; projectRoot?: string },
+  opts: { strategyColumns: string[]; modelsDir: string; modelsShared?: boolean; backend?: string; resultsDir: string; projectRoot?: string },
 ): TrialJob {
   const { trials: _trials, raw: _raw, ...experiment } = exp;
   const inProject = opts.projectRoot ? relative(opts.projectRoot, exp.file) : null;
@@ -51,6 +53,7 @@ export function trialJob(
     trialId,
     strategyColumns: opts.strategyColumns,
     modelsDir: opts.modelsDir,
+    modelsShared: opts.modelsShared ?? false,
     backend: opts.backend ?? null,
     coordinator: { host: hostname(), resultsDir: opts.resultsDir },
   };

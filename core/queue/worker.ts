@@ -161,18 +161,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
 }
 
 /**
- * Where this worker saves a trial's model: its own `--models` folder; else the coordinator's folder when this
- * machine can write there (a shared file system, or the same machine); else results/<experiment>/models in
- * this machine's project folder, named in the record with the host.
+ * Where this worker saves a trial's model: its own `--models` folder; else the coordinator's `--models` (a
+ * folder the coordinator says the workers share) when this machine can write there; else, on the
+ * coordinator's machine, its <results>/models; else results/<experiment>/models in this machine's project
+ * folder. A model kept where the coordinator's machine may not see it is named in the record with the host.
  */
 function modelsFolder(job: TrialJob, opts: WorkerOptions): { dir: string; local: boolean } {
+  const own = { dir: join(opts.projectRoot, 'results', job.experiment.name, 'models'), local: true };
   if (opts.modelsDir) return { dir: opts.modelsDir, local: true };
+  if (!job.modelsShared && job.coordinator.host !== hostname()) return own;
   try {
     if (!isAbsolute(job.modelsDir)) throw new Error('relative');
     mkdirSync(job.modelsDir, { recursive: true });
     accessSync(job.modelsDir, constants.W_OK);
     return { dir: job.modelsDir, local: false };
   } catch {
-    return { dir: join(opts.projectRoot, 'results', job.experiment.name, 'models'), local: true };
+    return own;
   }
 }

@@ -58,12 +58,13 @@ async function main(): Promise<number> {
   if (paced.length && budget && budget !== 'steps')
     console.log(`note: ${paced.join(', ')} only paces the log: this experiment's budget is ${budget}; add --set training.budget=steps to train epochs × stepsPerEpoch steps`);
 
+  const shard = shardOf(args.flags.get('shard')?.[0]);
   if (args.flags.has('dry-run')) {
     // Estimates depend on the backend (the cpu backend's fused loss and optimizer allocate less).
     const backend = await initBackend(chooseBackend(args.flags.get('backend')?.[0], exp.trials[0]?.training.backend as string | undefined));
     console.log(`estimates for backend ${backend.label}`);
     const runner = new ExperimentRunner(catalog);
-    for (const t of exp.trials) {
+    for (const t of shard ? shardTrials(exp.trials, shard) : exp.trials) {
       try {
         const p = await runner.planTrial(exp, t, { breakdown: args.flags.has('explain') });
         await p.strategy.dispose?.();
@@ -84,7 +85,6 @@ async function main(): Promise<number> {
     }
     return 0;
   }
-  const shard = shardOf(args.flags.get('shard')?.[0]);
   const queue = args.flags.get('queue')?.[0];
   if (shard && queue) throw new UsageError(`--shard ${shard.index}/${shard.count} and --queue: choose one (a queue spreads every trial over the workers; shards are for runs without Redis)`);
   if (args.flags.has('models') && !queue) throw new UsageError('--models is for --queue (a local run keeps its models in <results>/models)');
