@@ -5,7 +5,7 @@
  * imports count: a layer depends on what it names.
  */
 // core/'s folders from the bottom up: a folder may import its own files, core/types.ts and the folders before it.
-const LAYERS = ['config', 'data', 'io', 'backend', 'engine', 'memory', 'parallel', 'training', 'inference', 'evaluation', 'plugins', 'experiment'];
+const LAYERS = ['config', 'data', 'io', 'backend', 'engine', 'memory', 'parallel', 'training', 'inference', 'evaluation', 'plugins', 'experiment', 'queue'];
 const PLUGIN_FOLDERS = '(strategies|architectures|datasets)';
 
 const layerRules = LAYERS.slice(0, -1).map((layer, i) => ({

@@ -241,6 +241,18 @@ function parseValue(s: string): TrialValue {
   return s;
 }
 
+/**
+ * A record row as the text of its CSV fields, and back: how a queue worker sends rows to the coordinator
+ * (JSON has no NaN, which the records write `n/a`). decodeRecord(encodeRecord(r)) writes the same CSV text as r.
+ */
+export function encodeRecord(row: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(Object.entries(row).filter(([, v]) => v !== undefined).map(([k, v]) => [k, formatValue(v)]));
+}
+
+export function decodeRecord(row: Record<string, string>): TrialRow {
+  return Object.fromEntries(Object.entries(row).map(([k, v]) => [k, parseValue(v)]));
+}
+
 /** RFC 4180 parser: quoted fields may hold commas, doubled quotes and line breaks; accepts \n and \r\n. */
 export function parseCsv(text: string): string[][] {
   const records: string[][] = [];
@@ -360,7 +372,12 @@ export class TrialRecorder {
    * with other columns (another task's regions, an older layout) is kept under a timestamped name.
    */
   appendCurve(row: CurveRow): void {
-    appendRows(path.join(this.dir, 'curves.csv'), [row], (keys) => keys);
+    this.appendCurves([row]);
+  }
+
+  /** Appends learning-curve points to curves.csv in one synchronous write (a trial's, as a queue worker sends them). */
+  appendCurves(rows: CurveRow[]): void {
+    appendRows(path.join(this.dir, 'curves.csv'), rows, (keys) => keys);
   }
 
   /**
@@ -420,6 +437,78 @@ export class TrialRecorder {
 }
 
 const RECORD_FILES = ['trials.csv', 'cases.csv', 'curves.csv'];
+
+/** What mergeRecords did, per folder. */
+export interface MergeReport {
+  /** Trials in the merged records. */
+  trials: number;
+  folders: { dir: string; trials: number; added: number }[];
+  /** Trial ids found in more than one folder (the first folder's record is kept). */
+  duplicates: string[];
+}
+
+/**
+ * Joins the records of several results folders of one experiment (the shards of `--shard k/n`, each run on
+ * its own) into `into`: every trial once, by trial id (the first folder holding it wins; `into`'s own
+ * records come first, so merging again adds only what is new), in expansion order (the `trial` column), with
+ * its per-case rows and curve points, as one uninterrupted run would have written them. The records are
+ * written through TrialRecorder into a scratch folder and renamed into place, so a kill leaves the old
+ * files or the new ones. The summary is for the caller (regenerateTables).
+ */
+export function mergeRecords(into: string, from: string[]): MergeReport {
+  const target = path.resolve(into);
+  const sources = [target, ...from.map((d) => path.resolve(d)).filter((d) => d !== target)];
+  const kept: { row: TrialRow; source: string }[] = [];
+  const seen = new Set<string>();
+  const duplicates: string[] = [];
+  const folders: MergeReport['folders'] = [];
+  const experiments = new Map<string, string>();
+  for (const dir of sources) {
+    const rows = readTrials(dir);
+    let added = 0;
+    for (const row of rows) {
+      const name = str(row.experiment);
+      if (name && !experiments.has(name)) experiments.set(name, dir);
+      const id = str(row.trial_id) || `${dir}#${str(row.trial)}`;
+      if (seen.has(id)) {
+        duplicates.push(id);
+        continue;
+      }
+      seen.add(id);
+      kept.push({ row, source: dir });
+      added++;
+    }
+    if (dir !== target || rows.length) folders.push({ dir, trials: rows.length, added });
+  }
+  if (experiments.size > 1)
+    throw new Error(`the folders hold records of different experiments (${[...experiments].map(([e, d]) => `${e} in ${d}`).join('; ')}); merge the shards of one experiment`);
+  const index = (r: TrialRow): number => (typeof r.trial === 'number' ? r.trial : Number.POSITIVE_INFINITY);
+  kept.sort((a, b) => index(a.row) - index(b.row));
+  // Each trial's case and curve rows come from the folder whose trial record was kept.
+  const keptIds = new Map(kept.map((k) => [str(k.row.trial_id), k.source]));
+  const order = new Map(kept.map((k, i) => [str(k.row.trial_id), i]));
+  const fromKept = <R extends { trial_id?: unknown }>(read: (dir: string) => R[]): R[] =>
+    sources
+      .flatMap((dir) => read(dir).filter((r) => keptIds.get(str(r.trial_id as TrialValue)) === dir))
+      .map((r, i) => ({ r, i, at: order.get(str(r.trial_id as TrialValue))! }))
+      .sort((a, b) => a.at - b.at || a.i - b.i)
+      .map((x) => x.r);
+  const cases = fromKept(readCases);
+  const curves = fromKept(readCurves);
+  const columns = [...new Set(kept.flatMap((k) => Object.keys(k.row)))];
+  const scratch = path.join(target, `.merge-${process.pid}`);
+  fs.rmSync(scratch, { recursive: true, force: true });
+  const recorder = new TrialRecorder(scratch);
+  for (const { row } of kept) recorder.append(Object.fromEntries(columns.map((c) => [c, row[c] ?? null])));
+  recorder.appendCases(cases);
+  recorder.appendCurves(curves);
+  for (const name of RECORD_FILES) {
+    const file = path.join(scratch, name);
+    if (fs.existsSync(file)) fs.renameSync(file, path.join(target, name));
+  }
+  fs.rmSync(scratch, { recursive: true, force: true });
+  return { trials: kept.length, folders, duplicates };
+}
 
 /** Writes a file through a temporary file and a rename, so a kill leaves the old or the new file. */
 function writeAtomically(file: string, text: string): void {

@@ -20,7 +20,8 @@ import type { Dataset, PreparedCase, SegmentationTask, Shape3, Volume } from '..
 import { evaluateCase, labelsToTargets, outputChannels, probabilitiesToLabels } from '../evaluation/index.js';
 import { DeviceMemoryMeter, DeviceOutOfMemoryError, estimatePeak, type BufferLedger, type Estimate, type EstimateOptions } from '../memory/index.js';
 import { writePlots } from './plots.js';
-import { TrialRecorder, aggregateCaseMetrics, readSummaryInputs, readTrials, regionColumns, writeSummary, type CurveRow, type TrialRow } from './results.js';
+import { TrialRecorder, aggregateCaseMetrics, describeMachine, readSummaryInputs, readTrials, regionColumns, writeSummary, type CaseRow, type CurveRow, type TrialRow } from './results.js';
+import { shardTrials, type Shard } from './shards.js';
 import { ProgressBar, formatDuration } from './progress.js';
 import { saveModel } from '../io/index.js';
 import { windowPredictor, type WindowPredictor } from '../inference/index.js';
@@ -38,6 +39,24 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** Start over: move the old records aside (never deleted) instead of resuming. */
   fresh?: boolean;
+  /** Run only the k-th of n deterministic slices of the trials (`--shard k/n`; see shardTrials). */
+  shard?: Shard;
+}
+
+/** What a sweep has to do: every trial's id, the trials in scope (all, or a shard's), those not recorded yet. */
+export interface SweepState {
+  ids: Map<number, string>;
+  trials: TrialConfig[];
+  pending: TrialConfig[];
+  /** Recorded trial ids with their status (ok, did-not-fit, failed). */
+  recorded: Map<string, string>;
+}
+
+/** A trial run on its own, for a queue worker (ExperimentRunner.runOne): its record rows. */
+export interface TrialRecords {
+  row: TrialRow;
+  cases: CaseRow[];
+  curves: CurveRow[];
 }
 
 export interface CaseResult {
@@ -125,44 +144,19 @@ export class ExperimentRunner {
    * Runs the sweep's trials that are not recorded yet. A trial is recorded once its row is in trials.csv
    * (ok, did-not-fit or failed), matched by trial id; its per-case rows and curve points are written
    * before that row, so a trial killed before its row is re-run from the start (what the killed attempt
-   * left is dropped). `opts.fresh` moves the old records aside first.
+   * left is dropped). `opts.fresh` moves the old records aside first; `opts.shard` runs one slice.
    */
   async run(exp: Experiment, opts: RunOptions): Promise<TrialRow[]> {
     const log = opts.log ?? ((l: string) => console.log(l));
     const recorder = new TrialRecorder(opts.resultsDir);
-    if (opts.fresh) {
-      const moved = recorder.moveAside();
-      if (moved.length) log(`--fresh: the old records are kept as ${moved.map((m) => basename(m)).join(', ')}`);
-    }
-    for (const note of recorder.repair()) log(note);
-    const ids = new Map<number, string>();
-    for (const t of exp.trials) ids.set(t.trial, await this.trialId(exp, t));
-    const recorded = await this.recordedIds(exp, readTrials(opts.resultsDir));
-    const pending = exp.trials.filter((t) => !recorded.has(ids.get(t.trial)!));
-    if (pending.length < exp.trials.length) {
-      const statuses = new Map<string, number>();
-      for (const t of exp.trials) {
-        const st = recorded.get(ids.get(t.trial)!);
-        if (st !== undefined) statuses.set(st, (statuses.get(st) ?? 0) + 1);
-      }
-      log(
-        `resuming: ${exp.trials.length - pending.length} of ${exp.trials.length} trials are already recorded in ${recorder.trialsFile} ` +
-          `(${[...statuses].map(([k, n]) => `${n} ${k}`).join(', ')}) and are skipped; --fresh starts over`,
-      );
-    }
-    const dropped = recorder.dropAttempts(new Set(pending.map((t) => ids.get(t.trial)!)));
-    if (dropped) log(`dropped ${dropped} case/curve rows that interrupted attempts of unrecorded trials left behind`);
+    const { ids, pending } = await this.prepareSweep(exp, opts, recorder, log);
     const rows: TrialRow[] = [];
     if (pending.length === 0) {
       await this.writeTables(exp, opts.resultsDir);
       log('every trial is recorded; summary.md regenerated');
       return rows;
     }
-    const backendChoice = chooseBackend(opts.backend, exp.trials[0]?.training.backend);
-    this.backendInfo = await initBackend(backendChoice);
-    log(`backend: ${this.backendInfo.label}${this.backendInfo.nativeKernels ? ` (native kernels: ${this.backendInfo.nativeKernels})` : ''}`);
-    this.strategyColumns = await this.sweepStrategyColumns(exp);
-    this.meter = new DeviceMemoryMeter().attach();
+    await this.startSession(exp, opts.backend, log);
     // The ETA: each pending trial takes what finished trials of its strategy took (else the mean of all).
     const seconds = new Map<string, number[]>();
     const strategyKey = (t: TrialConfig): string => JSON.stringify(t.strategy);
@@ -171,7 +165,7 @@ export class ExperimentRunner {
         log(`trial ${trial.trial + 1}/${exp.trials.length}: ${trial.label}`);
         const t0 = performance.now();
         const id = ids.get(trial.trial)!;
-        const { row, cases } = await this.runTrial(exp, trial, opts.resultsDir, log, (c) => recorder.appendCurve(c), id);
+        const { row, cases } = await this.runTrial(exp, trial, join(opts.resultsDir, 'models'), log, (c) => recorder.appendCurve(c), id);
         // The trial's row last: it marks the trial recorded.
         recorder.appendCases(cases.map((c) => ({ trial: trial.trial, trial_id: id, ...c })));
         recorder.append(row);
@@ -183,18 +177,99 @@ export class ExperimentRunner {
         const mean = (v: number[]): number => v.reduce((a, b) => a + b, 0) / v.length;
         const left = pending.slice(k + 1).reduce((sum, t) => sum + mean(seconds.get(strategyKey(t)) ?? all), 0);
         log(
-          `  -> ${row.status}; dice_mean ${fmt(row.dice_mean)}; peak train ${fmtBytes(row.peak_train_bytes)}, infer ${fmtBytes(row.peak_infer_bytes)}; step ${fmt(row.step_seconds)} s` +
-            (k + 1 < pending.length ? `; sweep ETA ${formatDuration(left)} (each strategy's time so far)` : ''),
+          `  -> ${trialOutcome(row)}` + (k + 1 < pending.length ? `; sweep ETA ${formatDuration(left)} (each strategy's time so far)` : ''),
         );
       }
     } finally {
-      this.meter.detach();
+      this.endSession();
     }
     return rows;
   }
 
+  /**
+   * What a sweep (or one shard of it) has left to do, with the records made whole first: `--fresh` moves
+   * the old records aside, a torn last record is removed, each trial gets its id, the recorded ones are
+   * said and skipped, and case/curve rows that killed attempts of unrecorded trials left are dropped.
+   * The local runner and the queue's coordinator both start here.
+   */
+  async prepareSweep(exp: Experiment, opts: Pick<RunOptions, 'resultsDir' | 'fresh' | 'shard'>, recorder: TrialRecorder, log: (l: string) => void): Promise<SweepState> {
+    if (opts.fresh) {
+      const moved = recorder.moveAside();
+      if (moved.length) log(`--fresh: the old records are kept as ${moved.map((m) => basename(m)).join(', ')}`);
+    }
+    for (const note of recorder.repair()) log(note);
+    const trials = opts.shard ? shardTrials(exp.trials, opts.shard) : exp.trials;
+    const ids = new Map<number, string>();
+    for (const t of exp.trials) ids.set(t.trial, await this.trialId(exp, t));
+    const recorded = await this.recordedIds(exp, readTrials(opts.resultsDir));
+    const pending = trials.filter((t) => !recorded.has(ids.get(t.trial)!));
+    if (pending.length < trials.length) {
+      const statuses = new Map<string, number>();
+      for (const t of trials) {
+        const st = recorded.get(ids.get(t.trial)!);
+        if (st !== undefined) statuses.set(st, (statuses.get(st) ?? 0) + 1);
+      }
+      log(
+        `resuming: ${trials.length - pending.length} of ${trials.length} trials are already recorded in ${recorder.trialsFile} ` +
+          `(${[...statuses].map(([k, n]) => `${n} ${k}`).join(', ')}) and are skipped; --fresh starts over`,
+      );
+    }
+    const dropped = recorder.dropAttempts(new Set(pending.map((t) => ids.get(t.trial)!)));
+    if (dropped) log(`dropped ${dropped} case/curve rows that interrupted attempts of unrecorded trials left behind`);
+    return { ids, trials, pending, recorded };
+  }
+
+  /** Chooses and starts the backend, learns the sweep's strategy columns and attaches the meter. */
+  private async startSession(exp: Experiment, backend: string | undefined, log: (l: string) => void, strategyColumns?: string[]): Promise<void> {
+    const backendChoice = chooseBackend(backend, exp.trials[0]?.training.backend);
+    this.backendInfo = await initBackend(backendChoice);
+    log(`backend: ${this.backendInfo.label}${this.backendInfo.nativeKernels ? ` (native kernels: ${this.backendInfo.nativeKernels})` : ''}`);
+    this.strategyColumns = strategyColumns ?? (await this.sweepStrategyColumns(exp));
+    this.meter = new DeviceMemoryMeter().attach();
+  }
+
+  private endSession(): void {
+    this.meter?.detach();
+  }
+
+  /**
+   * One trial on its own, as a queue worker runs it (in a process of its own): the same row, per-case
+   * rows and curve points that `run` would record, returned instead of written. `strategyColumns` are the
+   * sweep's (sweepStrategyColumns, computed where the whole sweep is known), so the row has the header a
+   * local run gives it; `machine` is filled here, where the trial ran.
+   */
+  async runOne(
+    exp: Experiment,
+    trial: TrialConfig,
+    opts: { id: string; strategyColumns: string[]; modelsDir: string; backend?: string; log?: (l: string) => void },
+  ): Promise<TrialRecords> {
+    const log = opts.log ?? ((l: string) => console.log(l));
+    await this.startSession({ ...exp, trials: [trial] }, opts.backend, log, opts.strategyColumns);
+    const curves: CurveRow[] = [];
+    try {
+      const { row, cases } = await this.runTrial(exp, trial, opts.modelsDir, log, (c) => curves.push(c), opts.id);
+      row.machine = describeMachine();
+      return { row, cases: cases.map((c) => ({ trial: trial.trial, trial_id: opts.id, ...c })), curves };
+    } finally {
+      this.endSession();
+    }
+  }
+
+  /**
+   * The row of a trial that ended without a row of its own (its process crashed or ran out of memory):
+   * the trial's identifying columns, the sweep's column set, and `status` `failed: <message>`.
+   */
+  async failedRow(exp: Experiment, trial: TrialConfig, id: string, message: string, strategyColumns: string[]): Promise<TrialRow> {
+    const { dataset } = await this.loadData(trial, join(exp.file, '..'));
+    const row = this.baseRow(exp, trial, id, null, strategyColumns);
+    for (const c of regionColumns(dataset.task)) row[c] ??= null;
+    row.status = `failed: ${message}`;
+    row.started_at = null;
+    return row;
+  }
+
   /** summary.md, paired.csv and the plots, from the records as they stand. */
-  private async writeTables(exp: Experiment, dir: string): Promise<void> {
+  async writeTables(exp: Experiment, dir: string): Promise<void> {
     const inputs = readSummaryInputs(dir);
     const rows = readTrials(dir);
     writeSummary(dir, exp.name, rows, inputs);
@@ -239,7 +314,7 @@ export class ExperimentRunner {
   }
 
   /** The names of the columns the sweep's strategies report (each strategy made once and disposed). */
-  private async sweepStrategyColumns(exp: Experiment): Promise<string[]> {
+  async sweepStrategyColumns(exp: Experiment): Promise<string[]> {
     const names: string[] = [];
     const seen = new Set<string>();
     for (const t of exp.trials) {
@@ -534,8 +609,8 @@ export class ExperimentRunner {
   }
 
   /** Record: the trained weights and the plan to rebuild them. */
-  private async recordModel(exp: Experiment, trial: TrialConfig, p: TrialPlan, params: Params, resultsDir: string, row: TrialRow): Promise<void> {
-    const dir = join(resultsDir, 'models', `trial-${trial.trial}-${row.trial_id}`);
+  private async recordModel(exp: Experiment, trial: TrialConfig, p: TrialPlan, params: Params, modelsDir: string, row: TrialRow): Promise<void> {
+    const dir = join(modelsDir, `trial-${trial.trial}-${row.trial_id}`);
     await saveModel(
       dir,
       {
@@ -554,42 +629,17 @@ export class ExperimentRunner {
     row.model = dir;
   }
 
-  /** One trial: plan → train → evaluate → record; never throws (a failure is the row's status). */
+  /** One trial: plan → train → evaluate → record; never throws (a failure is the row's status). The model goes under `modelsDir`. */
   async runTrial(
     exp: Experiment,
     trial: TrialConfig,
-    resultsDir: string,
+    modelsDir: string,
     log: (l: string) => void,
     onCurve: (row: CurveRow) => void = () => {},
     id?: string,
   ): Promise<{ row: TrialRow; cases: CaseResult[] }> {
     const tr = trial.training;
-    const row: TrialRow = {
-      trial: trial.trial,
-      trial_id: id ?? (await this.trialId(exp, trial)),
-      experiment: exp.name,
-      strategy: trial.strategy.name,
-      architecture: trial.architecture.name,
-      dataset: trial.dataset.name,
-      input_shape: null,
-      seed: trial.seed,
-      backend: this.backendInfo!.label,
-      epochs: tr.epochs,
-      status: 'ok',
-      settings: JSON.stringify({
-        label: trial.label,
-        // Each plugin's settings as they take effect (Plugin.effective), e.g. me-fcn's `all` as its flags.
-        dataset: effectiveChoice(this.catalog.dataset(trial.dataset.name), trial.dataset),
-        architecture: effectiveChoice(this.catalog.architecture(trial.architecture.name), trial.architecture),
-        strategy: effectiveChoice(this.catalog.strategy(trial.strategy.name), trial.strategy),
-        training: tr,
-        comparison: exp.comparison,
-        profile: exp.profile ?? null,
-      }),
-      started_at: new Date().toISOString(),
-      host_peak_bytes: 0,
-      ...Object.fromEntries([...RUNNER_COLUMNS, ...this.strategyColumns].map((c) => [c, null])),
-    };
+    const row = this.baseRow(exp, trial, id ?? (await this.trialId(exp, trial)), this.backendInfo!.label, this.strategyColumns);
     let cases: CaseResult[] = [];
     let strategy: MemoryStrategy | null = null;
     let trained: TrainedTrial | null = null;
@@ -620,7 +670,7 @@ export class ExperimentRunner {
       await this.trainTrial(p, trial, row, log, onHost, optimizer, curve, trained);
       this.recordStrategy(strategy, row);
       if (tr.evaluate) cases = await this.evaluateTrial(p, trial, trained, row, onHost, curve);
-      if (tr.saveModel) await this.recordModel(exp, trial, p, await currentParams(trained), resultsDir, row);
+      if (tr.saveModel) await this.recordModel(exp, trial, p, await currentParams(trained), modelsDir, row);
     } catch (e) {
       if (e instanceof DeviceOutOfMemoryError) {
         row.status = 'did-not-fit';
@@ -648,9 +698,45 @@ export class ExperimentRunner {
     return { row, cases };
   }
 
+  /** A trial's row before it runs: what identifies it, its settings as they take effect, every column of the sweep (empty). */
+  private baseRow(exp: Experiment, trial: TrialConfig, id: string, backend: string | null, strategyColumns: string[]): TrialRow {
+    const tr = trial.training;
+    return {
+      trial: trial.trial,
+      trial_id: id,
+      experiment: exp.name,
+      strategy: trial.strategy.name,
+      architecture: trial.architecture.name,
+      dataset: trial.dataset.name,
+      input_shape: null,
+      seed: trial.seed,
+      backend,
+      epochs: tr.epochs,
+      status: 'ok',
+      settings: JSON.stringify({
+        label: trial.label,
+        // Each plugin's settings as they take effect (Plugin.effective), e.g. me-fcn's `all` as its flags.
+        dataset: effectiveChoice(this.catalog.dataset(trial.dataset.name), trial.dataset),
+        architecture: effectiveChoice(this.catalog.architecture(trial.architecture.name), trial.architecture),
+        strategy: effectiveChoice(this.catalog.strategy(trial.strategy.name), trial.strategy),
+        training: tr,
+        comparison: exp.comparison,
+        profile: exp.profile ?? null,
+      }),
+      started_at: new Date().toISOString(),
+      host_peak_bytes: 0,
+      ...Object.fromEntries([...RUNNER_COLUMNS, ...strategyColumns].map((c) => [c, null])),
+    };
+  }
+
   private predictor(executor: Executor, net: Network, params: Params, channels: number, label: () => string): WindowPredictor {
     return windowPredictor(executor, net, params, channels, this.observer(label));
   }
+}
+
+/** A trial's outcome in one line: status, mean Dice, peaks and step time. */
+export function trialOutcome(row: TrialRow): string {
+  return `${row.status}; dice_mean ${fmt(row.dice_mean)}; peak train ${fmtBytes(row.peak_train_bytes)}, infer ${fmtBytes(row.peak_infer_bytes)}; step ${fmt(row.step_seconds)} s`;
 }
 
 /** A plugin choice with its settings as they take effect. */
