@@ -4,8 +4,9 @@
  * case. The reference is a value of the compared axis (`comparison.axis`: the strategy by default, or the
  * architecture or the dataset), a plugin name optionally narrowed by settings, such as
  * `meunet-cascade(join=post-concat)`; a configuration is paired with the reference configuration that
- * shares every other axis (ΔDice with a bootstrap interval over cases and seeds, and a Wilcoxon signed-rank p), the time each
- * takes to reach a target Dice on its learning curve, and the budget the trials were given.
+ * shares every other axis. The sections: ΔDice with a bootstrap interval over cases and seeds and a
+ * Wilcoxon signed-rank p, the time each configuration takes to reach a target Dice on its learning curve,
+ * and the budget the trials were given.
  */
 import { median } from 'mathjs';
 import { bootstrapMeanInterval, wilcoxonSignedRank } from '../evaluation/index.js';
@@ -74,6 +75,8 @@ export interface TimeToTarget {
 
 const num = (v: Value | undefined): number => (typeof v === 'number' ? v : NaN);
 
+const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
+
 /** Whether a configuration is the reference (every trial of a group shares its plugin choices). */
 function isReference(g: ComparisonGroup, c: RecordedComparison, reference: string): boolean {
   const sel = parseReference(reference);
@@ -82,7 +85,6 @@ function isReference(g: ComparisonGroup, c: RecordedComparison, reference: strin
   const row = g.rows[0];
   return row !== undefined && selects(sel, rowSettings(row)[c.axis]);
 }
-const signed = (v: number, digits = 3): string => `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(digits)}`;
 
 export function recordedComparison(rows: Row[]): RecordedComparison {
   const out: RecordedComparison = { reference: null, axis: 'strategy', target: null, metric: 'mean', confidence: 0.95, resamples: 10_000 };
