@@ -56,7 +56,7 @@
 import type { ContextFigures, Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings } from '../core/config/index.js';
-import { SeededRng, BRATS_CHANNELS, BRATS_TASK } from '../core/data/index.js';
+import { SeededRng, BRATS_CHANNELS, BRATS_TASK, GeneratedDataset } from '../core/data/index.js';
 import { bratsPredictionInputs } from '../core/io/index.js';
 
 export { BRATS_CHANNELS, BRATS_TASK };
@@ -899,43 +899,16 @@ export function syntheticContext(index: number, opts: SyntheticOptions, patch: S
   return { case: volume.id, labelled, labelledBeyond, mimic, mimicBeyond };
 }
 
-class SyntheticBrats implements Dataset {
-  readonly name = 'synthetic-brats';
-  readonly task = BRATS_TASK;
-  readonly channels = [...BRATS_CHANNELS];
-  private readonly ids: string[];
-
+class SyntheticBrats extends GeneratedDataset {
   constructor(
-    private readonly count: number,
+    count: number,
     private readonly opts: SyntheticOptions,
   ) {
-    this.ids = Array.from({ length: count }, (_, i) => syntheticCaseId(i));
-  }
-
-  caseIds(): string[] {
-    return this.ids.slice();
-  }
-
-  labelledCaseIds(): string[] {
-    return this.ids.slice();
+    super('synthetic-brats', BRATS_TASK, BRATS_CHANNELS, count, syntheticCaseId, (index) => generateSyntheticCase(index, opts));
   }
 
   context(id: string, patch: Shape3): ContextFigures {
     return syntheticContext(this.index(id), this.opts, patch);
-  }
-
-  async load(id: string): Promise<Volume> {
-    return generateSyntheticCase(this.index(id), this.opts);
-  }
-
-  private index(id: string): number {
-    const index = this.ids.indexOf(id);
-    if (index < 0) {
-      throw new Error(
-        `synthetic-brats: no case ${JSON.stringify(id)}; this dataset has ${this.count} cases (${this.ids[0]} … ${this.ids[this.count - 1]}); raise dataset.settings.cases for more`,
-      );
-    }
-    return index;
   }
 }
 

@@ -56,7 +56,7 @@
 import type { Dataset, SegmentationTask, Shape3, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings, SettingsError, type SettingsOf } from '../core/config/index.js';
-import { SeededRng } from '../core/data/index.js';
+import { GeneratedDataset, SeededRng } from '../core/data/index.js';
 
 export const MICROCT_CHANNELS = ['microct'] as const;
 
@@ -690,38 +690,6 @@ export function generateMicroctCase(index: number, opts: MicroctOptions): Volume
   return { id: microctCaseId(index), image, shape: [D, H, W], channels: 1, label: code, spacing: [1, 1, 1] };
 }
 
-class SyntheticMicroct implements Dataset {
-  readonly name = 'synthetic-microct';
-  readonly task = MICROCT_TASK;
-  readonly channels = [...MICROCT_CHANNELS];
-  private readonly ids: string[];
-
-  constructor(
-    private readonly count: number,
-    private readonly opts: MicroctOptions,
-  ) {
-    this.ids = Array.from({ length: count }, (_, i) => microctCaseId(i));
-  }
-
-  caseIds(): string[] {
-    return this.ids.slice();
-  }
-
-  labelledCaseIds(): string[] {
-    return this.ids.slice();
-  }
-
-  async load(id: string): Promise<Volume> {
-    const index = this.ids.indexOf(id);
-    if (index < 0) {
-      throw new Error(
-        `synthetic-microct: no case ${JSON.stringify(id)}; this dataset has ${this.count} cases (${this.ids[0]} … ${this.ids[this.count - 1]}); raise dataset.settings.cases for more`,
-      );
-    }
-    return generateMicroctCase(index, this.opts);
-  }
-}
-
 const plugin: DatasetPlugin<typeof settings> = {
   kind: 'dataset',
   name: 'synthetic-microct',
@@ -732,7 +700,7 @@ const plugin: DatasetPlugin<typeof settings> = {
   settings,
   create({ cases, ...options }): Dataset {
     checkMicroctOptions(options);
-    return new SyntheticMicroct(cases, options);
+    return new GeneratedDataset('synthetic-microct', MICROCT_TASK, MICROCT_CHANNELS, cases, microctCaseId, (index) => generateMicroctCase(index, options));
   },
 };
 
