@@ -45,3 +45,22 @@ export function usage(command: string, synopsis: string, spec: FlagSpec): string
   for (const [k, v] of Object.entries(spec)) lines.push(`  --${k}${v.takesValue ? ' <value>' : ''}`.padEnd(28) + v.description);
   return lines.join('\n');
 }
+
+/** An error class whose messages are written for the user (no stack trace with them). */
+type ExpectedError = abstract new (...args: never[]) => Error;
+
+/**
+ * Runs a command's main and exits with its code. An error the user can act on (a UsageError or one of
+ * `expected`) prints its message alone; anything else prints its message and how to get the stack trace
+ * (VOLSEG_DEBUG=1). Both exit with 2.
+ */
+export function runCli(main: () => Promise<number>, expected: ExpectedError[] = []): void {
+  main().then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      if (e instanceof UsageError || expected.some((E) => e instanceof E)) console.error(`error: ${(e as Error).message}`);
+      else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
+      process.exit(2);
+    },
+  );
+}

@@ -15,7 +15,7 @@ import { runCoordinator, QueueError } from '../../core/queue/index.js';
 import { chooseBackend, initBackend } from '../../core/backend/index.js';
 import { parameterCount } from '../../core/engine/index.js';
 import { buildContainer } from './plugins.js';
-import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+import { parseArgs, usage, UsageError, runCli, type FlagSpec } from './args.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FLAGS: FlagSpec = {
@@ -121,11 +121,4 @@ function shardOf(flag: string | undefined): Shard | undefined {
   return slurm?.shard;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof ExperimentError || e instanceof UsageError || e instanceof SettingsError || e instanceof ShardError || e instanceof QueueError) console.error(`error: ${(e as Error).message}`);
-    else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
-    process.exit(2);
-  },
-);
+runCli(main, [ExperimentError, SettingsError, ShardError, QueueError]);

@@ -38,7 +38,7 @@ import { DeviceMemoryMeter, DeviceOutOfMemoryError, estimateInferencePeak } from
 import { instantiate, type PluginCatalog } from '../../core/plugins/index.js';
 import { initParams, type Params } from '../../core/training/index.js';
 import type { Shape3 } from '../../core/types.js';
-import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+import { parseArgs, usage, UsageError, runCli, type FlagSpec } from './args.js';
 import { buildContainer } from './plugins.js';
 import { readMicroctRecords, renderMicroctSummary, upsertRecord, type MicroctInferenceRecord } from './microct-records.js';
 
@@ -417,12 +417,5 @@ async function main(argv: string[]): Promise<number> {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      if (e instanceof UsageError || e instanceof SettingsError || e instanceof DeviceOutOfMemoryError) console.error(`error: ${(e as Error).message}`);
-      else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
-      process.exit(2);
-    },
-  );
+  runCli(() => main(process.argv.slice(2)), [SettingsError, DeviceOutOfMemoryError]);
 }

@@ -12,7 +12,7 @@ import { chooseBackend, initBackend } from '../../core/backend/index.js';
 import { predictImages } from '../../core/experiment/index.js';
 import { SettingsError } from '../../core/config/index.js';
 import { buildContainer } from './plugins.js';
-import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+import { parseArgs, usage, UsageError, runCli, type FlagSpec } from './args.js';
 
 const FLAGS: FlagSpec = {
   model: { takesValue: true, description: 'a saved model: its folder or its model.json' },
@@ -45,11 +45,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof UsageError || e instanceof SettingsError) console.error(`error: ${(e as Error).message}`);
-    else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
-    process.exit(2);
-  },
-);
+runCli(main, [SettingsError]);

@@ -8,7 +8,7 @@
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startWorker, QueueError } from '../../core/queue/index.js';
-import { parseArgs, usage, UsageError, type FlagSpec } from './args.js';
+import { parseArgs, usage, UsageError, runCli, type FlagSpec } from './args.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const FLAGS: FlagSpec = {
@@ -67,11 +67,4 @@ function positive(flag: string, text: string): number {
   return n;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e: unknown) => {
-    if (e instanceof UsageError || e instanceof QueueError) console.error(`error: ${(e as Error).message}`);
-    else console.error(`error: ${(e as Error).message ?? e}${process.env.VOLSEG_DEBUG ? `\n${(e as Error).stack}` : '\n(set VOLSEG_DEBUG=1 for a stack trace)'}`);
-    process.exit(2);
-  },
-);
+runCli(main, [QueueError]);
