@@ -786,7 +786,7 @@ function summaryGroups(rows: TrialRow[]): {
 }
 
 /** Region names of the rows' dice_<region> columns, in column order. */
-function rowRegions(rows: TrialRow[]): string[] {
+export function rowRegions(rows: TrialRow[]): string[] {
   const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
   return [...new Set(columns.filter((c) => c.startsWith('dice_') && c !== 'dice_mean').map((c) => c.slice('dice_'.length)))];
 }

@@ -1,12 +1,10 @@
 /**
  * The records of `npm run microct-inference` (results/microct-inference/records.json) and the tables made
- * from them: results/microct-inference/summary.md, and the README blocks `microct-inference` and
- * `microct-cascade` (the training run's trials.csv and curves.csv), which readme-tables.ts includes.
- * Kept apart from the command so that the tables need no backend and no plugin.
+ * from them: results/microct-inference/summary.md, and the overview that readme-tables.ts's
+ * `microct-inference` block shares with it. Kept apart from the command so that the tables need no
+ * backend and no plugin.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { readCurves, readTrials } from '../../core/experiment/index.js';
 import { windowStarts } from '../../core/inference/index.js';
 
 /** One whole-volume inference, as the command measured it. */
@@ -186,6 +184,18 @@ export function recordsPreamble(records: MicroctInferenceRecord[]): string[] {
   return [`Machine: ${machines}.`, `Network and windows: ${configs.join('; ')}.`];
 }
 
+/** What summary.md and the README block both show: the machine and configuration, the table, the checks and notes. */
+export function recordsOverview(records: MicroctInferenceRecord[]): string[] {
+  return [
+    ...recordsPreamble(records),
+    '',
+    ...recordsTable(records),
+    '',
+    ...devicePeakChecks(records).map((c) => `- ${c.sentence}`),
+    ...recordNotes(records).map((n) => `- ${n}`),
+  ];
+}
+
 /** results/microct-inference/summary.md, from the records alone. */
 export function renderMicroctSummary(records: MicroctInferenceRecord[]): string {
   const lines = [
@@ -195,12 +205,7 @@ export function renderMicroctSummary(records: MicroctInferenceRecord[]): string 
     'The sliding window keeps its stitched output in host memory and runs one window at a time on the device',
     '(MONAI `sliding_window_inference` with `device=cpu`): the device holds the parameters and one window.',
     '',
-    ...recordsPreamble(records),
-    '',
-    ...recordsTable(records),
-    '',
-    ...devicePeakChecks(records).map((c) => `- ${c.sentence}`),
-    ...recordNotes(records).map((n) => `- ${n}`),
+    ...recordsOverview(records),
     '',
     '## Each run',
     '',
@@ -226,49 +231,3 @@ export function renderMicroctSummary(records: MicroctInferenceRecord[]): string 
   }
   return `${lines.join('\n')}`;
 }
-
-// ---------------------------------------------------------------------------------------------------------
-// README blocks (experiments/cli/readme-tables.ts spreads them into README_BLOCKS)
-
-const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
-const markdownTable = (header: string[], body: string[][]): string[] => [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((r) => `| ${r.join(' | ')} |`)];
-
-export const MICROCT_README_BLOCKS: Record<string, (ctx: { root: string }) => string[]> = {
-  'microct-cascade': (ctx) => {
-    const dir = join(ctx.root, 'results', 'microct-cascade');
-    const rows = readTrials(dir).filter((r) => r.status === 'ok');
-    if (rows.length === 0) throw new Error(`${join(dir, 'trials.csv')}: no trial ok; run npm run experiment -- microct-cascade`);
-    const r = rows[0]!;
-    const curve = readCurves(dir).filter((c) => c.trial === r.trial);
-    const ds = (JSON.parse(String(r.settings)) as { dataset?: { settings?: { cases?: number; size?: number[] } } }).dataset?.settings;
-    const machines = [...new Set(rows.map((x) => String(x.machine ?? '')).filter((m) => m))].join('; ') || 'not recorded';
-    return [
-      `Records: \`npm run experiment -- microct-cascade\`; machine: ${machines}.`,
-      `${ds?.cases ?? '?'} synthetic-microct cases of ${(ds?.size ?? []).join('×')}, ${r.validation_cases} of them validating; ${r.steps} steps on ${String(r.input_shape).replace(/x/g, '×')} inputs ` +
-        `(64³ output patches), training ${(num(r.train_seconds) / 60).toFixed(1)} min (median step ${num(r.step_seconds).toFixed(2)} s); peak train ${bytesText(num(r.peak_train_bytes))} ` +
-        `(estimated ${bytesText(num(r.est_peak_train_bytes))}), inference ${bytesText(num(r.peak_infer_bytes))}. Validation Dice on the whole volumes (sliding window) along training:`,
-      '',
-      ...markdownTable(
-        ['step', 'train (s)', 'loss', 'Dice tube', 'Dice sheet', 'Dice mean'],
-        curve.map((c) => [String(c.step), num(c.train_seconds).toFixed(0), num(c.loss).toFixed(3), num(c.dice_tube).toFixed(3), num(c.dice_sheet).toFixed(3), num(c.dice_mean).toFixed(3)]),
-      ),
-      '',
-      `Final: Dice tube ${num(r.dice_tube).toFixed(3)}, sheet ${num(r.dice_sheet).toFixed(3)}; HD95 tube ${num(r.hd95_tube).toFixed(1)}, sheet ${num(r.hd95_sheet).toFixed(1)} voxels.`,
-    ];
-  },
-
-  'microct-inference': (ctx) => {
-    const file = join(ctx.root, 'results', 'microct-inference', 'records.json');
-    const records = readMicroctRecords(file);
-    if (records.length === 0) throw new Error(`${file}: no records; run npm run microct-inference -- --size 397 --size 630 --record`);
-    return [
-      `Records: ${records.map((r) => `\`${r.command}\``).join(', ')} (results/microct-inference/records.json).`,
-      ...recordsPreamble(records),
-      '',
-      ...recordsTable(records),
-      '',
-      ...devicePeakChecks(records).map((c) => `- ${c.sentence}`),
-      ...recordNotes(records).map((n) => `- ${n}`),
-    ];
-  },
-};

@@ -24,23 +24,23 @@ import {
   readTrials,
   timeToTarget,
   configurationLabel,
+  rowRegions,
   rowSettings,
+  trialKey,
   type ComparisonGroup,
   type TrialRow,
 } from '../../core/experiment/index.js';
-import { MICROCT_README_BLOCKS } from './microct-records.js';
+import { bytesText, readMicroctRecords, recordsOverview } from './microct-records.js';
 
 type Rows = TrialRow[];
 
-const MiB = 2 ** 20;
 const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 const finite = (rows: Rows, c: string): number[] => rows.map((r) => num(r[c])).filter(Number.isFinite);
 const mean = (v: number[]): number => (v.length ? (mathMean(v) as number) : NaN);
 const sd = (v: number[]): number => std(v, 'unbiased') as unknown as number;
 
 function bytes(v: number): string {
-  if (!Number.isFinite(v)) return '—';
-  return v >= 2 ** 30 ? `${(v / 2 ** 30).toFixed(2)} GiB` : `${(v / MiB).toFixed(1)} MiB`;
+  return Number.isFinite(v) ? bytesText(v) : '—';
 }
 function meanSd(v: number[], digits = 3): string {
   if (v.length === 0) return '—';
@@ -85,11 +85,6 @@ function load(ctx: Context, name: string): Rows {
   if (rows.length === 0) throw new Error(`results/${name}/trials.csv: no records; run npm run experiment -- ${name}`);
   return rows;
 }
-
-/** Region names of the records' dice_<region> columns (dice_mean excluded). */
-const regionsOf = (rows: Rows): string[] => Object.keys(rows[0] ?? {}).filter((k) => k.startsWith('dice_') && k !== 'dice_mean').map((k) => k.slice(5));
-
-const trialKeyOf = (r: { trial?: unknown; trial_id?: unknown }): string => (typeof r.trial_id === 'string' && r.trial_id !== '' ? r.trial_id : String(r.trial));
 
 /**
  * The records' configurations as comparison groups along `axis` (each named by its label without the
@@ -158,20 +153,21 @@ export const README_BLOCKS: Record<string, Block> = {
     const rows = load(ctx, 'brats-swap-vs-patch');
     const cases = readCases(join(ctx.root, 'results', 'brats-swap-vs-patch'));
     const curves = readCurves(join(ctx.root, 'results', 'brats-swap-vs-patch'));
-    const cg: ComparisonGroup[] = groups(rows).map(([name, g]) => ({ axes: { strategy: String(g[0]!.strategy), label: name }, rows: g }));
-    const comparison = rowSettings(rows[0]!).comparison ?? { reference: 'patch', confidence: 0.95, resamples: 10000 };
-    const ref = cg.find((g) => g.axes.strategy === comparison.reference)!;
+    const { cg, refs, comparison } = compared(rows, 'strategy');
+    const ref = refs[0];
+    if (!ref) throw new Error(`results/brats-swap-vs-patch: no trials of the reference strategy ${comparison.reference}; run npm run experiment -- brats-swap-vs-patch`);
     const regions = ['WT', 'TC', 'ET'];
     const body: string[][] = [];
     for (const g of cg) {
-      if (g === ref) continue;
-      const d = pairedDifferences(g, ref, regions, cases);
+      const paired = pairedReference(g, refs, 'strategy');
+      if (!paired) continue;
+      const d = pairedDifferences(g, paired, regions, cases);
       if (d.size === 0) continue;
       const cells = [...regions, 'mean'].map((r) => {
         const p = pairedResult(r, d.get(r)!, comparison);
         return `${signed(p.mean)} [${signed(p.low)}, ${signed(p.high)}], p = ${p.p.toFixed(3)}`;
       });
-      body.push([`${g.axes.strategy} − ${ref.axes.strategy}`, String(d.get('WT')!.length), String(d.get('WT')![0]!.length), ...cells]);
+      body.push([`${g.axes.strategy} − ${paired.axes.strategy}`, String(d.get('WT')!.length), String(d.get('WT')![0]!.length), ...cells]);
     }
     const target = (seed: number): number | undefined => num(ref.rows.find((r) => r.status === 'ok' && r.seed === seed)?.dice_mean);
     const times = cg
@@ -331,7 +327,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const cases = readCases(dir);
     const refParams = num(ref.rows[0]!.params);
     const refPeak = mean(finite(ref.rows, 'peak_train_bytes'));
-    const regions = regionsOf(rows);
+    const regions = rowRegions(rows);
     const meets: string[] = [];
     const body = cg.map((g) => {
       const ok = g.rows.filter((r) => r.status === 'ok');
@@ -357,7 +353,7 @@ export const README_BLOCKS: Record<string, Block> = {
       ];
     });
     const seeds = [...new Set(rows.map((r) => r.seed))].length;
-    const validation = new Set(cases.filter((c) => trialKeyOf(c) === trialKeyOf(ref.rows[0]!)).map((c) => c.case)).size;
+    const validation = new Set(cases.filter((c) => trialKey(c) === trialKey(ref.rows[0]!)).map((c) => c.case)).size;
     return [
       machineLine(rows, 'npm run experiment -- architectures-memory'),
       `${seeds} seeds, ${validation} validation cases, ${rows[0]!.steps ?? '?'} steps per trial. ΔDice: the mean over regions against \`${comparison.reference}\`, paired by seed and validation case, mean [${Math.round(comparison.confidence * 100)}% bootstrap CI over seeds and cases]. "Paper point": ≤ 45% of unet3d's peak training memory, ≤ 35% of its parameters and ΔDice ≥ −0.03.`,
@@ -374,7 +370,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const { cg, refs, comparison } = compared(rows, 'architecture');
     if (refs.length === 0) throw new Error(`results/cascade-joins: no trials of the reference ${comparison.reference}; run npm run experiment -- cascade-joins`);
     const cases = readCases(dir);
-    const regions = regionsOf(rows);
+    const regions = rowRegions(rows);
     const body = cg.map((g) => {
       const ok = g.rows.filter((r) => r.status === 'ok');
       const paired = pairedReference(g, refs, 'architecture');
@@ -469,8 +465,34 @@ export const README_BLOCKS: Record<string, Block> = {
       ),
     ];
   },
-  // microct-cascade and microct-inference (results/microct-inference/records.json): microct-records.ts.
-  ...MICROCT_README_BLOCKS,
+  'microct-cascade': (ctx) => {
+    const dir = join(ctx.root, 'results', 'microct-cascade');
+    const rows = ok(load(ctx, 'microct-cascade'));
+    if (rows.length === 0) throw new Error(`${join(dir, 'trials.csv')}: no trial ok; run npm run experiment -- microct-cascade`);
+    const r = rows[0]!;
+    const curve = readCurves(dir).filter((c) => c.trial === r.trial);
+    const ds = (rowSettings(r).dataset as { settings?: { cases?: number; size?: number[] } } | undefined)?.settings;
+    return [
+      machineLine(rows, 'npm run experiment -- microct-cascade'),
+      `${ds?.cases ?? '?'} synthetic-microct cases of ${(ds?.size ?? []).join('×')}, ${r.validation_cases} of them validating; ${r.steps} steps on ${String(r.input_shape).replace(/x/g, '×')} inputs ` +
+        `(64³ output patches), training ${(num(r.train_seconds) / 60).toFixed(1)} min (median step ${num(r.step_seconds).toFixed(2)} s); peak train ${bytes(num(r.peak_train_bytes))} ` +
+        `(estimated ${bytes(num(r.est_peak_train_bytes))}), inference ${bytes(num(r.peak_infer_bytes))}. Validation Dice on the whole volumes (sliding window) along training:`,
+      '',
+      ...table(
+        ['step', 'train (s)', 'loss', 'Dice tube', 'Dice sheet', 'Dice mean'],
+        curve.map((c) => [String(c.step), num(c.train_seconds).toFixed(0), num(c.loss).toFixed(3), num(c.dice_tube).toFixed(3), num(c.dice_sheet).toFixed(3), num(c.dice_mean).toFixed(3)]),
+      ),
+      '',
+      `Final: Dice tube ${num(r.dice_tube).toFixed(3)}, sheet ${num(r.dice_sheet).toFixed(3)}; HD95 tube ${num(r.hd95_tube).toFixed(1)}, sheet ${num(r.hd95_sheet).toFixed(1)} voxels.`,
+    ];
+  },
+
+  'microct-inference': (ctx) => {
+    const file = join(ctx.root, 'results', 'microct-inference', 'records.json');
+    const records = readMicroctRecords(file);
+    if (records.length === 0) throw new Error(`${file}: no records; run npm run microct-inference -- --size 397 --size 630 --record`);
+    return [`Records: ${records.map((r) => `\`${r.command}\``).join(', ')} (results/microct-inference/records.json).`, ...recordsOverview(records)];
+  },
 };
 
 function ok(rows: Rows): Rows {
