@@ -274,20 +274,19 @@ export class HalfSaved implements Layer {
     if (!shapes || shapes.length !== args.saved.length)
       throw new Error(`${this.type}: backward without a matching forward for inputs [${args.inputShapes.map((s) => `[${s}]`).join(', ')}]`);
     if (this.inner instanceof InPlaceNormAct && capabilities().hostArrays) {
-      // Unpack y straight into x̂'s buffer: one full-size float32 tensor in backward instead of two.
+      // Unpack y into one float32 tensor, from which the backward kernel rebuilds x̂ as it goes: one
+      // full-size float32 tensor in backward.
       const shape = shapes[0]!;
       const n = elements(shape);
       const packed = args.saved[0]!.dataSync() as Int32Array;
       const v = new Float32Array(n);
       halfBitsToFloat(new Uint16Array(packed.buffer, packed.byteOffset, n), v, n);
-      const [gamma, beta] = args.params;
-      this.inner.xhatInPlace(v, gamma!.dataSync() as Float32Array, beta!.dataSync() as Float32Array);
-      const xhat = tf.tensor(v, shape, 'float32');
+      const y = tf.tensor(v, shape, 'float32');
       const invStd = unpackHalf(args.saved[1]!, shapes[1]!);
       try {
-        return this.inner.backwardWithXhat(args, xhat, invStd);
+        return this.inner.backwardFromSaved(args, y, invStd, true);
       } finally {
-        xhat.dispose();
+        y.dispose();
         invStd.dispose();
       }
     }
@@ -320,8 +319,9 @@ export class HalfSaved implements Layer {
     for (const i of spec.inputs) all += elements(inputShapes[i]!);
     if (spec.output) all += elements(this.inner.outputShape(inputShapes));
     const forward = ws.forward + spec.extra.reduce((a, b) => a + b, 0);
-    // An in-place normalisation unpacks y straight into x̂ (and invStd) on host arrays: nothing more
-    // than its own x̂. Elsewhere it unpacks y, then rebuilds x̂ as the inner layer's backward does.
+    // An in-place normalisation unpacks y (and invStd) on host arrays, and the backward kernel rebuilds x̂
+    // from y as it goes: nothing more. Elsewhere it unpacks y, then rebuilds x̂ as the inner layer's
+    // backward does.
     if (this.inner instanceof InPlaceNormAct && (caps ?? capabilities()).hostArrays) return { forward, backward: all };
     // Forward: the float32 extras exist until packed. Backward: every saved tensor unpacked to float32.
     return { forward, backward: ws.backward + all };

@@ -436,6 +436,13 @@ describe.skipIf(!status.loaded)(
                 setNativeKernelsEnabled(true);
               }
             }
+            // fromOutput: the saved tensor is y, and the kernel rebuilds x̂ from it (lean saves, in-place
+            // normalisation): the x̂ path's gradients to float32 rounding, native and JavaScript alike.
+            const y = tf.tensor(fwd[0].values, shape);
+            const fromY = run('VolInstanceNormBackward', { dy, xhat: y, invStd, gamma, beta }, { alpha, fromOutput: true });
+            for (let i = 0; i < 3; i++) expect(relDiff(fromY[i].values, bwd[i].values), `fromOutput: backward output ${i}`).toBeLessThanOrEqual(TOL);
+            compareWithProjectKernel('VolInstanceNormBackward', { dy, xhat: y, invStd, gamma, beta }, { alpha, fromOutput: true });
+            y.dispose();
             tf.dispose([x, gamma, beta, dy, xhat, invStd]);
           });
         }

@@ -12,6 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { capabilities } from './capabilities.js';
+import { nativeAddon } from './native-kernels.js';
 
 interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
@@ -52,7 +53,10 @@ export function addInto(target: Tensor, g: Tensor): Tensor {
   const out = exclusiveValues(target);
   if (out) {
     const gv = g.dataSync() as Float32Array;
-    for (let i = 0; i < out.length; i++) out[i]! += gv[i]!;
+    const native = nativeArrays();
+    // The addon's element-wise add on the pool (the same float32 sums), else this loop.
+    if (native) native.binary(0, out, gv, out);
+    else for (let i = 0; i < out.length; i++) out[i]! += gv[i]!;
     g.dispose();
     return target;
   }
@@ -60,4 +64,37 @@ export function addInto(target: Tensor, g: Tensor): Tensor {
   target.dispose();
   g.dispose();
   return sum;
+}
+
+/** The native addon where its kernels are active (loaded and enabled), for passes over host arrays. */
+function nativeArrays(): ReturnType<typeof nativeAddon> {
+  return capabilities().nativeKernels ? nativeAddon() : null;
+}
+
+/**
+ * One Adam update written into the parameter's and the moments' arrays: m = β₁m + (1−β₁)g,
+ * v = β₂v + (1−β₂)g², p −= stepSize·m/(√(v/c2) + ε), in float64 with m and v rounded when stored. On the
+ * addon's pool where its kernels are active (bit-identical: the same double arithmetic), else in JavaScript.
+ */
+export function adamUpdate(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  hyper: { stepSize: number; c2: number; beta1: number; beta2: number; epsilon: number },
+): void {
+  const { stepSize, c2, beta1, beta2, epsilon } = hyper;
+  const native = nativeArrays();
+  if (native) {
+    native.adam(p, g, m, v, Float64Array.of(stepSize, c2, beta1, beta2, epsilon));
+    return;
+  }
+  for (let i = 0; i < p.length; i++) {
+    const gi = g[i]!;
+    const mi = m[i]! * beta1 + gi * (1 - beta1);
+    const vi = v[i]! * beta2 + gi * gi * (1 - beta2);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i]! - (mi * stepSize) / (Math.sqrt(vi / c2) + epsilon);
+  }
 }

@@ -71,6 +71,7 @@ export interface NativeAddon {
     y: Float32Array, xhat: Float32Array, invStd: Float32Array,
     params: Int32Array, epsilon: number, alpha: number,
   ): void;
+  /** params = [N, S, C, fromY]; fromY 1: `xhat` holds the forward's output y (x̂ rebuilt in the kernel). */
   instanceNormBackward(
     dy: Float32Array, xhat: Float32Array, invStd: Float32Array, gamma: Float32Array, beta: Float32Array,
     dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, params: Int32Array, alpha: number,
@@ -98,6 +99,8 @@ export interface NativeAddon {
   allocBuffer(bytes: number, zero: boolean, shared?: boolean): ArrayBuffer | SharedArrayBuffer | null;
   /** Reads (and with a config, first changes) the output-buffer cache's settings and counters. */
   bufferCache(config?: BufferCacheConfig): BufferCacheStats;
+  /** One Adam update in place (core/backend/in-place.ts's adamUpdate); hyper = [stepSize, c2, beta1, beta2, epsilon]. */
+  adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array): void;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
   info(): { simd: NativeSimd; threads: number; avx2Available: boolean };
@@ -452,8 +455,8 @@ const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {
   const b = cpu(backend);
   const dy = req(inputs.dy), xhat = req(inputs.xhat), invStd = req(inputs.invStd);
   const gamma = req(inputs.gamma), beta = req(inputs.beta);
-  const { alpha, inPlace } = (attrs ?? {}) as { alpha?: number; inPlace?: boolean };
-  require1(typeof alpha === 'number');
+  const { alpha, inPlace, fromOutput } = (attrs ?? {}) as { alpha?: number; inPlace?: boolean; fromOutput?: boolean };
+  require1(typeof alpha === 'number' && (!fromOutput || alpha > 0));
   const [N, D, H, W, C] = rank5(dy);
   require1(sameShape(rank5(xhat), dy.shape));
   const dyv = f32(b, dy), hv = f32(b, xhat), isv = f32(b, invStd), gv = f32(b, gamma), bv = f32(b, beta);
@@ -461,7 +464,7 @@ const instanceNormBackward: Impl = (a, { inputs, backend, attrs }) => {
   const S = D * H * W;
   // In place: the kernel writes dx over dy element by element (core/backend/kernels's contract).
   const dx = inPlace ? dyv : outF32(a, dyv.length), dgamma = new Float32Array(C), dbeta = new Float32Array(C);
-  a.instanceNormBackward(dyv, hv, isv, gv, bv, dx, dgamma, dbeta, Int32Array.of(N, S, C), alpha as number);
+  a.instanceNormBackward(dyv, hv, isv, gv, bv, dx, dgamma, dbeta, Int32Array.of(N, S, C, fromOutput ? 1 : 0), alpha as number);
   return [
     inPlace ? sameBuffer(b, dy) : b.makeTensorInfo(dy.shape.slice(), 'float32', dx),
     b.makeTensorInfo(gamma.shape.slice(), 'float32', dgamma),

@@ -198,47 +198,15 @@ export class InstanceNormAct implements Layer {
     }
     return y;
   }
-  /** In place: x̂ rebuilt from the output y on channels-last values (z = y ≥ 0 ? y : y/α, x̂ = (z − β)/γ). */
-  xhatInPlace(v: Float32Array, gamma: Float32Array, beta: Float32Array): void {
-    const C = gamma.length;
-    const a = this.alpha;
-    for (let i = 0, k = 0; i < v.length; i++, k = k + 1 === C ? 0 : k + 1) {
-      const y = v[i]!;
-      v[i] = ((y >= 0 ? y : y / a) - beta[k]!) / gamma[k]!;
-    }
-  }
-
   /**
-   * x̂ from the saved output: rebuilt in y's own buffer where the caller may overwrite it and nothing
-   * shares it (returns y itself), else one new buffer on the cpu backend, two transients elsewhere.
+   * Backward from what forward saved and invStd (the caller owns both): `saved` is x̂, or with `fromOutput`
+   * the output y, from which the kernel rebuilds x̂ element by element (no x̂ buffer where one is
+   * registered; composite ops elsewhere). dx is written over dy where the executor allows it
+   * (`dyOverwritable`) and nothing else shares dy's buffer.
    */
-  xhatFromOutput(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, overwrite = false): tf.Tensor {
-    const own = overwrite ? exclusiveValues(y) : null;
-    if (own) {
-      this.xhatInPlace(own, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
-      return y;
-    }
-    if (capabilities().hostArrays) {
-      const v = Float32Array.from(y.dataSync() as Float32Array);
-      this.xhatInPlace(v, gamma.dataSync() as Float32Array, beta.dataSync() as Float32Array);
-      return tf.tensor(v, y.shape, 'float32');
-    }
-    const z = tf.leakyRelu(y, 1 / this.alpha); // the inverse of leaky ReLU with slope α
-    const C = gamma.shape[0]!;
-    const zb = tf.tidy(() => tf.sub(z, tf.reshape(beta, [1, 1, 1, 1, C])));
-    z.dispose();
-    const xhat = tf.tidy(() => tf.div(zb, tf.reshape(gamma, [1, 1, 1, 1, C])));
-    zb.dispose();
-    return xhat;
-  }
-
-  /**
-   * Backward given x̂ (which the caller owns) and invStd. dx is written over dy where the executor allows
-   * it (`dyOverwritable`) and nothing else shares dy's buffer.
-   */
-  backwardWithXhat({ dy, params: [gamma, beta], dyOverwritable }: BackwardArgs, xhat: tf.Tensor, invStd: tf.Tensor): BackwardResult {
+  backwardFromSaved({ dy, params: [gamma, beta], dyOverwritable }: BackwardArgs, saved: tf.Tensor, invStd: tf.Tensor, fromOutput: boolean): BackwardResult {
     const inPlace = dyOverwritable === true && exclusiveValues(dy) !== null;
-    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, xhat, invStd, gamma!, beta!, this.alpha, inPlace);
+    const [dx, dGamma, dBeta] = instanceNormActBackward(dy, saved, invStd, gamma!, beta!, this.alpha, { inPlace, fromOutput });
     return { dInputs: [dx!], dParams: [dGamma!, dBeta!] };
   }
 
@@ -246,15 +214,8 @@ export class InstanceNormAct implements Layer {
     const [first, second] = args.saved;
     const mode = args.saveMode ?? 'all';
     // Lean saves that kept x̂ (γ too small to rebuild it, or a slope of 0) come as [invStd, x̂].
-    if (first!.rank === 2) return this.backwardWithXhat(args, second!, first!);
-    if (!this.keepsOutput(mode)) return this.backwardWithXhat(args, first!, second!);
-    const [gamma, beta] = args.params;
-    const xhat = this.xhatFromOutput(first!, gamma!, beta!, args.overwritable?.[0] === true);
-    try {
-      return this.backwardWithXhat(args, xhat, second!);
-    } finally {
-      if (xhat !== first) xhat.dispose();
-    }
+    if (first!.rank === 2) return this.backwardFromSaved(args, second!, first!, false);
+    return this.backwardFromSaved(args, first!, second!, this.keepsOutput(mode));
   }
   /**
    * Whether forward in `mode` keeps y rather than x̂, as the estimate sees it: on host arrays lean saves
@@ -284,10 +245,9 @@ export class InstanceNormAct implements Layer {
       const backward = (keepY ? 3 : 2) * n;
       return { forward, backward, backwardOverwriting: backward };
     }
-    // The project's kernel makes only what is kept (y, and x̂ when saved). Where y is kept, x̂ is rebuilt
-    // in backward: one buffer from host arrays (none where y may be overwritten).
-    const rebuild = keepY ? n : 0;
-    return { forward: 0, backward: rebuild, backwardOverwriting: caps.inPlaceWrites ? 0 : rebuild };
+    // The project's kernel makes only what is kept (y, and x̂ when saved). Where y is kept, the backward
+    // kernel rebuilds x̂ from it element by element: no buffer.
+    return { forward: 0, backward: 0, backwardOverwriting: 0 };
   }
 }
 

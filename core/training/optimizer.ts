@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { Network } from '../engine/index.js';
 import { SeededRng } from '../data/index.js';
-import { exclusiveValues, capabilities } from '../backend/index.js';
+import { adamUpdate, exclusiveValues, capabilities } from '../backend/index.js';
 
 export type Params = Map<string, Tensor>;
 
@@ -117,15 +117,7 @@ function adamInPlace(
   const mv = exclusiveValues(m0);
   const vv = exclusiveValues(v0);
   if (!pv || !mv || !vv) return false;
-  const gv = g.dataSync() as Float32Array;
-  for (let i = 0; i < pv.length; i++) {
-    const gi = gv[i]!;
-    const mi = mv[i]! * beta1 + gi * (1 - beta1);
-    const vi = vv[i]! * beta2 + gi * gi * (1 - beta2);
-    mv[i] = mi;
-    vv[i] = vi;
-    pv[i] = pv[i]! - (mi * stepSize) / (Math.sqrt(vi / c2) + epsilon);
-  }
+  adamUpdate(pv, g.dataSync() as Float32Array, mv, vv, { stepSize, c2, beta1, beta2, epsilon });
   return true;
 }
 

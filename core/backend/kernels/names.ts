@@ -7,8 +7,10 @@
  * - VolInstanceNormForward {x, gamma, beta} {epsilon, alpha, withXhat?, inPlace?} -> [y, xhat, invStd]
  *     instance norm over the spatial axes of NDHWC fused with leaky ReLU (alpha = 1: no activation);
  *     withXhat false: [y, invStd] (no x̂ buffer); inPlace: y is written over x (x's own buffer).
- * - VolInstanceNormBackward {dy, xhat, invStd, gamma, beta} {alpha, inPlace?} -> [dx, dgamma, dbeta]
- *     inPlace: dx is written over dy (dy's own buffer).
+ * - VolInstanceNormBackward {dy, xhat, invStd, gamma, beta} {alpha, inPlace?, fromOutput?} -> [dx, dgamma, dbeta]
+ *     inPlace: dx is written over dy (dy's own buffer); fromOutput: the `xhat` input is the forward's
+ *     output y (lean saves, in-place normalisation; alpha > 0), and x̂ = (z − β)/γ, z = y ≥ 0 ? y : y/α,
+ *     is rebuilt element by element inside the kernel (no x̂ buffer).
  * - VolUpsampleNearest3D {x} {factor} -> y ; VolUpsampleNearest3DGrad {dy} {factor} -> dx
  * - VolPackHalf {x} -> [ceil(n/2)] int32, two binary16 values per element (value 2k in the low half of k);
  *   VolUnpackHalf {packed} {shape} -> float32 of shape. Registered where host arrays are absent (webgpu/);
@@ -29,8 +31,9 @@ export interface NormForwardAttrs {
   inPlace?: boolean;
 }
 
-/** Attributes of VolInstanceNormBackward (inPlace default false). */
+/** Attributes of VolInstanceNormBackward (inPlace and fromOutput default false). */
 export interface NormBackwardAttrs {
   alpha: number;
   inPlace?: boolean;
+  fromOutput?: boolean;
 }

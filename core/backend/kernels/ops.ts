@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedAttrMap } from '@tensorflow/tfjs-core';
-import { INSTANCE_NORM_BACKWARD, INSTANCE_NORM_FORWARD, UPSAMPLE_NEAREST, UPSAMPLE_NEAREST_GRAD, type NormForwardAttrs } from './names.js';
+import { INSTANCE_NORM_BACKWARD, INSTANCE_NORM_FORWARD, UPSAMPLE_NEAREST, UPSAMPLE_NEAREST_GRAD, type NormBackwardAttrs, type NormForwardAttrs } from './names.js';
 import { hasKernel } from './index.js';
 
 
@@ -80,18 +80,47 @@ function then(next: tf.Tensor, ...done: tf.Tensor[]): tf.Tensor {
   return next;
 }
 
+/**
+ * The backward of instanceNormAct. `saved` is x̂, or with `fromOutput` the forward's output y (lean saves,
+ * in-place normalisation; α > 0), from which x̂ = (z − β)/γ, z = y ≥ 0 ? y : y/α, is rebuilt: inside the
+ * kernel where one is registered (no x̂ buffer), else by composite ops freed at the end.
+ */
 export function instanceNormActBackward(
   dy: tf.Tensor,
-  xhat: tf.Tensor,
+  saved: tf.Tensor,
   invStd: tf.Tensor,
   gamma: tf.Tensor,
   beta: tf.Tensor,
   alpha: number,
-  inPlace = false,
+  opts: { inPlace?: boolean; fromOutput?: boolean } = {},
 ): tf.Tensor[] {
+  const { inPlace = false, fromOutput = false } = opts;
+  if (fromOutput && !(alpha > 0)) throw new Error(`instance norm backward: rebuilding x̂ from the output needs a leaky ReLU slope > 0, got ${alpha}`);
   // inPlace: dx is written into dy's buffer (the caller guarantees nothing else shares it).
-  if (hasKernel(INSTANCE_NORM_BACKWARD))
-    return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat, invStd, gamma, beta }, { alpha, inPlace }) as tf.Tensor[];
+  if (hasKernel(INSTANCE_NORM_BACKWARD)) {
+    const attrs: NormBackwardAttrs = { alpha, inPlace, fromOutput };
+    return tf.engine().runKernel(INSTANCE_NORM_BACKWARD, { dy, xhat: saved, invStd, gamma, beta }, attrs as unknown as NamedAttrMap) as tf.Tensor[];
+  }
+  if (!fromOutput) return normBackwardComposite(dy, saved, invStd, gamma, beta, alpha);
+  const xhat = xhatFromOutputComposite(saved, gamma, beta, alpha);
+  try {
+    return normBackwardComposite(dy, xhat, invStd, gamma, beta, alpha);
+  } finally {
+    xhat.dispose();
+  }
+}
+
+/** x̂ from y by composite ops: two transients at once (the z and z − β before the division). */
+function xhatFromOutputComposite(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, alpha: number): tf.Tensor {
+  const z = tf.leakyRelu(y, 1 / alpha); // the inverse of leaky ReLU with slope α
+  const zb = tf.tidy(() => tf.sub(z, perChannel(beta)));
+  z.dispose();
+  const xhat = tf.tidy(() => tf.div(zb, perChannel(gamma)));
+  zb.dispose();
+  return xhat;
+}
+
+function normBackwardComposite(dy: tf.Tensor, xhat: tf.Tensor, invStd: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, alpha: number): tf.Tensor[] {
   // dy where z ≥ 0, α·dy where z < 0, as float masks: tfjs's WebGPU Where takes rank ≤ 4, and its
   // bool → float32 cast keeps the integer buffer, which a later transpose's shader rejects. Each
   // intermediate is freed once the next exists: at most three full-size buffers at once, dx among them.

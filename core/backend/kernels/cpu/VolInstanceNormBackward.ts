@@ -5,13 +5,16 @@ import { dims, output, sameBuffer, values } from './arrays.js';
 
 const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, xhat, invStd, gamma, beta } = inputs as Record<string, TensorInfo>;
-  const { alpha, inPlace = false } = attrs as unknown as NormBackwardAttrs;
+  const { alpha, inPlace = false, fromOutput = false } = attrs as unknown as NormBackwardAttrs;
+  if (fromOutput && !(alpha > 0)) throw new Error(`${INSTANCE_NORM_BACKWARD}: rebuilding x̂ from the output needs a slope alpha > 0, got ${alpha}`);
   const dyv = values(backend, dy!);
-  const xh = values(backend, xhat!);
   const inv = values(backend, invStd!);
   const g = values(backend, gamma!);
   const b = values(backend, beta!);
   const { n, s, c } = dims(dy!.shape);
+  // fromOutput: the saved tensor is y, and x̂ is rebuilt from it (one pass, into a buffer of this call's).
+  const saved = values(backend, xhat!);
+  const xh = fromOutput ? xhatFromY(saved, g, b, alpha, c) : saved;
   // In place: dx overwrites dy element by element (each dx[i] reads only dy[i] and per-channel sums).
   const dx = inPlace ? dyv : new Float32Array(dyv.length);
   const dgamma = new Float64Array(c);
@@ -53,5 +56,15 @@ const instanceNormBackward: KernelFunc = ({ inputs, backend, attrs }) => {
     output(backend, [c], Float32Array.from(dbeta)),
   ];
 };
+
+/** x̂ = (z − β)/γ with z = y ≥ 0 ? y : y/α (the inverse of the leaky ReLU), channels last. */
+function xhatFromY(y: Float32Array, gamma: Float32Array, beta: Float32Array, alpha: number, c: number): Float32Array {
+  const out = new Float32Array(y.length);
+  for (let i = 0, k = 0; i < y.length; i++, k = k + 1 === c ? 0 : k + 1) {
+    const v = y[i]!;
+    out[i] = ((v >= 0 ? v : v / alpha) - beta[k]!) / gamma[k]!;
+  }
+  return out;
+}
 
 export const instanceNormBackwardConfig: KernelConfig = { kernelName: INSTANCE_NORM_BACKWARD, backendName: 'cpu', kernelFunc: instanceNormBackward };

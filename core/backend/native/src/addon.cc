@@ -312,7 +312,9 @@ napi_value InstanceNormForward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// instanceNormBackward(dy, xhat, invStd, gamma, beta, dx, dgamma, dbeta, params=[N, S, C], alpha)
+// instanceNormBackward(dy, xhat, invStd, gamma, beta, dx, dgamma, dbeta, params=[N, S, C, fromY], alpha)
+// fromY = 1: `xhat` holds the forward's output y (lean saves, in-place normalisation) and x̂ is rebuilt
+// from it element by element (alpha > 0).
 napi_value InstanceNormBackward(napi_env env, napi_callback_info info) {
   Args a;
   CHECK(a.ok(env, info) && a.argc >= 10, "instanceNormBackward: expected 10 arguments");
@@ -325,9 +327,11 @@ napi_value InstanceNormBackward(napi_env env, napi_callback_info info) {
             f32(env, a.argv[3], &g, &ng) && f32(env, a.argv[4], &b, &nb) && f32(env, a.argv[5], &dx, &ndx) &&
             f32(env, a.argv[6], &dg, &ndg) && f32(env, a.argv[7], &db, &ndb),
         "instanceNormBackward: arrays must be Float32Arrays");
-  CHECK(i32(env, a.argv[8], &pr, &npr) && npr == 3 && pr[0] >= 1 && pr[1] >= 1 && pr[2] >= 1,
+  CHECK(i32(env, a.argv[8], &pr, &npr) && npr == 4 && pr[0] >= 1 && pr[1] >= 1 && pr[2] >= 1 &&
+            (pr[3] == 0 || pr[3] == 1),
         "instanceNormBackward: bad params");
   CHECK(number(env, a.argv[9], &alpha), "instanceNormBackward: bad alpha");
+  CHECK(pr[3] == 0 || alpha > 0, "instanceNormBackward: rebuilding x̂ from y needs alpha > 0");
   const int64_t N = pr[0], S = pr[1], C = pr[2];
   CHECK(static_cast<int64_t>(ndy) == N * S * C && static_cast<int64_t>(nh) == N * S * C &&
             static_cast<int64_t>(ndx) == N * S * C && static_cast<int64_t>(nis) == N * C &&
@@ -337,7 +341,7 @@ napi_value InstanceNormBackward(napi_env env, napi_callback_info info) {
   advise_output(dx, ndx * sizeof(float));
   try {
     g_table->inorm_bwd(static_cast<int>(N), S, static_cast<int>(C), dy, h, is, g, b, static_cast<float>(alpha),
-                       dx, dg, db);
+                       pr[3] == 1, dx, dg, db);
   } catch (const std::exception& e) {
     return throw_error(env, e.what());
   }
@@ -445,6 +449,42 @@ bool f64(napi_env env, napi_value v, const double** data, size_t* len) {
   *data = static_cast<const double*>(d);
   return true;
 }
+
+// adam(p, g, m, v, [stepSize, c2, beta1, beta2, epsilon]): one Adam update written into p, m and v
+// (the optimizer's in-place path, core/training/optimizer.ts). The arithmetic is the JavaScript loop's,
+// in double: m and v are rounded to float32 when stored, and p's update reads the unrounded double
+// values. This file is compiled for the baseline ISA (no FMA), so nothing is contracted and the result
+// is bit-identical to the JavaScript loop's on any thread count (the update is element-wise).
+napi_value Adam(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 5, "adam: expected (p, g, m, v, hyper)");
+  float *p, *g, *m, *v;
+  size_t np, ng, nm, nv;
+  CHECK(f32(env, a.argv[0], &p, &np) && f32(env, a.argv[1], &g, &ng) && f32(env, a.argv[2], &m, &nm) &&
+            f32(env, a.argv[3], &v, &nv),
+        "adam: p, g, m, v must be Float32Arrays");
+  CHECK(np == ng && np == nm && np == nv, "adam: lengths differ");
+  const double* hp;
+  size_t nh;
+  CHECK(f64(env, a.argv[4], &hp, &nh) && nh == 5, "adam: hyper must be a Float64Array of 5");
+  const double stepSize = hp[0], c2 = hp[1], beta1 = hp[2], beta2 = hp[3], eps = hp[4];
+  const double om1 = 1 - beta1, om2 = 1 - beta2;
+  const int64_t n = static_cast<int64_t>(np);
+  const int64_t chunk = 1 << 16;
+  parallel_for((n + chunk - 1) / chunk, [&](int64_t i, int) {
+    const int64_t s = i * chunk, e = std::min(n, s + chunk);
+    for (int64_t k = s; k < e; ++k) {
+      const double gi = g[k];
+      const double mi = static_cast<double>(m[k]) * beta1 + gi * om1;
+      const double vi = static_cast<double>(v[k]) * beta2 + gi * gi * om2;
+      m[k] = static_cast<float>(mi);
+      v[k] = static_cast<float>(vi);
+      p[k] = static_cast<float>(static_cast<double>(p[k]) - (mi * stepSize) / (std::sqrt(vi / c2) + eps));
+    }
+  });
+  return nullptr;
+}
+
 
 // Any numeric typed array: data, element count, element size in bytes, and its type.
 bool any_typed(napi_env env, napi_value v, uint8_t** data, size_t* len, int* elemBytes,
@@ -885,6 +925,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"slice", nullptr, Slice, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyBox", nullptr, CopyBox, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adam", nullptr, Adam, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"fmaPeak", nullptr, FmaPeak, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"allocBuffer", nullptr, AllocBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bufferCache", nullptr, BufferCacheInfo, nullptr, nullptr, nullptr, napi_default, nullptr},

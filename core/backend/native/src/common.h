@@ -69,7 +69,7 @@ struct KernelTable {
                     float eps, float alpha, float* y, float* xhat, float* invStd);
   void (*inorm_bwd)(int N, int64_t S, int C, const float* dy, const float* xhat,
                     const float* invStd, const float* gamma, const float* beta, float alpha,
-                    float* dx, float* dgamma, float* dbeta);
+                    bool fromY, float* dx, float* dgamma, float* dbeta);
   void (*upsample)(int N, int D, int H, int W, int C, int f, const float* x, float* y);
   void (*upsample_grad)(int N, int D, int H, int W, int C, int f, const float* dy, float* dx);
   // Element-wise, same shape: op 0 add, 1 sub, 2 mul.
