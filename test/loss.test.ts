@@ -3,6 +3,7 @@ import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedLossAndGradient, segmentationLoss, stepLoss } from '../core/training/loss.js';
 import { cpu } from './helpers/step.js';
+import { nativeStatus, setNativeKernelsEnabled } from '../core/backend/index.js';
 
 beforeAll(cpu);
 
@@ -30,6 +31,38 @@ describe('fused loss', () => {
           expect(diff / max).toBeLessThan(1e-5);
           tf.dispose([logits, target, value, grad]);
         });
+
+  // The addon's two passes (blocks of 4096 positions on the pool) against the JavaScript loops: the same
+  // double arithmetic summed in another order, so the loss agrees to ~1e-12 and the gradient to float32.
+  for (const activation of ['sigmoid', 'softmax'] as const)
+    it.skipIf(!nativeStatus().loaded)(`native passes match the JavaScript ones: ${activation}, dice+ce, 3 blocks of positions`, () => {
+      const shape = [1, 20, 20, 21, 3];
+      const logits = tf.randomNormal(shape, 0, 3, 'float32', 21);
+      // (The sigmoid target, cast from bool, holds a Uint8Array, which the native path converts.)
+      const target = tf.tidy(() =>
+        activation === 'sigmoid'
+          ? tf.cast(tf.greater(tf.randomUniform(shape, 0, 1, 'float32', 22), 0.6), 'float32')
+          : tf.oneHot(tf.argMax(tf.randomUniform(shape, 0, 1, 'float32', 23), -1), 3).toFloat(),
+      );
+      const run = () => fusedLossAndGradient(logits.dataSync() as Float32Array, target.dataSync() as Float32Array, 3, 'dice+ce', activation);
+      const native = run();
+      setNativeKernelsEnabled(false);
+      let js;
+      try {
+        js = run();
+      } finally {
+        setNativeKernelsEnabled(true);
+      }
+      expect(Math.abs(native.loss - js.loss) / Math.abs(js.loss)).toBeLessThan(1e-12);
+      let diff = 0;
+      let max = 0;
+      for (let i = 0; i < js.grad.length; i++) {
+        diff = Math.max(diff, Math.abs(native.grad[i]! - js.grad[i]!));
+        max = Math.max(max, Math.abs(js.grad[i]!));
+      }
+      expect(diff / max).toBeLessThan(1e-6);
+      tf.dispose([logits, target]);
+    });
 
   it('a perfect prediction has near-zero Dice loss and a wrong one near one', () => {
     const t = tf.tensor5d([1, 0, 1, 0], [1, 1, 1, 4, 1]);

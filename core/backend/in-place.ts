@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import { capabilities } from './capabilities.js';
-import { nativeAddon } from './native-kernels.js';
+import { activeAddon } from './native-kernels.js';
 
 interface CpuBackendLike {
   data: { get(dataId: object): { values: unknown } };
@@ -53,7 +53,7 @@ export function addInto(target: Tensor, g: Tensor): Tensor {
   const out = exclusiveValues(target);
   if (out) {
     const gv = g.dataSync() as Float32Array;
-    const native = nativeArrays();
+    const native = activeAddon();
     // The addon's element-wise add on the pool (the same float32 sums), else this loop.
     if (native) native.binary(0, out, gv, out);
     else for (let i = 0; i < out.length; i++) out[i]! += gv[i]!;
@@ -64,11 +64,6 @@ export function addInto(target: Tensor, g: Tensor): Tensor {
   target.dispose();
   g.dispose();
   return sum;
-}
-
-/** The native addon where its kernels are active (loaded and enabled), for passes over host arrays. */
-function nativeArrays(): ReturnType<typeof nativeAddon> {
-  return capabilities().nativeKernels ? nativeAddon() : null;
 }
 
 /**
@@ -84,7 +79,7 @@ export function adamUpdate(
   hyper: { stepSize: number; c2: number; beta1: number; beta2: number; epsilon: number },
 ): void {
   const { stepSize, c2, beta1, beta2, epsilon } = hyper;
-  const native = nativeArrays();
+  const native = activeAddon();
   if (native) {
     native.adam(p, g, m, v, Float64Array.of(stepSize, c2, beta1, beta2, epsilon));
     return;

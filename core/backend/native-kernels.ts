@@ -39,7 +39,7 @@ import { backend_util, getKernel, registerKernel, slice_util, unregisterKernel, 
 import type { KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import type { NormForwardAttrs } from './kernels/index.js';
-import { capabilitiesChanged } from './capabilities.js';
+import { capabilities, capabilitiesChanged } from './capabilities.js';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
@@ -99,6 +99,10 @@ export interface NativeAddon {
   allocBuffer(bytes: number, zero: boolean, shared?: boolean): ArrayBuffer | SharedArrayBuffer | null;
   /** Reads (and with a config, first changes) the output-buffer cache's settings and counters. */
   bufferCache(config?: BufferCacheConfig): BufferCacheStats;
+  /** The fused loss's first pass: probabilities into probs; returns [Σp·t (K), Σp (K), Σt (K), Σ cross-entropy]. */
+  lossSums(logits: Float32Array, target: Float32Array, probs: Float32Array, channels: number, ce: 0 | 1, softmax: 0 | 1): Float64Array;
+  /** The fused loss's second pass: the gradient written over the probabilities in grad. */
+  lossGrad(target: Float32Array, grad: Float32Array, channels: number, a: Float64Array, b: Float64Array, ce: 0 | 1, softmax: 0 | 1, count: number, weight: number): void;
   /** One Adam update in place (core/backend/in-place.ts's adamUpdate); hyper = [stepSize, c2, beta1, beta2, epsilon]. */
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array): void;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
@@ -180,6 +184,14 @@ function loadAddon(): NativeAddon | null {
 export function nativeAddon(): NativeAddon | null {
   if (process.env.VOLSEG_NO_NATIVE === '1') return null;
   return loadAddon();
+}
+
+/**
+ * The addon where its kernels are active (loaded, registered and enabled on the cpu backend), for the
+ * host-array passes beside the kernels (Adam, gradient sums, the fused loss); else null.
+ */
+export function activeAddon(): NativeAddon | null {
+  return capabilities().nativeKernels ? nativeAddon() : null;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { capabilities } from '../backend/index.js';
+import { activeAddon, capabilities } from '../backend/index.js';
 import type { LossFunction } from '../engine/index.js';
 
 export type LossKind = 'dice' | 'dice+ce';
@@ -53,6 +53,11 @@ export interface LossSums {
   ce: number;
 }
 
+/** The values as a Float32Array for the addon (a tensor cast from bool can hold a Uint8Array). */
+function float32(v: Float32Array): Float32Array {
+  return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
+}
+
 /**
  * The first pass of the fused loss over (a part of) the logits: the sums of `LossSums` in float64, and
  * the probabilities written into `probs` (the gradient's buffer, rewritten by `lossFromSums`). Parts'
@@ -67,10 +72,16 @@ export function lossPartialSums(
   probs: Float32Array,
 ): LossSums {
   const K = channels;
+  const ce = kind === 'dice+ce';
+  const native = activeAddon();
+  if (native) {
+    // The same sums on the addon's pool, over fixed blocks of positions added in block order.
+    const r = native.lossSums(float32(logitsArr), float32(targetArr), probs, K, ce ? 1 : 0, activation === 'softmax' ? 1 : 0);
+    return { inter: r.slice(0, K), prob: r.slice(K, 2 * K), target: r.slice(2 * K, 3 * K), ce: r[3 * K]! };
+  }
   const I = new Float64Array(K);
   const P = new Float64Array(K);
   const T = new Float64Array(K);
-  const ce = kind === 'dice+ce';
   let ceSum = 0;
   if (activation === 'sigmoid') {
     // Position by position, channel by channel: the same order of sums as one flat loop, without a
@@ -142,6 +153,11 @@ export function lossFromSums(
     // dL/dp = -(1/F)·(2t·D − (2I + ε))/D² = A·t + B
     A[c] = -(2 / D) / F;
     B[c] = (2 * I[c]! + SMOOTH) / (D * D) / F;
+  }
+  const native = activeAddon();
+  if (native) {
+    native.lossGrad(float32(targetArr), grad, K, A, B, ce ? 1 : 0, activation === 'softmax' ? 1 : 0, activation === 'sigmoid' ? elements : elements / K, weight);
+    return weight * (1 - diceSum / F + (ce ? sums.ce / (activation === 'sigmoid' ? elements : elements / K) : 0));
   }
   if (activation === 'sigmoid') {
     const M = elements;

@@ -486,6 +486,142 @@ napi_value Adam(napi_env env, napi_callback_info info) {
 }
 
 
+// The fused segmentation loss (core/training/loss.ts), both passes, on the pool. Positions are cut into
+// fixed blocks whose float64 partial sums are added in block order, so the sums do not depend on the
+// thread count. Compiled for the baseline ISA like the rest of this file (no FMA contraction).
+const int64_t kLossBlock = 4096;  // positions per block
+
+// lossSums(logits, target, probs, K, ce, softmax) -> Float64Array [I(K), P(K), T(K), ceSum]: the
+// probabilities are written into probs.
+napi_value LossSums(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 6, "lossSums: expected (logits, target, probs, K, ce, softmax)");
+  float *l, *t, *pr;
+  size_t nl, nt, np;
+  double kd, ced, smd;
+  CHECK(f32(env, a.argv[0], &l, &nl) && f32(env, a.argv[1], &t, &nt) && f32(env, a.argv[2], &pr, &np),
+        "lossSums: logits, target, probs must be Float32Arrays");
+  CHECK(number(env, a.argv[3], &kd) && kd >= 1 && kd == static_cast<double>(static_cast<int>(kd)) &&
+            number(env, a.argv[4], &ced) && number(env, a.argv[5], &smd),
+        "lossSums: bad K, ce or softmax");
+  const int K = static_cast<int>(kd);
+  CHECK(nl == nt && nl == np && nl % static_cast<size_t>(K) == 0, "lossSums: lengths differ or are not a multiple of K");
+  const bool ce = ced != 0, softmax = smd != 0;
+  const int64_t V = static_cast<int64_t>(nl) / K;
+  const int64_t nb = (V + kLossBlock - 1) / kLossBlock;
+  const int64_t stride = 3 * K + 1;
+  std::vector<double> part(static_cast<size_t>(std::max<int64_t>(nb, 1) * stride), 0.0);
+  try {
+    parallel_for(nb, [&](int64_t b, int) {
+      double* acc = part.data() + b * stride;  // I[K], P[K], T[K], ce
+      const int64_t v0 = b * kLossBlock, v1 = std::min(V, v0 + kLossBlock);
+      for (int64_t v = v0; v < v1; ++v) {
+        const int64_t o = v * K;
+        if (!softmax) {
+          for (int c = 0; c < K; ++c) {
+            const double x = l[o + c];
+            const double e = std::exp(-std::fabs(x));
+            const double p = x >= 0 ? 1 / (1 + e) : e / (1 + e);
+            pr[o + c] = static_cast<float>(p);
+            const double y = t[o + c];
+            acc[c] += p * y;
+            acc[K + c] += p;
+            acc[2 * K + c] += y;
+            if (ce) acc[3 * K] += std::max(x, 0.0) - x * y + std::log1p(e);
+          }
+        } else {
+          double mx = -INFINITY;
+          for (int c = 0; c < K; ++c) mx = std::max(mx, static_cast<double>(l[o + c]));
+          double z = 0;
+          for (int c = 0; c < K; ++c) z += std::exp(l[o + c] - mx);
+          const double logZ = std::log(z) + mx;
+          for (int c = 0; c < K; ++c) {
+            const double p = std::exp(l[o + c] - logZ);
+            const double y = t[o + c];
+            pr[o + c] = static_cast<float>(p);
+            acc[c] += p * y;
+            acc[K + c] += p;
+            acc[2 * K + c] += y;
+            if (ce) acc[3 * K] -= y * (l[o + c] - logZ);
+          }
+        }
+      }
+    });
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  napi_value ab, out;
+  void* data = nullptr;
+  CHECK(napi_create_arraybuffer(env, static_cast<size_t>(stride) * sizeof(double), &data, &ab) == napi_ok &&
+            napi_create_typedarray(env, napi_float64_array, static_cast<size_t>(stride), ab, 0, &out) == napi_ok,
+        "lossSums: could not allocate the result");
+  double* r = static_cast<double*>(data);
+  for (int64_t j = 0; j < stride; ++j) r[j] = 0;
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t j = 0; j < stride; ++j) r[j] += part[b * stride + j];
+  return out;
+}
+
+// lossGrad(target, grad, K, A, B, ce, softmax, count, weight): the gradient at the logits written over the
+// probabilities in grad; A, B (Float64Array of K) are the Dice terms (dL/dp = A·t + B), count the divisor
+// of the cross-entropy term (elements for sigmoid, positions for softmax).
+napi_value LossGrad(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info) && a.argc >= 9, "lossGrad: expected (target, grad, K, A, B, ce, softmax, count, weight)");
+  float *t, *g;
+  size_t nt, ng;
+  const double *A, *B;
+  size_t na, nbb;
+  double kd, ced, smd, count, weight;
+  CHECK(f32(env, a.argv[0], &t, &nt) && f32(env, a.argv[1], &g, &ng), "lossGrad: target, grad must be Float32Arrays");
+  CHECK(number(env, a.argv[2], &kd) && kd >= 1 && kd == static_cast<double>(static_cast<int>(kd)), "lossGrad: bad K");
+  const int K = static_cast<int>(kd);
+  CHECK(f64(env, a.argv[3], &A, &na) && f64(env, a.argv[4], &B, &nbb) && na == static_cast<size_t>(K) &&
+            nbb == static_cast<size_t>(K),
+        "lossGrad: A, B must be Float64Arrays of K");
+  CHECK(number(env, a.argv[5], &ced) && number(env, a.argv[6], &smd) && number(env, a.argv[7], &count) &&
+            number(env, a.argv[8], &weight),
+        "lossGrad: bad ce, softmax, count or weight");
+  CHECK(nt == ng && ng % static_cast<size_t>(K) == 0, "lossGrad: lengths differ or are not a multiple of K");
+  const bool ce = ced != 0, softmax = smd != 0;
+  const int64_t V = static_cast<int64_t>(ng) / K;
+  const int64_t nb = (V + kLossBlock - 1) / kLossBlock;
+  try {
+    parallel_for(nb, [&](int64_t b, int) {
+      std::vector<double> gk(static_cast<size_t>(K));
+      const int64_t v0 = b * kLossBlock, v1 = std::min(V, v0 + kLossBlock);
+      for (int64_t v = v0; v < v1; ++v) {
+        const int64_t o = v * K;
+        if (!softmax) {
+          for (int c = 0; c < K; ++c) {
+            const double p = g[o + c];
+            const double y = t[o + c];
+            double d = (A[c] * y + B[c]) * p * (1 - p);
+            if (ce) d += (p - y) / count;
+            g[o + c] = static_cast<float>(weight * d);
+          }
+        } else {
+          double pg = 0, tSum = 0;
+          for (int c = 0; c < K; ++c) {
+            gk[c] = A[c] * t[o + c] + B[c];
+            pg += g[o + c] * gk[c];
+            tSum += t[o + c];
+          }
+          for (int c = 0; c < K; ++c) {
+            const double p = g[o + c];
+            double d = p * (gk[c] - pg);
+            if (ce) d += (p * tSum - t[o + c]) / count;
+            g[o + c] = static_cast<float>(weight * d);
+          }
+        }
+      }
+    });
+  } catch (const std::exception& e) {
+    return throw_error(env, e.what());
+  }
+  return nullptr;
+}
+
 // Any numeric typed array: data, element count, element size in bytes, and its type.
 bool any_typed(napi_env env, napi_value v, uint8_t** data, size_t* len, int* elemBytes,
                napi_typedarray_type* type) {
@@ -925,6 +1061,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"slice", nullptr, Slice, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"copyBox", nullptr, CopyBox, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"concat", nullptr, Concat, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lossSums", nullptr, LossSums, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lossGrad", nullptr, LossGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adam", nullptr, Adam, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"fmaPeak", nullptr, FmaPeak, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"allocBuffer", nullptr, AllocBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},
