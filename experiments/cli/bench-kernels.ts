@@ -28,6 +28,21 @@ export interface BenchRow {
   peakBytes?: number;
   /** What the row is (the plan, its budget, its ratio to the owned step). */
   note?: string;
+  /**
+   * Step rows timed in rounds: the median over rounds of this row's step over the owned step of the same
+   * round, and its range (drift between rounds cancels in each pair). Absent for the owned row itself.
+   */
+  pairedRatio?: { median: number; min: number; max: number };
+  /**
+   * Step rows: the median over rounds of this row's GFLOP/s over the FMA peak measured at the start of the
+   * same round (a shared machine's throughput moves during a run; this compares the step with the
+   * machine it ran on).
+   */
+  roundPeakShare?: number;
+  /** Step rows: every timed step, ms, in round order (the raw data the median, range and ratios come from). */
+  times?: number[];
+  /** Step rows: the FMA peak measured around each round, GFLOP/s (null without the addon). */
+  roundPeaks?: (number | null)[];
 }
 
 export interface BenchOptions {
@@ -315,6 +330,8 @@ export function formatTable(rows: BenchRow[], peakGflops?: number): string {
         r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)} ms` : null,
         r.peakBytes !== undefined ? `peak ${(r.peakBytes / 2 ** 20).toFixed(1)} MiB` : null,
         r.note ?? null,
+        r.roundPeakShare !== undefined ? `per round: ${(100 * r.roundPeakShare).toFixed(0)}% of the round's FMA peak` : null,
+        r.pairedRatio ? `per round: ${r.pairedRatio.median.toFixed(2)}× owned [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : null,
       ].filter(Boolean);
       table.push(`- ${r.strategy}, ${r.backend}: ${r.ms.toFixed(0)} ms (${parts.join('; ')})`);
     }

@@ -20,7 +20,7 @@ import { DeviceMemoryMeter, estimatePeak, type EstimateOptions } from '../../cor
 import { instantiate } from '../../core/plugins/index.js';
 import checkpointPlugin from '../../strategies/checkpoint/index.js';
 import swapPlugin from '../../strategies/swap/index.js';
-import { median, type BenchOptions, type BenchRow } from './bench-kernels.js';
+import { measuredFmaPeak, median, type BenchOptions, type BenchRow } from './bench-kernels.js';
 
 /** Convolution FLOPs of one training step: forward + filter gradient + input gradient (not for the input). */
 export function stepConvFlops(net: Network, inputShape: number[]): number {
@@ -73,8 +73,10 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
  * gradients do not pile up), as a run short of memory would train.
  *
  * Each case first runs a warm-up step and one with the memory meter attached (the row's measured peak),
- * then the timed steps run in rounds, one step of each case per round, so that the machine's drift
- * (clock, other load) spreads over every row alike; each row gives the median and the spread.
+ * then the timed steps run in rounds, one step of each case per round (each round starting one case
+ * later), so that the machine's drift (clock, other load) spreads over every row alike; each row gives
+ * the median and the spread, and per round its ratio to the owned step and its share of the FMA peak
+ * measured around that round.
  */
 async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string) => void): Promise<{ rows: BenchRow[]; params: number }> {
   const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
@@ -128,19 +130,30 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
       };
       await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on, swap-outs copied by the ${outCopy === 'main' ? 'main thread' : 'lane worker'} (outCopy ${outCopy})`, after, dispose: () => swap.dispose?.() });
     }
-    log(`timing ${states.length} cases in ${repeats} interleaved rounds…`);
-    for (let r = 0; r < repeats; r++)
-      for (const st of states) {
+    // Round r starts at case r mod n (no case always follows the FMA probe or the same neighbour); the
+    // round's FMA peak is the mean of a probe before and one after it.
+    log(`timing ${states.length} cases in ${repeats} interleaved rounds, the FMA peak measured around each…`);
+    const roundPeaks: (number | null)[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const before = measuredFmaPeak(0.2);
+      for (let k = 0; k < states.length; k++) {
+        const st = states[(r + k) % states.length]!;
         const t0 = performance.now();
         await trainingStep(st.setup, st.executor, { x, y, owned: false });
         st.times.push(performance.now() - t0);
       }
+      const after = measuredFmaPeak(0.2);
+      roundPeaks.push(before === null || after === null ? null : (before + after) / 2);
+    }
+    log(`  FMA peak around each round: ${roundPeaks.map((p) => (p === null ? 'n/a' : p.toFixed(0))).join(', ')} GFLOP/s`);
     const flops = stepConvFlops(net, inputShape);
     const backend = `cpu+native(${nativeStatus().simd}, ${nativeStatus().threads} threads)`;
     const ownedMs = summarise(owned.times).ms;
     const rows = states.map((st): BenchRow => {
       const t = summarise(st.times);
       const ratio = st === owned ? '' : `${(t.ms / ownedMs).toFixed(2)}× owned; `;
+      const pairs = st === owned ? [] : st.times.map((ms, r) => ms / owned.times[r]!);
+      const shares = st.times.flatMap((ms, r) => (roundPeaks[r] ? [flops / (ms * 1e6) / roundPeaks[r]!] : []));
       return {
         name: `unet3d step b${cfg.base} d${cfg.depth}`,
         shape: `1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4`,
@@ -151,6 +164,10 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         spreadMs: [t.min, t.max],
         peakBytes: st.peak,
         note: [`${ratio}${st.c.note}`.replace(/; $/, ''), st.c.after?.(st.times.length + 2)].filter(Boolean).join('; '),
+        ...(pairs.length ? { pairedRatio: { median: median(pairs), min: Math.min(...pairs), max: Math.max(...pairs) } } : {}),
+        ...(shares.length ? { roundPeakShare: median(shares) } : {}),
+        times: st.times.map((ms) => Math.round(ms * 10) / 10),
+        roundPeaks: roundPeaks.map((p) => (p === null ? null : Math.round(p))),
       };
     });
     return { rows, params: parameterCount(net) };
@@ -183,7 +200,8 @@ export function torchStep(cfg: StepConfig, repeats: number, threads: number): { 
 export async function stepBenchRows(options: BenchOptions): Promise<BenchRow[]> {
   const log = options.log ?? (() => {});
   const cfg: StepConfig = options.quick ? { edge: 32, base: 8, depth: 4 } : { edge: 64, base: 16, depth: 5 };
-  const repeats = Math.max(1, Math.min(options.repeats, options.quick ? 3 : 5));
+  // Every --repeats round (7 by default, up to 9): the rows' ratios on a shared VM move by ±0.2 over 5.
+  const repeats = Math.max(1, Math.min(options.repeats, options.quick ? 3 : 9));
   // The same backend set-up as a trial: project kernels and, when built, the native ones.
   await initBackend('cpu');
   log(`unet3d step b${cfg.base} d${cfg.depth} at ${cfg.edge}³: one metered step per case, then ${repeats} timed rounds`);

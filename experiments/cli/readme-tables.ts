@@ -436,7 +436,7 @@ export const README_BLOCKS: Record<string, Block> = {
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
-    type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string };
+    type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string; pairedRatio?: { median: number; min: number; max: number }; roundPeakShare?: number };
     const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[] };
     const kernels = doc.rows.filter((r) => r.strategy === null);
     const steps = doc.rows.filter((r) => r.strategy !== null);
@@ -449,16 +449,19 @@ export const README_BLOCKS: Record<string, Block> = {
         kernels.map((r) => [r.name, r.shape, r.backend, r.ms.toFixed(1), r.gflops === null ? '—' : r.gflops.toFixed(0)]),
       ),
       '',
-      `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is.`,
+      `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is. ` +
+        "Per round: the median over rounds of the row's step over the owned step of the same round (range in brackets), and of its GFLOP/s over the FMA peak measured at that round's start.",
       '',
       ...table(
-        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', 'peak', 'row'],
+        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "per round: % of the round's FMA peak", 'per round: × owned', 'peak', 'row'],
         steps.map((r) => [
           r.strategy!,
           r.backend,
           r.ms.toFixed(0),
           r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)}` : '—',
           r.gflops === null ? '—' : `${r.gflops.toFixed(0)}${peak ? ` (${((100 * r.gflops) / peak).toFixed(0)}%)` : ''}`,
+          r.roundPeakShare === undefined ? '—' : `${(100 * r.roundPeakShare).toFixed(0)}%`,
+          r.pairedRatio ? `${r.pairedRatio.median.toFixed(2)} [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : '—',
           r.peakBytes === undefined ? '—' : bytes(r.peakBytes),
           r.note ?? '',
         ]),
