@@ -73,8 +73,8 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
  * gradients do not pile up), as a run short of memory would train.
  *
  * Each case first runs a warm-up step and one with the memory meter attached (the row's measured peak),
- * then the timed steps run in rounds, one step of each case per round (each round starting one case
- * later), so that the machine's drift (clock, other load) spreads over every row alike; each row gives
+ * then the timed steps run in rounds, one untimed and one timed step of each case per round (each round
+ * starting one case later), so that the machine's drift (clock, other load) spreads over every row alike; each row gives
  * the median and the spread, and per round its ratio to the owned step and its share of the FMA peak
  * measured around that round.
  */
@@ -138,6 +138,11 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
       const before = measuredFmaPeak(0.2);
       for (let k = 0; k < states.length; k++) {
         const st = states[(r + k) % states.length]!;
+        // An untimed step first: the timed one then follows a step of its own, as in a training loop.
+        // Without it each case followed another's step, with the addon's buffer cache (recycled output
+        // memory, unmapped after 2 s idle) holding the other case's sizes; the owned step, the largest,
+        // then paid page faults that a training run does not (it came out slower than checkpoint).
+        await trainingStep(st.setup, st.executor, { x, y, owned: false });
         const t0 = performance.now();
         await trainingStep(st.setup, st.executor, { x, y, owned: false });
         st.times.push(performance.now() - t0);
@@ -163,7 +168,7 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         gflops: flops / (t.ms * 1e6),
         spreadMs: [t.min, t.max],
         peakBytes: st.peak,
-        note: [`${ratio}${st.c.note}`.replace(/; $/, ''), st.c.after?.(st.times.length + 2)].filter(Boolean).join('; '),
+        note: [`${ratio}${st.c.note}`.replace(/; $/, ''), st.c.after?.(2 + 2 * st.times.length)].filter(Boolean).join('; '),
         ...(pairs.length ? { pairedRatio: { median: median(pairs), min: Math.min(...pairs), max: Math.max(...pairs) } } : {}),
         ...(shares.length ? { roundPeakShare: median(shares) } : {}),
         times: st.times.map((ms) => Math.round(ms * 10) / 10),

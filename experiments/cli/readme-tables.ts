@@ -450,7 +450,7 @@ export const README_BLOCKS: Record<string, Block> = {
       ),
       '',
       `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is. ` +
-        "Per round: the median over rounds of the row's step over the owned step of the same round (range in brackets), and of its GFLOP/s over the FMA peak measured at that round's start.",
+        "Per round: the median over rounds of the row's step over the owned step of the same round (range in brackets), and of its GFLOP/s over the FMA peak measured around that round (a probe before it and one after).",
       '',
       ...table(
         ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "per round: % of the round's FMA peak", 'per round: × owned', 'peak', 'row'],
