@@ -29,8 +29,8 @@ export interface BenchRow {
   /** What the row is (the plan, its budget, its ratio to the owned step). */
   note?: string;
   /**
-   * Step rows timed in rounds: the median over rounds of this row's step over the owned step of the same
-   * round, and its range (drift between rounds cancels in each pair). Absent for the owned row itself.
+   * Step rows: the median over this row's timed steps of each over the owned step timed just before it,
+   * and its range (the machine's drift cancels in each pair). Absent for the owned row itself.
    */
   pairedRatio?: { median: number; min: number; max: number };
   /**
@@ -39,8 +39,12 @@ export interface BenchRow {
    * machine it ran on).
    */
   roundPeakShare?: number;
-  /** Step rows: every timed step, ms, in round order (the raw data the median, range and ratios come from). */
+  /** Step rows: every timed step, ms, in order (the raw data the median, range and ratios come from). */
   times?: number[];
+  /** Step rows: the round of each timed step. */
+  timesRounds?: number[];
+  /** Step rows but the owned one: the owned step timed just before each of this row's timed steps, ms. */
+  pairedOwnedTimes?: number[];
   /** Step rows: the FMA peak measured around each round, GFLOP/s (null without the addon). */
   roundPeaks?: (number | null)[];
 }
@@ -330,8 +334,8 @@ export function formatTable(rows: BenchRow[], peakGflops?: number): string {
         r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)} ms` : null,
         r.peakBytes !== undefined ? `peak ${(r.peakBytes / 2 ** 20).toFixed(1)} MiB` : null,
         r.note ?? null,
-        r.roundPeakShare !== undefined ? `per round: ${(100 * r.roundPeakShare).toFixed(0)}% of the round's FMA peak` : null,
-        r.pairedRatio ? `per round: ${r.pairedRatio.median.toFixed(2)}× owned [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : null,
+        r.roundPeakShare !== undefined ? `${(100 * r.roundPeakShare).toFixed(0)}% of its round's FMA peak (median)` : null,
+        r.pairedRatio ? `paired: ${r.pairedRatio.median.toFixed(2)}× the owned step before it [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : null,
       ].filter(Boolean);
       table.push(`- ${r.strategy}, ${r.backend}: ${r.ms.toFixed(0)} ms (${parts.join('; ')})`);
     }

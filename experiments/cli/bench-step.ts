@@ -55,7 +55,11 @@ interface CaseState {
   c: StepCase;
   setup: TrainingSetup;
   executor: Executor;
+  /** Timed steps, ms, and the round each ran in. */
   times: number[];
+  rounds: number[];
+  /** For every timed step but the owned row's: the owned step timed just before it. */
+  paired: number[];
   peak: number;
 }
 
@@ -73,10 +77,10 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
  * gradients do not pile up), as a run short of memory would train.
  *
  * Each case first runs a warm-up step and one with the memory meter attached (the row's measured peak),
- * then the timed steps run in rounds, one untimed and one timed step of each case per round (each round
- * starting one case later), so that the machine's drift (clock, other load) spreads over every row alike; each row gives
- * the median and the spread, and per round its ratio to the owned step and its share of the FMA peak
- * measured around that round.
+ * then the timed steps run in rounds: in each, every other case runs right after an owned step, each
+ * timed step after an untimed one of its own case, so that the machine's drift (clock, other load) falls on
+ * both steps of a pair alike; each row gives the median and the spread, its ratio to the owned step
+ * timed just before it (median over the pairs), and its share of the FMA peak measured around its round.
  */
 async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string) => void): Promise<{ rows: BenchRow[]; params: number }> {
   const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
@@ -102,7 +106,7 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     } finally {
       meter.detach();
     }
-    const st: CaseState = { c, setup, executor, times: [], peak };
+    const st: CaseState = { c, setup, executor, times: [], rounds: [], paired: [], peak };
     states.push(st);
     log(`  ${c.strategy}: measured peak ${MiB(st.peak)}${c.note ? `; ${c.note}` : ''}`);
     return st;
@@ -130,22 +134,32 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
       };
       await start({ strategy: 'swap', plan: swap.plan(net, inputShape, { estimate }), note: `lb ${lb}, 16 GB/s, copies on, swap-outs copied by the ${outCopy === 'main' ? 'main thread' : 'lane worker'} (outCopy ${outCopy})`, after, dispose: () => swap.dispose?.() });
     }
-    // Round r starts at case r mod n (no case always follows the FMA probe or the same neighbour); the
-    // round's FMA peak is the mean of a probe before and one after it.
-    log(`timing ${states.length} cases in ${repeats} interleaved rounds, the FMA peak measured around each…`);
+    // Each round times every other case right after an owned step, so that each pair is a few seconds
+    // apart and the machine's drift (on a shared VM it moves by minutes) falls on both alike; round r
+    // starts at case r mod n. Each timed step follows an untimed step of the same case, as in a
+    // training loop: without it a case followed another's step, with the addon's buffer cache
+    // (recycled output memory, unmapped after 2 s idle) holding the other case's sizes, and the owned
+    // step, the largest, paid page faults that a training run does not (it came out slower than
+    // checkpoint). The round's FMA peak is the mean of a probe before and one after it.
+    const others = states.filter((st) => st !== owned);
+    const timed = async (st: CaseState, r: number): Promise<number> => {
+      await trainingStep(st.setup, st.executor, { x, y, owned: false });
+      const t0 = performance.now();
+      await trainingStep(st.setup, st.executor, { x, y, owned: false });
+      const ms = performance.now() - t0;
+      st.times.push(ms);
+      st.rounds.push(r);
+      return ms;
+    };
+    log(`timing ${others.length} cases in ${repeats} rounds, each step paired with an owned step just before it, the FMA peak measured around each round…`);
     const roundPeaks: (number | null)[] = [];
     for (let r = 0; r < repeats; r++) {
       const before = measuredFmaPeak(0.2);
-      for (let k = 0; k < states.length; k++) {
-        const st = states[(r + k) % states.length]!;
-        // An untimed step first: the timed one then follows a step of its own, as in a training loop.
-        // Without it each case followed another's step, with the addon's buffer cache (recycled output
-        // memory, unmapped after 2 s idle) holding the other case's sizes; the owned step, the largest,
-        // then paid page faults that a training run does not (it came out slower than checkpoint).
-        await trainingStep(st.setup, st.executor, { x, y, owned: false });
-        const t0 = performance.now();
-        await trainingStep(st.setup, st.executor, { x, y, owned: false });
-        st.times.push(performance.now() - t0);
+      for (let k = 0; k < others.length; k++) {
+        const st = others[(r + k) % others.length]!;
+        const ownedMs = await timed(owned, r);
+        await timed(st, r);
+        st.paired.push(ownedMs);
       }
       const after = measuredFmaPeak(0.2);
       roundPeaks.push(before === null || after === null ? null : (before + after) / 2);
@@ -157,8 +171,11 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     const rows = states.map((st): BenchRow => {
       const t = summarise(st.times);
       const ratio = st === owned ? '' : `${(t.ms / ownedMs).toFixed(2)}× owned; `;
-      const pairs = st === owned ? [] : st.times.map((ms, r) => ms / owned.times[r]!);
-      const shares = st.times.flatMap((ms, r) => (roundPeaks[r] ? [flops / (ms * 1e6) / roundPeaks[r]!] : []));
+      const pairs = st.paired.map((ownedMs, i) => st.times[i]! / ownedMs);
+      const shares = st.times.flatMap((ms, i) => {
+        const peak = roundPeaks[st.rounds[i]!];
+        return peak ? [flops / (ms * 1e6) / peak] : [];
+      });
       return {
         name: `unet3d step b${cfg.base} d${cfg.depth}`,
         shape: `1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4`,
@@ -172,6 +189,8 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         ...(pairs.length ? { pairedRatio: { median: median(pairs), min: Math.min(...pairs), max: Math.max(...pairs) } } : {}),
         ...(shares.length ? { roundPeakShare: median(shares) } : {}),
         times: st.times.map((ms) => Math.round(ms * 10) / 10),
+        timesRounds: st.rounds,
+        ...(st.paired.length ? { pairedOwnedTimes: st.paired.map((ms) => Math.round(ms * 10) / 10) } : {}),
         roundPeaks: roundPeaks.map((p) => (p === null ? null : Math.round(p))),
       };
     });
@@ -202,9 +221,14 @@ export function torchStep(cfg: StepConfig, repeats: number, threads: number): { 
   return { reason: 'no python3 with torch found (install Debian python3-torch, or set VOLSEG_TORCH_PYTHON)' };
 }
 
+/** The step the bench's step rows and its profile run: unet3d depth 5 base 16 at 64³ (--quick: depth 4, base 8, 32³). */
+export function stepConfig(options: BenchOptions): StepConfig {
+  return options.quick ? { edge: 32, base: 8, depth: 4 } : { edge: 64, base: 16, depth: 5 };
+}
+
 export async function stepBenchRows(options: BenchOptions): Promise<BenchRow[]> {
   const log = options.log ?? (() => {});
-  const cfg: StepConfig = options.quick ? { edge: 32, base: 8, depth: 4 } : { edge: 64, base: 16, depth: 5 };
+  const cfg = stepConfig(options);
   // Every --repeats round (7 by default, up to 9): the rows' ratios on a shared VM move by ±0.2 over 5.
   const repeats = Math.max(1, Math.min(options.repeats, options.quick ? 3 : 9));
   // The same backend set-up as a trial: project kernels and, when built, the native ones.

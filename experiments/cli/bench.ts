@@ -15,7 +15,8 @@ import {
   type BenchOptions,
   type BenchRow,
 } from './bench-kernels.js';
-import { stepBenchRows } from './bench-step.js';
+import { stepBenchRows, stepConfig } from './bench-step.js';
+import { profileStep, type StepProfile } from './bench-profile.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +72,8 @@ async function main(): Promise<void> {
   const rows: BenchRow[] = [];
   rows.push(...(await kernelBenchRows(options)));
   rows.push(...(await stepBenchRows(options)));
+  log('profiling the owned step (every kernel timed, GC pauses observed)…');
+  const profile = await profileStep(stepConfig(options), options.quick ? 3 : 5, log);
 
   const peakAfter = measuredFmaPeak();
   if (record) {
@@ -78,9 +81,9 @@ async function main(): Promise<void> {
     const dir = join(dirname(fileURLToPath(import.meta.url)), '../../results/bench');
     mkdirSync(dir, { recursive: true });
     const peak = measured > 0 ? measured : m.fmaPeakGflops;
-    const doc = { date: new Date().toISOString(), machine: describeMachine(), options, fmaPeakGflops: measured > 0 ? measured : null, rows };
+    const doc = { date: new Date().toISOString(), machine: describeMachine(), options, fmaPeakGflops: measured > 0 ? measured : null, rows, profile };
     writeFileSync(join(dir, 'bench.json'), `${JSON.stringify(doc, null, 2)}\n`);
-    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- --record\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n`);
+    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- --record\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
     log(`wrote ${join(dir, 'bench.json')} and bench.md`);
   }
   if (json) {
@@ -94,7 +97,20 @@ async function main(): Promise<void> {
     if (peakAfter !== null) log(`FMA peak measured after the rows: ${peakAfter.toFixed(0)} GFLOP/s`);
     log(`% peak below is relative to ${peak.toFixed(0)} GFLOP/s (${measured > 0 ? 'measured' : 'nominal'})`);
     log(formatTable(rows, peak));
+    log('');
+    log(formatProfile(profile));
   }
+}
+
+/** The profile as text (bench.md and the console). */
+function formatProfile(p: StepProfile): string {
+  const lines = [
+    `Where the owned step's time goes (${p.step}; ${p.steps} steps, every kernel timed; FMA peak around them ${p.fmaPeak === null ? 'n/a' : `${p.fmaPeak.toFixed(0)} GFLOP/s`}):`,
+    `- per step ${p.wallMs.toFixed(0)} ms: kernels ${p.kernelMs.toFixed(0)} ms, GC pauses ${p.gcMs.toFixed(0)} ms, the rest ${p.otherMs.toFixed(0)} ms`,
+  ];
+  for (const k of p.kernels.filter((k) => k.msPerStep >= 0.5))
+    lines.push(`- ${k.kernel}: ${k.msPerStep.toFixed(1)} ms, ${k.callsPerStep.toFixed(0)} calls${k.gflops === null ? '' : `, ${k.gflops.toFixed(0)} GFLOP/s${p.fmaPeak ? ` (${((100 * k.gflops) / p.fmaPeak).toFixed(0)}%)` : ''}`}`);
+  return lines.join('\n');
 }
 
 main().catch((err) => {

@@ -437,7 +437,28 @@ export const README_BLOCKS: Record<string, Block> = {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
     type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string; pairedRatio?: { median: number; min: number; max: number }; roundPeakShare?: number };
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[] };
+    type Profile = { step: string; steps: number; wallMs: number; kernelMs: number; gcMs: number; otherMs: number; fmaPeak: number | null; kernels: { kernel: string; msPerStep: number; callsPerStep: number; gflops: number | null }[] };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[]; profile?: Profile };
+    const prof = doc.profile;
+    const profileLines = !prof
+      ? []
+      : [
+          '',
+          `Where the owned step's time goes (${prof.step}, ${prof.steps} more steps with every kernel timed, in the same run; FMA peak around them ${prof.fmaPeak === null ? 'n/a' : `${prof.fmaPeak.toFixed(0)} GFLOP/s`}): ` +
+            `${prof.wallMs.toFixed(0)} ms a step, of which kernels ${prof.kernelMs.toFixed(0)} ms, main-thread GC pauses ${prof.gcMs.toFixed(0)} ms, and the rest (JavaScript outside kernels) ${prof.otherMs.toFixed(0)} ms.`,
+          '',
+          ...table(
+            ['kernel', 'ms per step', 'calls per step', 'GFLOP/s (% of that FMA peak)'],
+            prof.kernels
+              .filter((k) => k.msPerStep >= 1)
+              .map((k) => [
+                k.kernel,
+                k.msPerStep.toFixed(1),
+                k.callsPerStep.toFixed(0),
+                k.gflops === null ? '—' : `${k.gflops.toFixed(0)}${prof.fmaPeak ? ` (${((100 * k.gflops) / prof.fmaPeak).toFixed(0)}%)` : ''}`,
+              ]),
+          ),
+        ];
     const kernels = doc.rows.filter((r) => r.strategy === null);
     const steps = doc.rows.filter((r) => r.strategy !== null);
     const peak = doc.fmaPeakGflops;
@@ -450,10 +471,10 @@ export const README_BLOCKS: Record<string, Block> = {
       ),
       '',
       `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is. ` +
-        "Per round: the median over rounds of the row's step over the owned step of the same round (range in brackets), and of its GFLOP/s over the FMA peak measured around that round (a probe before it and one after).",
+        "Paired: the median over the row's timed steps of each over the owned step timed just before it (range in brackets), and of its GFLOP/s over the FMA peak measured around its round (a probe before the round and one after).",
       '',
       ...table(
-        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "per round: % of the round's FMA peak", 'per round: × owned', 'peak', 'row'],
+        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "% of its round's FMA peak (median)", 'paired: × the owned step before it', 'peak', 'row'],
         steps.map((r) => [
           r.strategy!,
           r.backend,
@@ -466,6 +487,7 @@ export const README_BLOCKS: Record<string, Block> = {
           r.note ?? '',
         ]),
       ),
+      ...profileLines,
     ];
   },
   'microct-cascade': (ctx) => {
