@@ -12,6 +12,8 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { availableParallelism } from 'node:os';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { buildUNet3d } from '../../architectures/unet3d.js';
 import { Executor, inferShapes, parameterCount, type StepPlan, type Network } from '../../core/engine/index.js';
 import { Adam, initParams, trainingStep, type TrainingSetup } from '../../core/training/index.js';
@@ -48,6 +50,12 @@ interface StepCase {
   /** More for the note once every step ran (e.g. the swap link's overlap). */
   after?: (steps: number) => string;
   dispose?: () => Promise<void> | void;
+}
+
+/** A full garbage collection (V8's gc, exposed at run time), so that one case's garbage is not the next one's. */
+function collectGarbage(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
 }
 
 /** A row's state: its own parameters, Adam and executor (so that every case trains the same steps). */
@@ -140,9 +148,13 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     // training loop: without it a case followed another's step, with the addon's buffer cache
     // (recycled output memory, unmapped after 2 s idle) holding the other case's sizes, and the owned
     // step, the largest, paid page faults that a training run does not (it came out slower than
-    // checkpoint). The round's FMA peak is the mean of a probe before and one after it.
+    // checkpoint). Before that untimed step a full GC collects what the previous case left (its freed
+    // outputs go back to the buffer cache only at a GC): without it the owned step's garbage was collected
+    // during the next case's steps, and swap came out dearer here than in a process of its own. The
+    // round's FMA peak is the mean of a probe before and one after it.
     const others = states.filter((st) => st !== owned);
     const timed = async (st: CaseState, r: number): Promise<number> => {
+      collectGarbage();
       await trainingStep(st.setup, st.executor, { x, y, owned: false });
       const t0 = performance.now();
       await trainingStep(st.setup, st.executor, { x, y, owned: false });
