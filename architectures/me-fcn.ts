@@ -38,9 +38,9 @@
  *   tfjs-core's kernels: there is no grouped or depthwise Conv3D.)
  * - `inPlaceNorm` — InPlace-ABN (Rota Bulò, Porzi, Kontschieder, CVPR 2018): each InstanceNormAct
  *   (`inPlace: true`) saves its output instead of x̂, so a conv → norm → conv chain keeps one tensor per
- *   pair instead of two. `InPlaceNormAct` below rebuilds x̂ in one pass into one buffer in backward (the
- *   core layer's tidy holds about four full-size temporaries, which cancelled the saving). P: unchanged.
- *   M: a small gain: fewer saved tensors, but the rebuilt x̂ is a transient at the peak of backward.
+ *   pair instead of two. The backward kernel rebuilds x̂ from y element by element, so no x̂ buffer exists
+ *   in backward either (on host arrays; elsewhere composite ops rebuild it into transients). P: unchanged.
+ *   M: fewer saved tensors.
  * - `halfPrecisionSaves` — tensors saved for backward are stored as IEEE half floats (as mixed-precision
  *   training keeps fp16 activations, Micikevicius et al. 2018): `HalfSaved` wraps every layer that saves,
  *   packs each saved float32 tensor into half bits (round to nearest even, two per int32 element: half
@@ -186,8 +186,8 @@ export function unpackHalf(p: Tensor, shape: Shape): Tensor {
 // ---------------------------------------------------------------------------------------------------
 
 /**
- * InstanceNormAct with `inPlace: true` (InPlace-ABN: saves its output y and invStd, not x̂; backward
- * rebuilds x̂ = (lrelu⁻¹(y) − β)/γ into one buffer, core/engine/layers.ts), checked for a usable slope.
+ * InstanceNormAct with `inPlace: true` (InPlace-ABN: saves its output y and invStd, not x̂; the backward
+ * kernel rebuilds x̂ = (lrelu⁻¹(y) − β)/γ as it goes, core/engine/layers.ts), checked for a usable slope.
  */
 export class InPlaceNormAct extends InstanceNormAct {
   constructor(opts: { channels: number; alpha: number; epsilon?: number }) {
