@@ -56,7 +56,7 @@
 import type { ContextFigures, Dataset, NiftiGeometry, Shape3, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings } from '../core/config/index.js';
-import { SeededRng, BRATS_CHANNELS, BRATS_TASK, GeneratedDataset } from '../core/data/index.js';
+import { SeededRng, BRATS_CHANNELS, BRATS_TASK, GeneratedDataset, drawField, sampleField, type FieldParams, type SampledField } from '../core/data/index.js';
 import { bratsPredictionInputs } from '../core/io/index.js';
 
 export { BRATS_CHANNELS, BRATS_TASK };
@@ -124,61 +124,13 @@ const BASE_INTENSITY: number[][] = [
   [0.6, 1.25, 0.7, 0.72], // enhancing tumour (bright T1ce)
 ];
 
-/** Size-independent description of one smooth random field: a sum of separable sinusoid products. */
-interface FieldParams {
-  /** cycles per unit of the field's coordinates, per term and axis [fx, fy, fz]. */
-  freq: number[][];
-  phase: number[][];
-  /** weights summing to 1 in absolute value, so |field| ≤ 1. */
-  weight: number[];
-}
-
-function drawField(rng: SeededRng, terms: number, fmin: number, fmax: number): FieldParams {
-  const freq: number[][] = [];
-  const phase: number[][] = [];
-  const raw: number[] = [];
-  for (let k = 0; k < terms; k++) {
-    freq.push([0, 1, 2].map(() => fmin + (fmax - fmin) * rng.next()));
-    phase.push([0, 1, 2].map(() => 2 * Math.PI * rng.next()));
-    raw.push((0.3 + rng.next()) * (rng.next() < 0.5 ? -1 : 1));
-  }
-  const total = raw.reduce((a, b) => a + Math.abs(b), 0);
-  return { freq, phase, weight: raw.map((w) => w / total) };
-}
-
-/** A field sampled on the grid: per-axis tables, combined per row. */
-interface SampledField {
-  terms: number;
-  weight: Float64Array;
-  X: Float32Array[];
-  Y: Float32Array[];
-  Z: Float32Array[];
-}
-
-function sampleField(p: FieldParams, cx: Float64Array, cy: Float64Array, cz: Float64Array): SampledField {
-  const axis = (coords: Float64Array, k: number, a: number) => {
-    const out = new Float32Array(coords.length);
-    const w = 2 * Math.PI * p.freq[k]![a]!;
-    const ph = p.phase[k]![a]!;
-    for (let i = 0; i < coords.length; i++) out[i] = Math.sin(w * coords[i]! + ph);
-    return out;
-  };
-  const terms = p.weight.length;
-  return {
-    terms,
-    weight: Float64Array.from(p.weight),
-    X: p.weight.map((_, k) => axis(cx, k, 0)),
-    Y: p.weight.map((_, k) => axis(cy, k, 1)),
-    Z: p.weight.map((_, k) => axis(cz, k, 2)),
-  };
-}
-
 /** Fills `row` with the field along x for fixed (y, z), times `scale`. */
 function fieldRow(f: SampledField, y: number, z: number, scale: number, row: Float32Array): void {
+  const [Xs, Y, Z] = f.axes; // sampled at [x, y, z] coordinates
   row.fill(0);
-  for (let k = 0; k < f.terms; k++) {
-    const a = scale * f.weight[k]! * f.Y[k]![y]! * f.Z[k]![z]!;
-    const X = f.X[k]!;
+  for (let k = 0; k < f.weight.length; k++) {
+    const a = scale * f.weight[k]! * Y[k]![y]! * Z[k]![z]!;
+    const X = Xs[k]!;
     for (let x = 0; x < row.length; x++) row[x] += a * X[x]!;
   }
 }
@@ -510,10 +462,10 @@ function generate(index: number, opts: SyntheticOptions): { volume: Volume; lesi
   const R_BRAIN = 0.845;
   const R_WM = P.wmRadius;
 
-  const headF = sampleField(P.headField, cx, cy, cz);
-  const cortexF = sampleField(P.cortexField, cx, cy, cz);
-  const wmF = sampleField(P.wmField, cx, cy, cz);
-  const biasF = P.bias.map((b) => sampleField(b, cx, cy, cz));
+  const headF = sampleField(P.headField, [cx, cy, cz]);
+  const cortexF = sampleField(P.cortexField, [cx, cy, cz]);
+  const wmF = sampleField(P.wmField, [cx, cy, cz]);
+  const biasF = P.bias.map((b) => sampleField(b, [cx, cy, cz]));
 
   // Lateral ventricles: two ellipsoids either side of the midline, above the centre.
   const vs = P.ventricleScale;
@@ -561,10 +513,10 @@ function generate(index: number, opts: SyntheticOptions): { volume: Volume; lesi
   const lx = local(cx, tc[0]!),
     ly = local(cy, tc[1]!),
     lz = local(cz, tc[2]!);
-  const wtF = sampleField(T.wtField, lx, ly, lz);
-  const coreF = sampleField(T.coreField, lx, ly, lz);
-  const necF = sampleField(T.necField, lx, ly, lz);
-  const texF = sampleField(T.texture, lx, ly, lz);
+  const wtF = sampleField(T.wtField, [lx, ly, lz]);
+  const coreF = sampleField(T.coreField, [lx, ly, lz]);
+  const necF = sampleField(T.necField, [lx, ly, lz]);
+  const texF = sampleField(T.texture, [lx, ly, lz]);
   const R = T.rotation;
 
   // Edema fingers and lesion mimics: tubes in normalised coordinates, each with its voxel box.
@@ -595,8 +547,8 @@ function generate(index: number, opts: SyntheticOptions): { volume: Volume; lesi
     return { pts, radius, finger, x: range(0, cx), y: range(1, cy), z: range(2, cz) };
   });
   const lesionsOn = tubes.length > 0;
-  const lesionShapeF = P.lesions.shape ? sampleField(P.lesions.shape, cx, cy, cz) : null;
-  const lesionTexF = P.lesions.texture ? sampleField(P.lesions.texture, cx, cy, cz) : null;
+  const lesionShapeF = P.lesions.shape ? sampleField(P.lesions.shape, [cx, cy, cz]) : null;
+  const lesionTexF = P.lesions.texture ? sampleField(P.lesions.texture, [cx, cy, cz]) : null;
   const rowShape = new Float32Array(W);
   const rowLesionTex = new Float32Array(W);
   /** Inside tube t at (px, py, pz), its radius modulated by the shape field. */

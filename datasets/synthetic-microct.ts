@@ -56,7 +56,7 @@
 import type { Dataset, SegmentationTask, Shape3, Volume } from '../core/types.js';
 import type { DatasetPlugin } from '../core/plugins/index.js';
 import { defineSettings, SettingsError, type SettingsOf } from '../core/config/index.js';
-import { GeneratedDataset, SeededRng } from '../core/data/index.js';
+import { drawField as drawSmoothField, GeneratedDataset, sampleField, SeededRng, type FieldParams, type SampledField } from '../core/data/index.js';
 
 export const MICROCT_CHANNELS = ['microct'] as const;
 
@@ -138,51 +138,10 @@ export interface MicroctStructures {
   sheets: SheetShell[];
 }
 
-/** A smooth random field: a sum of separable sinusoid products over coordinates (|field| ≤ 1). */
-interface FieldParams {
-  /** cycles per coordinate unit, per term and axis [fz, fy, fx]. */
-  freq: number[][];
-  phase: number[][];
-  weight: number[];
-}
-
+/** A field of at most MAX_TERMS terms (`fieldRow` sums them in one pass): core/data's drawField. */
 function drawField(rng: SeededRng, terms: number, fmin: number, fmax: number): FieldParams {
   if (terms > MAX_TERMS) throw new Error(`drawField: at most ${MAX_TERMS} terms, got ${terms}`);
-  const freq: number[][] = [];
-  const phase: number[][] = [];
-  const raw: number[] = [];
-  for (let k = 0; k < terms; k++) {
-    freq.push([0, 1, 2].map(() => fmin + (fmax - fmin) * rng.next()));
-    phase.push([0, 1, 2].map(() => 2 * Math.PI * rng.next()));
-    raw.push((0.3 + rng.next()) * (rng.next() < 0.5 ? -1 : 1));
-  }
-  const total = raw.reduce((a, b) => a + Math.abs(b), 0);
-  return { freq, phase, weight: raw.map((w) => w / total) };
-}
-
-/** A field sampled on the grid: per-axis tables, combined one row (fixed z, y) at a time. */
-interface SampledField {
-  weight: Float64Array;
-  Z: Float32Array[];
-  Y: Float32Array[];
-  X: Float32Array[];
-}
-
-function sampleField(p: FieldParams, coords: [Float64Array, Float64Array, Float64Array]): SampledField {
-  const axis = (k: number, a: number): Float32Array => {
-    const c = coords[a]!;
-    const out = new Float32Array(c.length);
-    const w = 2 * Math.PI * p.freq[k]![a]!;
-    const ph = p.phase[k]![a]!;
-    for (let i = 0; i < c.length; i++) out[i] = Math.sin(w * c[i]! + ph);
-    return out;
-  };
-  return {
-    weight: Float64Array.from(p.weight),
-    Z: p.weight.map((_, k) => axis(k, 0)),
-    Y: p.weight.map((_, k) => axis(k, 1)),
-    X: p.weight.map((_, k) => axis(k, 2)),
-  };
+  return drawSmoothField(rng, terms, fmin, fmax);
 }
 
 /** The most terms a field may have (`fieldRow` sums them in one pass over the row). */
@@ -191,13 +150,14 @@ const MAX_TERMS = 6;
 /** `row` ← scale × the field along x at (z, y), all terms in one pass (missing terms read a zero row). */
 function fieldRow(f: SampledField, z: number, y: number, scale: number, row: Float32Array): void {
   const n = f.weight.length;
+  const [Z, Y, Xs] = f.axes; // sampled at [z, y, x] coordinates
   const a = new Float64Array(MAX_TERMS);
   const X: Float32Array[] = [];
   for (let k = 0; k < MAX_TERMS; k++) {
     if (k < n) {
-      a[k] = scale * f.weight[k]! * f.Z[k]![z]! * f.Y[k]![y]!;
-      X.push(f.X[k]!);
-    } else X.push(f.X[0]!); // weight 0
+      a[k] = scale * f.weight[k]! * Z[k]![z]! * Y[k]![y]!;
+      X.push(Xs[k]!);
+    } else X.push(Xs[0]!); // weight 0
   }
   const [X0, X1, X2, X3, X4, X5] = X as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
   const a0 = a[0]!, a1 = a[1]!, a2 = a[2]!, a3 = a[3]!, a4 = a[4]!, a5 = a[5]!;

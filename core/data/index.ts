@@ -7,3 +7,4 @@ export * from './volume.js';
 export * from './rng.js';
 export * from './brats-task.js';
 export * from './generated.js';
+export * from './fields.js';
