@@ -52,10 +52,14 @@ interface StepCase {
   dispose?: () => Promise<void> | void;
 }
 
-/** A full garbage collection (V8's gc, exposed at run time), so that one case's garbage is not the next one's. */
+/** A full garbage collection (V8's gc, exposed at run time once), so that one case's garbage is not the next one's. */
+let gc: (() => void) | undefined;
 function collectGarbage(): void {
-  v8.setFlagsFromString('--expose-gc');
-  (runInNewContext('gc') as () => void)();
+  if (!gc) {
+    v8.setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
 }
 
 /** A row's state: its own parameters, Adam and executor (so that every case trains the same steps). */
