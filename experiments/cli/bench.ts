@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     const peak = measured > 0 ? measured : m.fmaPeakGflops;
     const doc = { date: new Date().toISOString(), machine: describeMachine(), options, fmaPeakGflops: measured > 0 ? measured : null, rows, profile };
     writeFileSync(join(dir, 'bench.json'), `${JSON.stringify(doc, null, 2)}\n`);
-    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- --record\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
+    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- ${process.argv.slice(2).join(' ')}\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
     log(`wrote ${join(dir, 'bench.json')} and bench.md`);
   }
   if (json) {

@@ -438,7 +438,8 @@ export const README_BLOCKS: Record<string, Block> = {
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
     type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string; pairedRatio?: { median: number; min: number; max: number }; roundPeakShare?: number };
     type Profile = { step: string; steps: number; wallMs: number; kernelMs: number; gcMs: number; otherMs: number; fmaPeak: number | null; kernels: { kernel: string; msPerStep: number; callsPerStep: number; gflops: number | null }[] };
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[]; profile?: Profile };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[]; profile?: Profile; options?: { repeats?: number; quick?: boolean } };
+    const command = `npm run bench -- --record${doc.options?.quick ? ' --quick' : ''}${doc.options?.repeats !== undefined && doc.options.repeats !== 7 ? ` --repeats ${doc.options.repeats}` : ''}`;
     const prof = doc.profile;
     const profileLines = !prof
       ? []
@@ -463,7 +464,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const steps = doc.rows.filter((r) => r.strategy !== null);
     const peak = doc.fmaPeakGflops;
     return [
-      `Records: \`npm run bench -- --record\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${peak ? `${peak.toFixed(0)} GFLOP/s` : 'n/a'}.`,
+      `Records: \`${command}\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${peak ? `${peak.toFixed(0)} GFLOP/s` : 'n/a'}.`,
       '',
       ...table(
         ['kernel', 'shape', 'backend', 'ms', 'GFLOP/s'],
