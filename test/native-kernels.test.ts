@@ -28,6 +28,7 @@ import vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   bufferCache,
+  bufferRelease,
   shareNativeOutputs,
   nativeAddon,
   nativeStatus,
@@ -681,6 +682,95 @@ describe.skipIf(!status.loaded)(
         }
         expect(norm(x, g, b)[0]!.values.buffer).toBeInstanceOf(ArrayBuffer);
         tf.dispose([x, small, mid, g, b, g8, b8]);
+      });
+
+      describe('buffers back at dispose', () => {
+        const norm = (t: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.engine().runKernel('VolInstanceNormForward', { x: t, gamma: g, beta: b }, { epsilon: 1e-5, alpha: 0.01 }) as tf.Tensor[];
+        /** The backend's own array of t (what kernels read), without handing it out as dataSync does. */
+        const own = (t: tf.Tensor) => (tf.backend() as unknown as { data: { get(id: object): { values: Float32Array } } }).data.get(t.dataId).values;
+        const shape: Shape5 = [1, 24, 24, 24, 32]; // 1.7 MiB outputs: from the cache
+        const enabled = !!bufferCache()?.enabled && bufferRelease().enabled;
+
+        it.skipIf(!enabled)('a disposed output is the next same-size output, with no GC in between; trim empties the pool', () => {
+          bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: false, trim: true });
+          const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);
+          const first = norm(x, g, b);
+          // The large outputs (y and x̂, 1.7 MiB each; invStd is small).
+          const bufs = first.map(own).filter((v) => v.byteLength >= 1 << 20).map((v) => v.buffer);
+          expect(bufs.length).toBeGreaterThan(0);
+          const before = bufferRelease();
+          tf.dispose(first);
+          expect(bufferRelease().buffers).toBe(before.buffers + bufs.length);
+          expect(bufferCache()!.pooledBytes).toBe(bufs.reduce((n, b) => n + b.byteLength, 0));
+          const second = norm(x, g, b);
+          const again = second.map(own).filter((v) => v.byteLength >= 1 << 20).map((v) => v.buffer);
+          // The same ArrayBuffers (identity, compared as booleans: a failing toBe would print megabytes).
+          expect(again.every((buf) => bufs.includes(buf)) && again.length === bufs.length).toBe(true);
+          expect(bufferCache()!.pooledBytes).toBe(0);
+          tf.dispose(second);
+          bufferCache({ trim: true });
+          expect(bufferCache()!.pooledBytes).toBe(0);
+          expect(bufferCache()!.cachedBytes).toBe(0);
+          tf.dispose([x, g, b]);
+        });
+
+        it.skipIf(!enabled)('values handed out by dataSync() stay valid after dispose and are never reused', () => {
+          bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: true, trim: true });
+          const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);
+          const [y, ...rest] = norm(x, g, b);
+          const v = y!.dataSync() as Float32Array;
+          const copy = Float32Array.from(v);
+          tf.dispose([y!, ...rest]);
+          for (let i = 0; i < 3; i++) {
+            const outs = norm(x, g, b);
+            expect(outs.some((o) => own(o).buffer === v.buffer)).toBe(false);
+            tf.dispose(outs);
+          }
+          expect(v.length).toBe(copy.length);
+          expect(v.every((e, i) => Object.is(e, copy[i]))).toBe(true);
+          bufferCache({ poison: false, trim: true });
+          tf.dispose([x, g, b]);
+        });
+
+        it.skipIf(!enabled)('a contiguous slice (a view into its source) keeps the buffer after the source is disposed', () => {
+          bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: true, trim: true });
+          const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);
+          const [y, ...rest] = norm(x, g, b);
+          const s = tf.slice(y!, [0, 0, 0, 0, 0], [1, 12, 24, 24, 32]);
+          expect(own(s).buffer === own(y!).buffer).toBe(true);
+          const expected = Float32Array.from(own(y!).subarray(0, s.size));
+          tf.dispose([y!, ...rest]);
+          const outs = norm(x, g, b);
+          expect(outs.some((o) => own(o).buffer === own(s).buffer)).toBe(false);
+          expect(Array.from(own(s)).every((v, i) => Object.is(v, expected[i]))).toBe(true);
+          // Disposing the slice, the last entry over the buffer, hands it back.
+          const before = bufferRelease().buffers;
+          s.dispose();
+          expect(bufferRelease().buffers).toBe(before + 1);
+          bufferCache({ poison: false, trim: true });
+          tf.dispose([...outs, x, g, b]);
+        });
+
+        it.skipIf(!enabled)('over the cap a released buffer is detached into the addon cache at once', () => {
+          const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);
+          const [y, ...rest] = norm(x, g, b);
+          const view = own(y!);
+          const bytes = view.byteLength;
+          // Room for one such buffer in the pool: the first released one is pooled, later ones are
+          // detached, and the addon's cache keeps at most what the pool leaves of the cap.
+          const cap = bytes + (bytes >> 1);
+          bufferCache({ capBytes: cap, minBytes: 1 << 20, maxAgeMs: 60_000, poison: false, trim: true });
+          const [z, ...restZ] = norm(x, g, b);
+          tf.dispose([z!, ...restZ]);
+          expect(bufferCache()!.pooledBytes).toBe(bytes);
+          tf.dispose([y!, ...rest]);
+          expect(view.length).toBe(0); // detached: reads as empty, never as another tensor's values
+          const after = bufferCache()!;
+          expect(after.pooledBytes).toBe(bytes);
+          expect(after.pooledBytes! + after.cachedBytes).toBeLessThanOrEqual(cap);
+          if (saved) bufferCache({ capBytes: saved.capBytes, maxAgeMs: saved.maxAgeMs, trim: true });
+          tf.dispose([x, g, b]);
+        });
       });
 
       it('capBytes 0 turns it off: kernels allocate plain typed arrays, same results', () => {

@@ -30,6 +30,19 @@ export function exclusiveValues(t: Tensor): Float32Array | null {
   return v;
 }
 
+/**
+ * `t`'s values to read now, not to keep: on host-array backends the backend's own array, which (unlike
+ * dataSync's) is not handed out, so its buffer may go back to the native buffer cache as soon as `t` is
+ * disposed (native-kernels.ts) and then reads as empty. Anywhere else, dataSync().
+ */
+export function peekValues(t: Tensor): Float32Array | Int32Array | Uint8Array {
+  if (capabilities().hostArrays && !t.isDisposed && t.dtype !== 'string' && t.dtype !== 'complex64') {
+    const v = (tf.backend() as unknown as CpuBackendLike).data.get(t.dataId).values;
+    if (v instanceof Float32Array || v instanceof Int32Array || v instanceof Uint8Array) return v;
+  }
+  return t.dataSync() as Float32Array | Int32Array | Uint8Array;
+}
+
 /** Whether any of `others` (other than `t` itself) is backed by the same memory as `t` (cpu backend). */
 export function sharesStorage(t: Tensor, others: Iterable<Tensor>): boolean {
   if (!capabilities().hostArrays || t.isDisposed) return false;
@@ -52,7 +65,7 @@ export function addInto(target: Tensor, g: Tensor): Tensor {
   if (target.shape.join() !== g.shape.join()) throw new Error(`gradient accumulation: shapes differ [${target.shape}] vs [${g.shape}]`);
   const out = exclusiveValues(target);
   if (out) {
-    const gv = g.dataSync() as Float32Array;
+    const gv = peekValues(g) as Float32Array;
     const native = activeAddon();
     // The addon's element-wise add on the pool (the same float32 sums), else this loop.
     if (native) native.binary(0, out, gv, out);

@@ -28,7 +28,11 @@
  * caps the cache (default 512, 0 turns recycling off), `VOLSEG_BUFFER_MIN_KB` (default 1024) and
  * `VOLSEG_BUFFER_CACHE_AGE_MS` (default 2000: idle memory is unmapped) tune it. Cached memory is
  * resident: process RSS exceeds what it would be without the cache by bufferCache().cachedBytes
- * (at most the cap).
+ * (at most the cap). An output whose last tensor is disposed, and whose values were never handed out
+ * by dataSync()/data(), comes back at the dispose instead of at a GC: it is kept whole for the next
+ * output of its size (bufferCache().pooledBytes; pool and cache share the cap), so a training step
+ * reuses the previous step's buffers and V8 sees no growth of external memory to collect for.
+ * `VOLSEG_BUFFER_RELEASE=0` leaves every buffer to V8's GC instead.
  *
  * Order: import the modules that register JavaScript kernels under the same names (tfjs-backend-cpu,
  * core/backend/kernels) BEFORE calling registerNativeKernels(). Calling it again later is cheap and puts
@@ -97,6 +101,11 @@ export interface NativeAddon {
    * allocate normally.
    */
   allocBuffer(bytes: number, zero: boolean, shared?: boolean): ArrayBuffer | SharedArrayBuffer | null;
+  /**
+   * Detaches an ArrayBuffer that allocBuffer made, its memory going back to the cache now (true); false
+   * for any other buffer. Its views read as empty afterwards.
+   */
+  releaseBuffer(buffer: ArrayBuffer, maxCachedBytes?: number): boolean;
   /** Reads (and with a config, first changes) the output-buffer cache's settings and counters. */
   bufferCache(config?: BufferCacheConfig): BufferCacheStats;
   /** The fused loss's first pass: probabilities into probs; returns [Σp·t (K), Σp (K), Σt (K), Σ cross-entropy]. */
@@ -138,6 +147,8 @@ export interface BufferCacheStats {
   hitBytes: number;
   missBytes: number;
   evictedBytes: number;
+  /** Bytes of released buffers held whole for the next output of their size (not in cachedBytes). */
+  pooledBytes?: number;
 }
 
 /** The part of tfjs's MathBackendCPU the kernels use. */
@@ -240,6 +251,9 @@ function syncCacheSettings(stats: BufferCacheStats): BufferCacheStats {
   // test process exited abnormally after its ranks ended in about 1 run in 6 (never with the cache off);
   // the cause is not found. The main thread keeps the cache.
   cacheMinBytes = isMainThread && stats.enabled && stats.capBytes > 0 ? Math.max(1, stats.minBytes) : Infinity;
+  poolCapBytes = releaseOnDispose && cacheMinBytes < Infinity ? stats.capBytes : 0;
+  poolMaxAgeMs = stats.maxAgeMs;
+  poolPoison = stats.poison;
   return stats;
 }
 
@@ -251,7 +265,9 @@ function syncCacheSettings(stats: BufferCacheStats): BufferCacheStats {
 export function bufferCache(config?: BufferCacheConfig): BufferCacheStats | null {
   const a = nativeAddon();
   if (!a) return null;
-  return syncCacheSettings(a.bufferCache(config));
+  // Pooled buffers go to the addon's cache first, so that a trim or a smaller cap covers them too.
+  if (config?.trim || config?.capBytes !== undefined || config?.maxAgeMs !== undefined) expirePool(Infinity);
+  return { ...syncCacheSettings(a.bufferCache(config)), pooledBytes };
 }
 
 /**
@@ -262,10 +278,177 @@ function outArray<T extends Numeric>(a: NativeAddon, ctor: { new (n: number): T;
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   const shared = sharedOutputs > 0 && bytes >= SHARED_MIN_BYTES;
   if (bytes >= cacheMinBytes) {
+    if (!shared) {
+      const pooled = fromPool(bytes, zero);
+      if (pooled) return new ctor(pooled);
+    }
     const buf = a.allocBuffer(bytes, zero, shared);
-    if (buf) return new ctor(buf);
+    if (buf) {
+      if (releaseOnDispose && buf instanceof ArrayBuffer) lentBuffers.set(buf, 0);
+      return new ctor(buf);
+    }
   }
   return shared ? new ctor(new SharedArrayBuffer(bytes)) : new ctor(n);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Buffers back to the cache at dispose
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * Output buffers from the cache that go back to it as soon as the cpu backend deletes the last entry
+ * over them, instead of at V8's next GC: buffer -> how many of the backend's entries view it (a
+ * contiguous slice is a view into its source's buffer under another id; a reshape or identity shares
+ * the id, which the backend's own reference count covers). Without it every output of a step is
+ * "external memory" to V8 until a GC finds it dead: a 64^3 unet3d step started about a dozen
+ * Mark-Compacts and twenty scavenges for external memory pressure, and the cache, refilled only at
+ * those GCs, missed.
+ *
+ * A buffer leaves the map, and is then V8's to free as before, once its values are handed out
+ * (the backend's readSync, behind dataSync(), data(), arraySync(), print...): its reader may keep them
+ * past the tensor's dispose, and a released buffer reads as empty. Code of this project that reads a
+ * tensor for the moment only uses in-place.ts's peekValues, which does not hand the values out.
+ * VOLSEG_BUFFER_RELEASE=0 leaves every buffer to V8 (for comparison).
+ */
+const lentBuffers = new WeakMap<ArrayBuffer, number>();
+const releaseOnDispose = process.env.VOLSEG_BUFFER_RELEASE !== '0';
+const trackedBackends = new WeakSet<object>();
+/** The bytes handed back at dispose so far (bufferRelease()). */
+let releasedBytes = 0;
+let releasedCount = 0;
+
+interface StoredEntry {
+  values?: unknown;
+}
+interface EntryMap {
+  get(k: object): StoredEntry | undefined;
+  has(k: object): boolean;
+  set(k: object, v: StoredEntry): unknown;
+  delete(k: object): boolean;
+}
+
+function viewedBuffer(v: unknown): ArrayBuffer | null {
+  return ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer ? v.buffer : null;
+}
+
+function holdBuffer(v: unknown): void {
+  const buf = viewedBuffer(v);
+  const n = buf && lentBuffers.get(buf);
+  if (buf && n !== undefined && n !== null) lentBuffers.set(buf, n + 1);
+}
+
+function dropBuffer(a: NativeAddon, v: unknown): void {
+  const buf = viewedBuffer(v);
+  const n = buf && lentBuffers.get(buf);
+  if (!buf || n === undefined || n === null) return;
+  if (n > 1) {
+    lentBuffers.set(buf, n - 1);
+    return;
+  }
+  lentBuffers.delete(buf);
+  // n === 0: the entry was counted nowhere (its values were assigned after the set): leave it to V8.
+  if (n !== 1) return;
+  const bytes = buf.byteLength;
+  releasedBytes += bytes;
+  releasedCount++;
+  // The pool and the addon's cache share the cap: the addon's cache keeps at most what the pool leaves.
+  if (pooledBytes + bytes <= poolCapBytes) {
+    let list = pool.get(bytes);
+    if (!list) pool.set(bytes, (list = []));
+    list.push({ buf, since: performance.now() });
+    pooledBytes += bytes;
+  } else {
+    a.releaseBuffer(buf, Math.max(0, poolCapBytes - pooledBytes));
+  }
+}
+
+/**
+ * Released buffers kept whole for the next output of the same byte length (a step's sizes repeat
+ * every step), newest first: reusing the ArrayBuffer itself makes no new backing store, so V8's count
+ * of external memory does not grow while a forward pass saves its activations (each such growth of
+ * 64 MiB past the last Mark-Compact starts another). The pool and the addon's cache together stay
+ * within the cache's cap; a buffer over it, idle longer than maxAgeMs (checked at the next
+ * allocation), or trimmed goes to the addon's cache (releaseBuffer), which unmaps what exceeds it.
+ */
+const pool = new Map<number, { buf: ArrayBuffer; since: number }[]>();
+let pooledBytes = 0;
+let poolCapBytes = 0;
+let poolMaxAgeMs = 2000;
+let poolPoison = false;
+let poolSweptAt = 0;
+
+function fromPool(bytes: number, zero: boolean): ArrayBuffer | null {
+  if (pooledBytes === 0) return null;
+  const now = performance.now();
+  if (now - poolSweptAt > 250) expirePool(now - poolMaxAgeMs);
+  const e = pool.get(bytes)?.pop();
+  if (!e) return null;
+  pooledBytes -= bytes;
+  lentBuffers.set(e.buf, 0);
+  if (zero) new Uint8Array(e.buf).fill(0);
+  else if (poolPoison) new Uint8Array(e.buf).fill(0xff);
+  return e.buf;
+}
+
+/** Hands pooled buffers freed before `before` (performance.now() time; Infinity: all) to the addon's cache. */
+function expirePool(before: number): void {
+  poolSweptAt = performance.now();
+  const a = addon;
+  for (const [bytes, list] of pool) {
+    let keep = 0;
+    for (const e of list) {
+      if (e.since < before && a) {
+        pooledBytes -= bytes;
+        a.releaseBuffer(e.buf, Math.max(0, poolCapBytes - pooledBytes));
+      } else list[keep++] = e;
+    }
+    list.length = keep;
+    if (keep === 0) pool.delete(bytes);
+  }
+}
+
+/**
+ * Makes `backend` (tfjs's MathBackendCPU) count its entries per cached buffer and hand the buffer back
+ * when the last goes: its DataStorage's inner map is wrapped (so patches of DataStorage's own methods,
+ * such as the memory meter's, stay as they are), and readSync marks what it returns as handed out.
+ */
+function trackBackend(a: NativeAddon, backend: unknown): void {
+  if (!releaseOnDispose || typeof backend !== 'object' || backend === null || trackedBackends.has(backend)) return;
+  trackedBackends.add(backend);
+  if (typeof a.releaseBuffer !== 'function') return;
+  const b = backend as { data?: { data?: EntryMap }; readSync?: (dataId: object) => unknown };
+  const store = b.data;
+  const inner = store?.data;
+  const readSync = b.readSync;
+  if (!store || !inner || typeof inner.get !== 'function' || typeof inner.set !== 'function' || typeof readSync !== 'function') return;
+  const map: EntryMap = {
+    get: (k) => inner.get(k),
+    has: (k) => inner.has(k),
+    set: (k, v) => {
+      holdBuffer(v?.values);
+      const old = inner.get(k);
+      inner.set(k, v);
+      if (old) dropBuffer(a, old.values);
+      return map;
+    },
+    delete: (k) => {
+      const old = inner.get(k);
+      const gone = inner.delete(k);
+      if (old) dropBuffer(a, old.values);
+      return gone;
+    },
+  };
+  store.data = map;
+  b.readSync = function readSyncHandingOut(this: unknown, dataId: object): unknown {
+    const buf = viewedBuffer(inner.get(dataId)?.values);
+    if (buf) lentBuffers.delete(buf);
+    return readSync.call(this, dataId);
+  };
+}
+
+/** Cache buffers handed back when their last tensor was disposed (rather than at a GC), since start. */
+export function bufferRelease(): { enabled: boolean; buffers: number; bytes: number; pooledBytes: number } {
+  return { enabled: releaseOnDispose, buffers: releasedCount, bytes: releasedBytes, pooledBytes };
 }
 
 /** Holders of shareNativeOutputs(); outputs are SharedArrayBuffers while any holds it. */
@@ -821,6 +1004,7 @@ let nativeEnabled = true;
 
 function makeKernel(name: string, impl: Impl, a: NativeAddon): KernelFunc {
   const fn = (args: KernelArgs): TensorInfo | TensorInfo[] => {
+    if (!trackedBackends.has(args.backend as object)) trackBackend(a, args.backend);
     try {
       return impl(a, args);
     } catch (err) {

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
-import { activeAddon, capabilities } from '../backend/index.js';
+import { activeAddon, capabilities, peekValues } from '../backend/index.js';
 import type { LossFunction } from '../engine/index.js';
 
 export type LossKind = 'dice' | 'dice+ce';
@@ -221,10 +221,10 @@ export function lossAndGradient(
   activation: 'sigmoid' | 'softmax',
 ): { loss: number | Tensor; dLogits: Tensor } {
   if (capabilities().fusedLoss) {
-    // dataSync returns the backend's own host arrays: no copies, no device temporaries.
+    // The backend's own host arrays, read now: no copies, no device temporaries.
     const { loss, grad } = fusedLossAndGradient(
-      logits.dataSync() as Float32Array,
-      target.dataSync() as Float32Array,
+      peekValues(logits) as Float32Array,
+      peekValues(target) as Float32Array,
       logits.shape[logits.rank - 1]!,
       kind,
       activation,

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { Network } from '../engine/index.js';
 import { SeededRng } from '../data/index.js';
-import { adamUpdate, exclusiveValues, capabilities } from '../backend/index.js';
+import { adamUpdate, exclusiveValues, capabilities, peekValues } from '../backend/index.js';
 
 export type Params = Map<string, Tensor>;
 
@@ -117,7 +117,7 @@ function adamInPlace(
   const mv = exclusiveValues(m0);
   const vv = exclusiveValues(v0);
   if (!pv || !mv || !vv) return false;
-  adamUpdate(pv, g.dataSync() as Float32Array, mv, vv, { stepSize, c2, beta1, beta2, epsilon });
+  adamUpdate(pv, peekValues(g) as Float32Array, mv, vv, { stepSize, c2, beta1, beta2, epsilon });
   return true;
 }
 

@@ -22,6 +22,7 @@ namespace volseg {
 // buffers.cc: recycled output buffers.
 napi_value AllocBuffer(napi_env env, napi_callback_info info);
 napi_value BufferCacheInfo(napi_env env, napi_callback_info info);
+napi_value ReleaseBuffer(napi_env env, napi_callback_info info);
 
 namespace {
 
@@ -1067,6 +1068,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"fmaPeak", nullptr, FmaPeak, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"allocBuffer", nullptr, AllocBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bufferCache", nullptr, BufferCacheInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"releaseBuffer", nullptr, ReleaseBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setSimd", nullptr, SetSimd, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -24,6 +24,13 @@
 //    or free; and an allocation that finds no free range large enough first unmaps at least as
 //    much cached memory as it maps, so its new pages are ones the OS just got back. Cached memory is resident but not tfjs's: process RSS can exceed what it
 //    would be without the cache by up to the cap (bufferCache().cachedBytes says how much).
+//  - releaseBuffer(ab) hands a buffer back before V8 would: it detaches the ArrayBuffer (its views read
+//    as empty from then on) and, the backing store having no other owner, its memory goes into the
+//    cache at once. native-kernels.ts calls it when the cpu backend deletes the last tensor entry over
+//    a buffer whose values were never handed out (dataSync, data), so that a step's outputs are
+//    reused within the step, and V8, which counts every live backing store as external memory, does
+//    not start a Mark-Compact for memory that is already free ("external memory pressure": about a
+//    dozen per 64^3 unet3d step without it). Only buffers this file made and still lent are detached.
 //  - Only sizes >= VOLSEG_BUFFER_MIN_KB (default 1024) come from here; for smaller ones
 //    allocBuffer returns null and the caller allocates normally.
 //  - The ArrayBuffer is made with V8's own API (a BackingStore with a deleter), because N-API's
@@ -42,6 +49,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <unordered_set>
 #include <vector>
 
 #include "common.h"
@@ -126,10 +134,19 @@ class BufferCache {
     *cap = want;
     if (got) {
       *recycled = true;
+      lend(got);
       return reinterpret_cast<void*>(got);
     }
     *recycled = false;
-    return map_chunk(want);
+    void* p = map_chunk(want);
+    if (p) lend(reinterpret_cast<uintptr_t>(p));
+    return p;
+  }
+
+  // Whether p is a chunk take() handed out and give() has not had back.
+  bool lent(const void* p) {
+    std::lock_guard<std::mutex> lk(m_);
+    return lent_.count(reinterpret_cast<uintptr_t>(p)) != 0;
   }
 
   // Called by V8's deleter (any thread).
@@ -137,6 +154,7 @@ class BufferCache {
     std::vector<Piece> victims;
     {
       std::lock_guard<std::mutex> lk(m_);
+      lent_.erase(reinterpret_cast<uintptr_t>(p));
       if (capBytes_ == 0) {
         victims.push_back({reinterpret_cast<uintptr_t>(p), cap});
       } else {
@@ -167,6 +185,17 @@ class BufferCache {
         shrink_locked(victims);
       }
       expire_locked(victims);
+    }
+    release(victims);
+  }
+
+  // Unmaps the longest-idle cached memory until at most `limit` bytes are cached (the cap, or less
+  // where the caller holds recycled memory of its own).
+  void shrink_to(size_t limit) {
+    std::vector<Piece> victims;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      shrink_locked(victims, limit);
     }
     release(victims);
   }
@@ -248,6 +277,11 @@ class BufferCache {
     return !(env && std::strcmp(env, "0") == 0);
   }
 
+  void lend(uintptr_t a) {
+    std::lock_guard<std::mutex> lk(m_);
+    lent_.insert(a);
+  }
+
   void insert_locked(uintptr_t a, Range r) {
     free_.emplace(a, r);
     bySize_.emplace(r.len, a);
@@ -266,14 +300,15 @@ class BufferCache {
   }
 
   // Over the cap: unmap the tails of the longest-idle ranges until it fits.
-  void shrink_locked(std::vector<Piece>& victims) {
-    while (cached_ > capBytes_ && !free_.empty()) {
+  void shrink_locked(std::vector<Piece>& victims) { shrink_locked(victims, capBytes_); }
+  void shrink_locked(std::vector<Piece>& victims, size_t limit) {
+    while (cached_ > limit && !free_.empty()) {
       auto oldest = free_.begin();
       for (auto it = free_.begin(); it != free_.end(); ++it)
         if (it->second.since < oldest->second.since) oldest = it;
       const uintptr_t a = oldest->first;
       const Range r = oldest->second;
-      const size_t excess = (cached_ - capBytes_ + kPage - 1) / kPage * kPage;
+      const size_t excess = (cached_ - limit + kPage - 1) / kPage * kPage;
       erase_locked(a, r.len);
       if (excess < r.len) {
         insert_locked(a, {r.len - excess, r.since});
@@ -314,6 +349,7 @@ class BufferCache {
   std::mutex m_;
   std::map<uintptr_t, Range> free_;              // free ranges by address
   std::multimap<size_t, uintptr_t> bySize_;      // the same, by length
+  std::unordered_set<uintptr_t> lent_;           // chunks handed out and not yet given back
   size_t cached_ = 0;
   size_t capBytes_, minBytes_;
   double maxAgeMs_;
@@ -414,6 +450,30 @@ napi_value AllocBuffer(napi_env env, napi_callback_info info) {
   // A napi_value is a v8::Local's slot pointer (node's v8impl::JsValueFromV8LocalValue); the Local
   // lives in the HandleScope V8 opened for this callback, like every napi_value made here.
   return reinterpret_cast<napi_value>(*value);
+}
+
+// releaseBuffer(ab, maxCachedBytes?) -> bool: detaches an ArrayBuffer that allocBuffer made (not a
+// SharedArrayBuffer), which frees its backing store now if nothing else holds it; false (and nothing
+// done) for any other buffer. The caller guarantees that no view of it is read afterwards. With
+// maxCachedBytes, the cache then unmaps its longest-idle memory down to that (the caller's own pool of
+// recycled buffers shares the cap).
+napi_value ReleaseBuffer(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_value result;
+  napi_get_boolean(env, false, &result);
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1) return result;
+  bool isAb = false;
+  if (napi_is_arraybuffer(env, argv[0], &isAb) != napi_ok || !isAb) return result;
+  void* data = nullptr;
+  size_t len = 0;
+  if (napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok || !data || !cache().lent(data)) return result;
+  if (napi_detach_arraybuffer(env, argv[0]) != napi_ok) return result;
+  double limit = -1;
+  if (argc >= 2 && napi_get_value_double(env, argv[1], &limit) == napi_ok && limit >= 0)
+    cache().shrink_to(static_cast<size_t>(limit));
+  napi_get_boolean(env, true, &result);
+  return result;
 }
 
 // bufferCache(config?) -> stats; config fields (all optional): capBytes, minBytes, maxAgeMs,
