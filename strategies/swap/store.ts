@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Tensor } from '@tensorflow/tfjs-core';
 import type { PackedTensor } from '../../core/engine/index.js';
-import { capabilities, shareNativeOutputs, tensorOnDevice } from '../../core/backend/index.js';
+import { capabilities, peekValues, shareNativeOutputs, tensorOnDevice } from '../../core/backend/index.js';
 import { HostLink, type HostBuffer, type Transfer } from './host-link.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -83,8 +83,12 @@ class EmulatedTransport implements Transport {
   }
 
   out(t: Tensor): OutCopy & { transfer: Transfer; host: HostBuffer } {
-    // On the cpu backend dataSync() is the backend's own array (no copy).
-    const src = t.dataSync() as Float32Array;
+    // The backend's own array (no copy). Staged now on this thread (copies on, a plain array), it is read
+    // and not kept: peekValues lets the backend recycle its buffer once the tensor is freed. Where the link
+    // keeps it (no copies) or a worker reads it later (shared memory), it is handed out with dataSync, so
+    // the backend never recycles it.
+    let src = peekValues(t) as Float32Array;
+    if (!this.link.copies || src.buffer instanceof SharedArrayBuffer) src = t.dataSync() as Float32Array;
     const { transfer, host } = this.link.startOut(src);
     return { bytes: src.byteLength, transfer, host, done: () => transfer.done };
   }
