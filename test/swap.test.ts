@@ -225,6 +225,15 @@ describe('swap strategy: device memory', () => {
     const link = s.store.hostLink!.stats;
     if (nativeStatus().loaded) expect(link.stagedBytes, `staged ${link.stagedBytes} of ${link.deviceToHostBytes} bytes swapped out`).toBeLessThan(0.1 * link.deviceToHostBytes);
     expect(rep.swap_overlap).toBeGreaterThanOrEqual(0);
+    // ...only during the swap's own steps: with the link still open, other work in the process (here a
+    // native Add of 110 KiB) writes plain arrays, which the backend recycles at dispose.
+    if (nativeStatus().loaded) {
+      const probe = tf.add(x, x);
+      const values = (tf.backend() as unknown as { data: { get(id: object): { values: Float32Array } } }).data.get(probe.dataId).values;
+      expect(values.byteLength).toBeGreaterThanOrEqual(64 * 1024);
+      expect(values.buffer instanceof SharedArrayBuffer).toBe(false);
+      probe.dispose();
+    }
     await s.dispose!();
     expect(tf.memory().numTensors).toBe(before);
     disposeGrads(owned.grads);

@@ -172,7 +172,12 @@ export class Executor {
       }
       return result;
     }
-    return this.runSchedule(schedule, x, params, lossFn, plan, observer, applyGradient);
+    plan.hooks?.stepStart?.();
+    try {
+      return await this.runSchedule(schedule, x, params, lossFn, plan, observer, applyGradient);
+    } finally {
+      plan.hooks?.stepEnd?.();
+    }
   }
 
   private async runSchedule(

@@ -64,6 +64,13 @@ export interface SavedTensorHooks {
   park?(t: Tensor, site: ParkSite): PackedTensor | null;
   /** Called between layers so that finished transfers can be completed (and device copies freed). */
   poll?(): void | Promise<void>;
+  /**
+   * Called when a training step starts, and when it ends (failed or not): for what a strategy changes
+   * only while its own steps run (the emulated link's shareable outputs), so that other steps in the
+   * same process run as they would without it.
+   */
+  stepStart?(): void;
+  stepEnd?(): void;
 }
 
 export interface StepPlan {

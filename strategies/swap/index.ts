@@ -192,6 +192,8 @@ export function swapHooks(store: SwapStore, net: Network, inputShape: Shape, s: 
     prefetch: (p) => store.prefetch(handle(p)),
     release: (p) => store.release(handle(p)),
     poll: () => store.endLayer(s.outLag),
+    stepStart: () => store.stepStart(),
+    stepEnd: () => store.stepEnd(),
   };
   if (s.swapBranches) {
     const parks = (site: ParkSite, bytes: number): boolean => site.distance >= s.branchDistance && bytes >= s.minBytes;
@@ -236,8 +238,8 @@ export function createSwapStrategy(
     trainingShape: fullVolumeShape,
     sample: fullVolumeSample,
     plan: (net, inputShape): StepPlan => {
-      // The link opens now, not at the first swap-out: on the cpu backend it makes the native kernels'
-      // outputs shareable from the first layer on (store.ts), so its workers copy every swap-out.
+      // The link opens now, not at the first swap-out (its workers start); on the cpu backend its steps
+      // make the native kernels' outputs shareable from the first layer on (store.ts, stepStart).
       void store.link;
       return { hooks: swapHooks(store, net, inputShape, s), prefetchDistance: s.lb, packLag: s.outLag };
     },

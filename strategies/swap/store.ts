@@ -48,6 +48,9 @@ interface Transport {
   sweep(): void;
   /** A swapped-in tensor handed to forward layers: never reuse its buffer (see EmulatedTransport). */
   keep(t: Tensor): void;
+  /** A training step starts / ends (SavedTensorHooks.stepStart / stepEnd). */
+  stepStart?(): void;
+  stepEnd?(): void;
   close(): Promise<void>;
 }
 
@@ -69,15 +72,20 @@ class EmulatedTransport implements Transport {
   private readonly backendData: { has(dataId: object): boolean } | null;
   private readonly lent: { dataId: object; data: Float32Array }[] = [];
 
-  /** Ends the window in which native kernels write shareable outputs (see the constructor). */
-  private readonly unshare: () => void;
+  /** Whether this link's steps make the native kernels write shareable outputs (see the constructor). */
+  private readonly shares: boolean;
+  /** Ends the current step's window of shareable outputs; null outside a step. */
+  private unshare: (() => void) | null = null;
 
   constructor(bandwidth: number, latency: number, copy: boolean, outCopy: 'main' | 'worker') {
     this.link = new HostLink({ bandwidth, latency, copy });
     // outCopy 'worker': outputs in SharedArrayBuffers, so that a lane worker copies a swap-out and the main
     // thread does not (as a GPU's copy engine); a source in a plain array is still staged. 'main': the
     // main thread stages every swap-out (on 2 cores the faster of the two; see the swap plugin's setting).
-    this.unshare = copy && outCopy === 'worker' ? shareNativeOutputs() : () => {};
+    // The window is open only while this link's own steps run (stepStart/stepEnd): it is process-wide, and
+    // open for the link's lifetime it made every other step in the process (a benchmark's owned step)
+    // write SharedArrayBuffers too, which the backend's recycling of output buffers does not serve.
+    this.shares = copy && outCopy === 'worker';
     const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
     this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
   }
@@ -127,9 +135,18 @@ class EmulatedTransport implements Transport {
     }
   }
 
+  stepStart(): void {
+    if (this.shares && !this.unshare) this.unshare = shareNativeOutputs();
+  }
+
+  stepEnd(): void {
+    this.unshare?.();
+    this.unshare = null;
+  }
+
   async close(): Promise<void> {
     this.lent.length = 0;
-    this.unshare();
+    this.stepEnd();
     await this.link.close();
   }
 }
@@ -413,6 +430,16 @@ export class SwapStore {
    * hold device memory while their copies are on the link (−1: never waits; a slow link then lets
    * forward's device copies pile up).
    */
+  /** A training step starts: the transport may set up what only its steps need. */
+  stepStart(): void {
+    this.link.stepStart?.();
+  }
+
+  /** A training step ended (failed or not). */
+  stepEnd(): void {
+    this.transport?.stepEnd?.();
+  }
+
   async endLayer(outLag: number): Promise<void> {
     this.poll();
     if (outLag >= 0) {
