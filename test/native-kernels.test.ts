@@ -714,6 +714,32 @@ describe.skipIf(!status.loaded)(
           tf.dispose([x, g, b]);
         });
 
+        it.skipIf(!enabled)('inside a shareNativeOutputs window shared outputs are recycled among themselves, never as plain ones', () => {
+          bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: false, trim: true });
+          const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);
+          const release = shareNativeOutputs();
+          let sharedBufs: ArrayBufferLike[];
+          try {
+            const first = norm(x, g, b);
+            sharedBufs = first.map(own).filter((v) => v.byteLength >= 1 << 20).map((v) => v.buffer);
+            expect(sharedBufs.length > 0 && sharedBufs.every((buf) => buf instanceof SharedArrayBuffer)).toBe(true);
+            tf.dispose(first);
+            const second = norm(x, g, b);
+            const again = second.map(own).filter((v) => v.byteLength >= 1 << 20).map((v) => v.buffer);
+            expect(again.length === sharedBufs.length && again.every((buf) => sharedBufs.includes(buf))).toBe(true);
+            tf.dispose(second);
+          } finally {
+            release();
+          }
+          const plain = norm(x, g, b);
+          expect(plain.some((o) => sharedBufs.includes(own(o).buffer))).toBe(false);
+          expect(plain.every((o) => own(o).buffer instanceof ArrayBuffer)).toBe(true);
+          tf.dispose(plain);
+          bufferCache({ trim: true });
+          expect(bufferCache()!.pooledBytes).toBe(0);
+          tf.dispose([x, g, b]);
+        });
+
         it.skipIf(!enabled)('values handed out by dataSync() stay valid after dispose and are never reused', () => {
           bufferCache({ capBytes: 64 << 20, minBytes: 1 << 20, maxAgeMs: 60_000, poison: true, trim: true });
           const x = rand(shape), g = rand([32], 0.5, 1.5), b = rand([32]);

@@ -278,13 +278,11 @@ function outArray<T extends Numeric>(a: NativeAddon, ctor: { new (n: number): T;
   const bytes = n * ctor.BYTES_PER_ELEMENT;
   const shared = sharedOutputs > 0 && bytes >= SHARED_MIN_BYTES;
   if (bytes >= cacheMinBytes) {
-    if (!shared) {
-      const pooled = fromPool(bytes, zero);
-      if (pooled) return new ctor(pooled);
-    }
+    const pooled = fromPool(bytes, zero, shared);
+    if (pooled) return new ctor(pooled);
     const buf = a.allocBuffer(bytes, zero, shared);
     if (buf) {
-      if (releaseOnDispose && buf instanceof ArrayBuffer) lentBuffers.set(buf, 0);
+      if (releaseOnDispose) lentBuffers.set(buf, 0);
       return new ctor(buf);
     }
   }
@@ -310,7 +308,7 @@ function outArray<T extends Numeric>(a: NativeAddon, ctor: { new (n: number): T;
  * tensor for the moment only uses in-place.ts's peekValues, which does not hand the values out.
  * VOLSEG_BUFFER_RELEASE=0 leaves every buffer to V8 (for comparison).
  */
-const lentBuffers = new WeakMap<ArrayBuffer, number>();
+const lentBuffers = new WeakMap<ArrayBufferLike, number>();
 const releaseOnDispose = process.env.VOLSEG_BUFFER_RELEASE !== '0';
 const trackedBackends = new WeakSet<object>();
 /** The bytes handed back at dispose so far (bufferRelease()). */
@@ -327,8 +325,8 @@ interface EntryMap {
   delete(k: object): boolean;
 }
 
-function viewedBuffer(v: unknown): ArrayBuffer | null {
-  return ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer ? v.buffer : null;
+function viewedBuffer(v: unknown): ArrayBufferLike | null {
+  return ArrayBuffer.isView(v) ? v.buffer : null;
 }
 
 function holdBuffer(v: unknown): void {
@@ -352,14 +350,20 @@ function dropBuffer(a: NativeAddon, v: unknown): void {
   releasedBytes += bytes;
   releasedCount++;
   // The pool and the addon's cache share the cap: the addon's cache keeps at most what the pool leaves.
+  const key = poolKey(bytes, buf instanceof SharedArrayBuffer);
   if (pooledBytes + bytes <= poolCapBytes) {
-    let list = pool.get(bytes);
-    if (!list) pool.set(bytes, (list = []));
+    let list = pool.get(key);
+    if (!list) pool.set(key, (list = []));
     list.push({ buf, since: performance.now() });
     pooledBytes += bytes;
-  } else {
+  } else if (buf instanceof ArrayBuffer) {
     a.releaseBuffer(buf, Math.max(0, poolCapBytes - pooledBytes));
-  }
+  } // else a SharedArrayBuffer, which cannot be detached: V8 frees it at a GC, as before
+}
+
+/** Pool keys: byte length, negative for SharedArrayBuffers (the outputs of shareNativeOutputs windows). */
+function poolKey(bytes: number, shared: boolean): number {
+  return shared ? -bytes : bytes;
 }
 
 /**
@@ -369,19 +373,21 @@ function dropBuffer(a: NativeAddon, v: unknown): void {
  * 64 MiB past the last Mark-Compact starts another). The pool and the addon's cache together stay
  * within the cache's cap; a buffer over it, idle longer than maxAgeMs (checked at the next
  * allocation), or trimmed goes to the addon's cache (releaseBuffer), which unmaps what exceeds it.
+ * SharedArrayBuffers (outputs inside a shareNativeOutputs window) pool apart, for shared outputs only;
+ * they cannot be detached, so one over the cap or expired is left to V8's GC.
  */
-const pool = new Map<number, { buf: ArrayBuffer; since: number }[]>();
+const pool = new Map<number, { buf: ArrayBufferLike; since: number }[]>();
 let pooledBytes = 0;
 let poolCapBytes = 0;
 let poolMaxAgeMs = 2000;
 let poolPoison = false;
 let poolSweptAt = 0;
 
-function fromPool(bytes: number, zero: boolean): ArrayBuffer | null {
+function fromPool(bytes: number, zero: boolean, shared: boolean): ArrayBufferLike | null {
   if (pooledBytes === 0) return null;
   const now = performance.now();
   if (now - poolSweptAt > 250) expirePool(now - poolMaxAgeMs);
-  const e = pool.get(bytes)?.pop();
+  const e = pool.get(poolKey(bytes, shared))?.pop();
   if (!e) return null;
   pooledBytes -= bytes;
   lentBuffers.set(e.buf, 0);
@@ -394,16 +400,17 @@ function fromPool(bytes: number, zero: boolean): ArrayBuffer | null {
 function expirePool(before: number): void {
   poolSweptAt = performance.now();
   const a = addon;
-  for (const [bytes, list] of pool) {
+  for (const [key, list] of pool) {
+    const bytes = Math.abs(key);
     let keep = 0;
     for (const e of list) {
       if (e.since < before && a) {
         pooledBytes -= bytes;
-        a.releaseBuffer(e.buf, Math.max(0, poolCapBytes - pooledBytes));
+        if (e.buf instanceof ArrayBuffer) a.releaseBuffer(e.buf, Math.max(0, poolCapBytes - pooledBytes));
       } else list[keep++] = e;
     }
     list.length = keep;
-    if (keep === 0) pool.delete(bytes);
+    if (keep === 0) pool.delete(key);
   }
 }
 
