@@ -32,8 +32,8 @@ export function exclusiveValues(t: Tensor): Float32Array | null {
 
 /**
  * `t`'s values to read now, not to keep: on host-array backends the backend's own array, which (unlike
- * dataSync's) is not handed out, so its buffer may go back to the native buffer cache as soon as `t` is
- * disposed (native-kernels.ts) and then reads as empty. Anywhere else, dataSync().
+ * dataSync's) is not handed out, so its buffer may be recycled as soon as `t` is disposed
+ * (native-kernels.ts) and then holds another tensor's values. Anywhere else, dataSync().
  */
 export function peekValues(t: Tensor): Float32Array | Int32Array | Uint8Array {
   if (capabilities().hostArrays && !t.isDisposed && t.dtype !== 'string' && t.dtype !== 'complex64') {

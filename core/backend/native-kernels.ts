@@ -304,8 +304,10 @@ function outArray<T extends Numeric>(a: NativeAddon, ctor: { new (n: number): T;
  *
  * A buffer leaves the map, and is then V8's to free as before, once its values are handed out
  * (the backend's readSync, behind dataSync(), data(), arraySync(), print...): its reader may keep them
- * past the tensor's dispose, and a released buffer reads as empty. Code of this project that reads a
- * tensor for the moment only uses in-place.ts's peekValues, which does not hand the values out.
+ * past the tensor's dispose, and a recycled buffer holds the next output's values (a detached one
+ * reads as empty). Code of this project that reads a tensor for the moment only uses in-place.ts's
+ * peekValues, which does not hand the values out; a view kept from it past the dispose would read
+ * another tensor's values.
  * VOLSEG_BUFFER_RELEASE=0 leaves every buffer to V8 (for comparison).
  */
 const lentBuffers = new WeakMap<ArrayBufferLike, number>();
