@@ -26,11 +26,12 @@
 //    would be without the cache by up to the cap (bufferCache().cachedBytes says how much).
 //  - releaseBuffer(ab) hands a buffer back before V8 would: it detaches the ArrayBuffer (its views read
 //    as empty from then on) and, the backing store having no other owner, its memory goes into the
-//    cache at once. native-kernels.ts calls it when the cpu backend deletes the last tensor entry over
-//    a buffer whose values were never handed out (dataSync, data), so that a step's outputs are
-//    reused within the step, and V8, which counts every live backing store as external memory, does
-//    not start a Mark-Compact for memory that is already free ("external memory pressure": about a
-//    dozen per 64^3 unet3d step without it). Only buffers this file made and still lent are detached.
+//    cache at once. native-kernels.ts recycles a buffer whose last tensor entry the cpu backend
+//    deleted, and whose values were never handed out (dataSync, data), as a whole ArrayBuffer for the
+//    next output of its size (V8, which counts every live backing store as external memory, then
+//    sees no growth to start Mark-Compacts for: about a dozen per 64^3 unet3d step without it); what
+//    its pool does not keep (over the cap, idle, trimmed) comes here through releaseBuffer. Only
+//    buffers this file made and still lent are detached.
 //  - Only sizes >= VOLSEG_BUFFER_MIN_KB (default 1024) come from here; for smaller ones
 //    allocBuffer returns null and the caller allocates normally.
 //  - The ArrayBuffer is made with V8's own API (a BackingStore with a deleter), because N-API's
