@@ -59,11 +59,15 @@ describe.skipIf(why !== null)('a sweep on the queue', () => {
       const [a, b] = [new Command(WORKER, workerArgs), new Command(WORKER, workerArgs)];
       workers.push(a, b);
 
-      // Worker a: killed with SIGKILL in the middle of its first trial's training (after epoch 1 of 2).
-      const started = await a.waitFor(/trial \d+ \((t[0-9a-f]+)\) of sweep-tiny: .*, started in process (\d+)/, 90_000, 0);
-      const [, lostId, childPid] = started;
+      // Worker a: killed with SIGKILL in the middle of a trial's training (after epoch 1 of 2 of its first).
+      const startedLine = /trial \d+ \((t[0-9a-f]+)\) of sweep-tiny: .*, started in process (\d+)/g;
+      const started = await a.waitFor(new RegExp(startedLine.source), 90_000, 0);
       await a.waitFor(/\]\s+epoch 1\/2/, 60_000, started.index);
-      await a.kill('SIGKILL');
+      await a.kill('SIGKILL'); // resolves once the process closed its output
+      // The trial it was killed in: the last one it started. A tiny trial can finish between the epoch line
+      // and the kill, and the worker then had the next one.
+      const [, lostId, childPid] = [...a.out.matchAll(startedLine)].at(-1)!;
+      expect(a.out, `worker a finished ${lostId}, the trial it was killed in`).not.toMatch(new RegExp(`\\(${lostId}\\) of sweep-tiny: done`));
       // Its trial's process sees its parent gone and ends itself.
       expect(await eventually(() => !alive(Number(childPid)), 5000), `the killed worker's trial process ${childPid} still runs`).toBe(true);
 
