@@ -100,7 +100,7 @@ export class Adam {
 /**
  * The cpu backend's Adam update written into the parameter's and the moments' own arrays (no
  * allocation), when each of them is exclusively owned (core/backend/in-place.ts); false (nothing written) if not.
- * The arithmetic is fusedAdam's.
+ * The arithmetic is adamUpdate's (core/backend/in-place.ts), as fusedAdam's.
  */
 function adamInPlace(
   p: Tensor,
@@ -122,9 +122,10 @@ function adamInPlace(
 }
 
 /**
- * One Adam update of one parameter in a single pass over the cpu backend's arrays: only the new moment
- * and parameter tensors are allocated (the tf-op version makes about ten parameter-sized temporaries,
- * which at small input sizes is the step's peak). Same arithmetic as the op version, in float64.
+ * One Adam update of one parameter over the cpu backend's arrays: only the new moment and parameter
+ * tensors are allocated (the tf-op version makes about ten parameter-sized temporaries, which at small
+ * input sizes is the step's peak). The update is adamUpdate's, written into copies of the parameter and
+ * the moments (zeros for a first step: 0·β + x is x exactly, so the arithmetic is that of a first step).
  */
 function fusedAdam(
   p: Tensor,
@@ -137,21 +138,9 @@ function fusedAdam(
   beta2: number,
   epsilon: number,
 ): [Tensor, Tensor, Tensor] {
-  const pv = p.dataSync() as Float32Array;
-  const gv = g.dataSync() as Float32Array;
-  const mv0 = m0?.dataSync() as Float32Array | undefined;
-  const vv0 = v0?.dataSync() as Float32Array | undefined;
-  const n = pv.length;
-  const m = new Float32Array(n);
-  const v = new Float32Array(n);
-  const next = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const gi = gv[i]!;
-    const mi = (mv0 ? mv0[i]! * beta1 : 0) + gi * (1 - beta1);
-    const vi = (vv0 ? vv0[i]! * beta2 : 0) + gi * gi * (1 - beta2);
-    m[i] = mi;
-    v[i] = vi;
-    next[i] = pv[i]! - (mi * stepSize) / (Math.sqrt(vi / c2) + epsilon);
-  }
+  const next = (peekValues(p) as Float32Array).slice();
+  const m = m0 ? (peekValues(m0) as Float32Array).slice() : new Float32Array(next.length);
+  const v = v0 ? (peekValues(v0) as Float32Array).slice() : new Float32Array(next.length);
+  adamUpdate(next, peekValues(g) as Float32Array, m, v, { stepSize, c2, beta1, beta2, epsilon });
   return [tf.tensor(m, p.shape, 'float32'), tf.tensor(v, p.shape, 'float32'), tf.tensor(next, p.shape, 'float32')];
 }
