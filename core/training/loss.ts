@@ -156,8 +156,10 @@ export function lossFromSums(
   }
   const native = activeAddon();
   if (native) {
-    native.lossGrad(float32(targetArr), grad, K, A, B, ce ? 1 : 0, activation === 'softmax' ? 1 : 0, activation === 'sigmoid' ? elements : elements / K, weight);
-    return weight * (1 - diceSum / F + (ce ? sums.ce / (activation === 'sigmoid' ? elements : elements / K) : 0));
+    // The cross-entropy's divisor: elements (sigmoid) or positions (softmax).
+    const count = activation === 'sigmoid' ? elements : elements / K;
+    native.lossGrad(float32(targetArr), grad, K, A, B, ce ? 1 : 0, activation === 'softmax' ? 1 : 0, count, weight);
+    return weight * (1 - diceSum / F + (ce ? sums.ce / count : 0));
   }
   if (activation === 'sigmoid') {
     const M = elements;
@@ -209,8 +211,10 @@ export function fusedLossAndGradient(
   activation: 'sigmoid' | 'softmax',
 ): { loss: number; grad: Float32Array } {
   const grad = new Float32Array(logitsArr.length);
-  const sums = lossPartialSums(logitsArr, targetArr, channels, kind, activation, grad);
-  return { loss: lossFromSums(sums, logitsArr.length, targetArr, channels, kind, activation, grad), grad };
+  // A target cast from bool holds a Uint8Array: converted once here for both passes, not in each.
+  const target = float32(targetArr);
+  const sums = lossPartialSums(logitsArr, target, channels, kind, activation, grad);
+  return { loss: lossFromSums(sums, logitsArr.length, target, channels, kind, activation, grad), grad };
 }
 
 /** Loss value and its gradient with respect to the logits (the start of the owned backward pass). */
