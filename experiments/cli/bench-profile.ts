@@ -9,10 +9,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
-import { buildUNet3d } from '../../architectures/unet3d.js';
 import { Executor } from '../../core/engine/index.js';
 import { Adam, initParams, trainingStep, type TrainingSetup } from '../../core/training/index.js';
 import { measuredFmaPeak } from './bench-kernels.js';
+import { benchStep, type StepConfig } from './bench-step.js';
 
 export interface KernelTime {
   kernel: string;
@@ -49,11 +49,8 @@ function convFlops(kernel: string, inputs: Record<string, tf.TensorInfo>, attrs:
   return 2 * y.shape.reduce((a, b) => a * b, 1) * kd! * kh! * kw! * ci!;
 }
 
-export async function profileStep(cfg: { edge: number; base: number; depth: number }, steps: number, log: (line: string) => void): Promise<StepProfile> {
-  const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
-  const inputShape = [1, cfg.edge, cfg.edge, cfg.edge, 4];
-  const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
-  const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, cfg.edge, cfg.edge, cfg.edge, 3], 0, 1, 'float32', 2), 0.7), 'float32'));
+export async function profileStep(cfg: StepConfig, steps: number, log: (line: string) => void): Promise<StepProfile> {
+  const { net, x, y } = benchStep(cfg);
   const setup: TrainingSetup = { net, params: initParams(net, 0), optimizer: new Adam({ learningRate: 1e-3 }), plan: {}, loss: 'dice+ce', optimizerInBackward: true };
   const executor = new Executor(net);
   const totals = new Map<string, { ms: number; calls: number; flops: number }>();

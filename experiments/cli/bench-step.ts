@@ -36,10 +36,23 @@ export function stepConvFlops(net: Network, inputShape: number[]): number {
   return flops;
 }
 
-interface StepConfig {
+export interface StepConfig {
   edge: number;
   base: number;
   depth: number;
+}
+
+/**
+ * The benchmarked step's network (unet3d, 4 channels in, 3 sigmoid outputs, residual, slope 0.01) and its
+ * batch (one case: a normal image, ~30% foreground per channel): the step rows and the profile of the
+ * owned step (bench-profile.ts) time this same step. The caller disposes x and y.
+ */
+export function benchStep(cfg: StepConfig): { net: Network; inputShape: number[]; x: tf.Tensor; y: tf.Tensor } {
+  const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
+  const inputShape = [1, cfg.edge, cfg.edge, cfg.edge, 4];
+  const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
+  const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, cfg.edge, cfg.edge, cfg.edge, 3], 0, 1, 'float32', 2), 0.7), 'float32'));
+  return { net, inputShape, x, y };
 }
 
 /** One strategy's step in the bench: its plan, and what the row says about it. */
@@ -95,11 +108,8 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
  * timed just before it (median over the pairs), and its share of the FMA peak measured around its round.
  */
 async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string) => void): Promise<{ rows: BenchRow[]; params: number }> {
-  const net = buildUNet3d({ inChannels: 4, outChannels: 3, activation: 'sigmoid' }, { depth: cfg.depth, baseFilters: cfg.base, residual: true, deepSupervision: false, negativeSlope: 0.01 });
-  const inputShape = [1, cfg.edge, cfg.edge, cfg.edge, 4];
+  const { net, inputShape, x, y } = benchStep(cfg);
   const estimate: EstimateOptions = { optimizerSlots: 2, loss: 'dice+ce', optimizerInBackward: true };
-  const x = tf.randomNormal(inputShape, 0, 1, 'float32', 1);
-  const y = tf.tidy(() => tf.cast(tf.greater(tf.randomUniform([1, cfg.edge, cfg.edge, cfg.edge, 3], 0, 1, 'float32', 2), 0.7), 'float32'));
   const inputBytes = (x.size + y.size) * 4;
   const states: CaseState[] = [];
   const start = async (c: StepCase): Promise<CaseState> => {
