@@ -30,7 +30,7 @@
  * resident: process RSS exceeds what it would be without the cache by bufferCache().cachedBytes
  * (at most the cap). An output whose last tensor is disposed, and whose values were never handed out
  * by dataSync()/data(), comes back at the dispose instead of at a GC: it is kept whole for the next
- * output of its size (bufferCache().pooledBytes; pool and cache share the cap), so a training step
+ * output of its size (bufferCache().pooledBytes, at most the cap, beside the cache), so a training step
  * reuses the previous step's buffers and V8 sees no growth of external memory to collect for.
  * `VOLSEG_BUFFER_RELEASE=0` leaves every buffer to V8's GC instead.
  *
@@ -351,7 +351,8 @@ function dropBuffer(a: NativeAddon, v: unknown): void {
   const bytes = buf.byteLength;
   releasedBytes += bytes;
   releasedCount++;
-  // The pool and the addon's cache share the cap: the addon's cache keeps at most what the pool leaves.
+  // The pool holds at most the cap; a buffer it cannot take goes to the addon's cache, which is then
+  // trimmed to what the pool leaves of the cap.
   const key = poolKey(bytes, buf instanceof SharedArrayBuffer);
   if (pooledBytes + bytes <= poolCapBytes) {
     let list = pool.get(key);
@@ -372,9 +373,11 @@ function poolKey(bytes: number, shared: boolean): number {
  * Released buffers kept whole for the next output of the same byte length (a step's sizes repeat
  * every step), newest first: reusing the ArrayBuffer itself makes no new backing store, so V8's count
  * of external memory does not grow while a forward pass saves its activations (each such growth of
- * 64 MiB past the last Mark-Compact starts another). The pool and the addon's cache together stay
- * within the cache's cap; a buffer over it, idle longer than maxAgeMs (checked at the next
- * allocation), or trimmed goes to the addon's cache (releaseBuffer), which unmaps what exceeds it.
+ * 64 MiB past the last Mark-Compact starts another). The pool holds at most the cache's cap; a buffer
+ * over it, idle longer than maxAgeMs (checked at the next allocation), or trimmed goes to the addon's
+ * cache (releaseBuffer), which is then trimmed to what the pool leaves of the cap. (Buffers V8 frees at
+ * a GC, those handed out, reach the cache under its own cap: pool and cache together can hold more
+ * than the cap until the next release or trim.)
  * SharedArrayBuffers (outputs inside a shareNativeOutputs window) pool apart, for shared outputs only;
  * they cannot be detached, so one over the cap or expired is left to V8's GC.
  */
