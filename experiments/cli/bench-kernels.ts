@@ -34,9 +34,9 @@ export interface BenchRow {
    */
   pairedRatio?: { median: number; min: number; max: number };
   /**
-   * Step rows: the median over rounds of this row's GFLOP/s over the FMA peak measured at the start of the
-   * same round (a shared machine's throughput moves during a run; this compares the step with the
-   * machine it ran on).
+   * Step rows: the median over this row's timed steps of its GFLOP/s over the FMA peak of its round (the
+   * mean of a probe before the round and one after: a shared machine's throughput moves during a run;
+   * this compares the step with the machine it ran on).
    */
   roundPeakShare?: number;
   /** Step rows: every timed step, ms, in order (the raw data the median, range and ratios come from). */

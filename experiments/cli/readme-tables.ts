@@ -31,6 +31,9 @@ import {
   type TrialRow,
 } from '../../core/experiment/index.js';
 import { bytesText, readMicroctRecords, recordsOverview } from './microct-records.js';
+// Types only (erased): the record's shape as the bench writes it, without loading the bench's modules.
+import type { BenchOptions, BenchRow } from './bench-kernels.js';
+import type { StepProfile } from './bench-profile.js';
 
 type Rows = TrialRow[];
 
@@ -436,9 +439,7 @@ export const README_BLOCKS: Record<string, Block> = {
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
-    type Row = { name: string; shape: string; strategy: string | null; backend: string; ms: number; gflops: number | null; spreadMs?: [number, number]; peakBytes?: number; note?: string; pairedRatio?: { median: number; min: number; max: number }; roundPeakShare?: number };
-    type Profile = { step: string; steps: number; wallMs: number; kernelMs: number; gcMs: number; otherMs: number; fmaPeak: number | null; kernels: { kernel: string; msPerStep: number; callsPerStep: number; gflops: number | null }[] };
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: Row[]; profile?: Profile; options?: { repeats?: number; quick?: boolean } };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: BenchRow[]; profile?: StepProfile; options?: Partial<BenchOptions> };
     const command = `npm run bench -- --record${doc.options?.quick ? ' --quick' : ''}${doc.options?.repeats !== undefined && doc.options.repeats !== 7 ? ` --repeats ${doc.options.repeats}` : ''}`;
     const prof = doc.profile;
     const profileLines = !prof
