@@ -84,7 +84,7 @@ class EmulatedTransport implements Transport {
     // main thread stages every swap-out (on 2 cores the faster of the two; see the swap plugin's setting).
     // The window is open only while this link's own steps run (stepStart/stepEnd): it is process-wide, and
     // open for the link's lifetime it made every other step in the process (a benchmark's owned step)
-    // write SharedArrayBuffers too, which the backend's recycling of output buffers does not serve.
+    // write SharedArrayBuffers too.
     this.shares = copy && outCopy === 'worker';
     const data = (tf.engine().backend as unknown as { data?: { has?: unknown } }).data;
     this.backendData = data && typeof data.has === 'function' ? (data as { has(dataId: object): boolean }) : null;
@@ -424,12 +424,6 @@ export class SwapStore {
     this.transport.sweep();
   }
 
-  /**
-   * The executor finished a layer: completes finished transfers and, with `outLag` ≥ 0, waits for every
-   * swap-out started more than `outLag` layers ago, so at most the saves of the last `outLag` + 1 layers
-   * hold device memory while their copies are on the link (−1: never waits; a slow link then lets
-   * forward's device copies pile up).
-   */
   /** A training step starts: the transport may set up what only its steps need. */
   stepStart(): void {
     this.link.stepStart?.();
@@ -440,6 +434,12 @@ export class SwapStore {
     this.transport?.stepEnd?.();
   }
 
+  /**
+   * The executor finished a layer: completes finished transfers and, with `outLag` ≥ 0, waits for every
+   * swap-out started more than `outLag` layers ago, so at most the saves of the last `outLag` + 1 layers
+   * hold device memory while their copies are on the link (−1: never waits; a slow link then lets
+   * forward's device copies pile up).
+   */
   async endLayer(outLag: number): Promise<void> {
     this.poll();
     if (outLag >= 0) {
