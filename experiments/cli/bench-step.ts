@@ -162,9 +162,10 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     // training loop: without it a case followed another's step, with the addon's buffer cache
     // (recycled output memory, unmapped after 2 s idle) holding the other case's sizes, and the owned
     // step, the largest, paid page faults that a training run does not (it came out slower than
-    // checkpoint). Before that untimed step a full GC collects what the previous case left (its freed
-    // outputs go back to the buffer cache only at a GC): without it the owned step's garbage was collected
-    // during the next case's steps, and swap came out dearer here than in a process of its own. The
+    // checkpoint). Before that untimed step a full GC collects what the previous case left: before native
+    // outputs came back at dispose (native-kernels.ts) they did so only at a GC, and the owned step's
+    // garbage was collected during the next case's steps (swap came out dearer here than in a process of
+    // its own); what is still freed only at a GC (values handed out by dataSync, small arrays) is. The
     // round's FMA peak is the mean of a probe before and one after it.
     const others = states.filter((st) => st !== owned);
     const timed = async (st: CaseState, r: number): Promise<number> => {
