@@ -107,12 +107,13 @@ function rand(shape: number[], lo = -1, hi = 1): tf.Tensor {
   return tf.randomUniform(shape, lo, hi, 'float32', seed++);
 }
 
-/** The code paths to test: AVX2+FMA (when this CPU has it) and portable. */
-const simdPaths: NativeSimd[] = !status.loaded
+/** The code paths to test: AVX-512VL and AVX2+FMA (where this CPU has them) and portable. */
+const simdInfo = status.loaded ? nativeAddon()!.info() : null;
+const simdPaths: NativeSimd[] = !simdInfo
   ? []
-  : nativeAddon()!.info().avx2Available
-    ? ['avx2-fma', 'portable']
-    : ['portable'];
+  : [...(simdInfo.avx512Available ? (['avx512vl'] as const) : []), ...(simdInfo.avx2Available ? (['avx2-fma'] as const) : []), 'portable'];
+/** The code path the addon picks at load (the best this CPU has). */
+const defaultSimd: NativeSimd = simdPaths[0] ?? 'portable';
 
 // Where the addon must exist (CI sets VOLSEG_REQUIRE_NATIVE=1: the machine has a compiler), its absence fails.
 describe.runIf(process.env.VOLSEG_REQUIRE_NATIVE === '1')('native kernels are required (VOLSEG_REQUIRE_NATIVE=1)', () => {
@@ -125,8 +126,7 @@ describe.skipIf(!status.loaded)(
   status.loaded ? 'native kernels' : `native kernels: SKIPPED, addon not available (${status.reason})`,
   () => {
     afterAll(() => {
-      const info = nativeAddon()!.info();
-      setNativeSimd(info.avx2Available ? 'avx2-fma' : 'portable');
+      setNativeSimd(defaultSimd);
     });
 
     it('registers idempotently and reports its status', () => {
@@ -137,7 +137,7 @@ describe.skipIf(!status.loaded)(
       for (const k of ['Conv3D', 'Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2', 'MaxPool3D', 'MaxPool3DGrad', 'AvgPool3D', 'AvgPool3DGrad', 'VolInstanceNormForward', 'VolInstanceNormBackward', 'VolUpsampleNearest3D', 'VolUpsampleNearest3DGrad']) {
         expect(status.kernels).toContain(k);
       }
-      expect(['avx2-fma', 'portable']).toContain(status.simd);
+      expect(status.simd).toBe(defaultSimd);
       expect(status.threads).toBeGreaterThanOrEqual(1);
       expect(originalKernel('Conv3D')).toBeTypeOf('function');
       // With core/backend/kernels present, its JavaScript kernels are the fallback and the reference.
@@ -206,6 +206,11 @@ describe.skipIf(!status.loaded)(
         { x: [1, 5, 9, 7, 3], co: 5, k: [1, 3, 3], s: [1, 2, 1], pad: 'same' },
         { x: [1, 9, 6, 8, 4], co: 6, k: [3, 1, 2], s: [2, 1, 2], pad: 'valid' },
         { x: [1, 6, 7, 9, 2], co: 4, k: [2, 2, 2], s: [2, 2, 2], pad: 'same' },
+        // Rows long enough for the widest register tiles (with 32 registers: 12 positions x 2
+        // vectors, 9 x 3, 6 x 4; backprop-filter: up to 12 input channels x 2 vectors).
+        { x: [1, 4, 5, 29, 16], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 3, 4, 27, 32], co: 24, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 3, 5, 25, 24], co: 32, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         // Filters larger than the kernels' L2 budget: weights are processed in several passes.
         { x: [1, 4, 5, 3, 200], co: 136, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
       ];

@@ -18,7 +18,7 @@
  * core/backend/native/build/Release/volseg_native.node. When it is missing or fails to load, nothing is
  * registered and training uses the JavaScript kernels. `VOLSEG_NO_NATIVE=1` disables it,
  * `VOLSEG_THREADS=n` sets its thread count, `VOLSEG_NATIVE_SIMD=portable` forces the portable
- * code path, `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large
+ * code path and `=avx2-fma` the 16-register AVX2 one where AVX-512VL would be picked, `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large
  * outputs.
  *
  * Outputs of 1 MiB or more are written into memory recycled by the addon (bufferCache(); see
@@ -49,7 +49,8 @@ import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
-export type NativeSimd = 'avx2-fma' | 'portable';
+/** The compiled code paths: AVX2+FMA with 32 vector registers (AVX-512VL), with 16, or plain C++. */
+export type NativeSimd = 'avx512vl' | 'avx2-fma' | 'portable';
 
 export interface NativeStatus {
   loaded: boolean;
@@ -116,7 +117,7 @@ export interface NativeAddon {
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array): void;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
-  info(): { simd: NativeSimd; threads: number; avx2Available: boolean };
+  info(): { simd: NativeSimd; threads: number; avx2Available: boolean; avx512Available: boolean };
   setSimd(name: NativeSimd): NativeSimd;
 }
 

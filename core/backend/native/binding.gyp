@@ -7,6 +7,7 @@
         "src/pool.cc",
         "src/buffers.cc",
         "src/kernels_avx2.cc",
+        "src/kernels_avx512.cc",
         "src/kernels_portable.cc"
       ],
       "defines": ["NAPI_VERSION=8"],

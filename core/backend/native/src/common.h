@@ -86,10 +86,13 @@ struct KernelTable {
   void (*reduce_sum)(int64_t outer, int64_t red, int64_t inner, float divisor, const float* x,
                      float* out);
   void (*softmax)(int64_t rows, int64_t cols, const float* x, float* out);
+  // The FMA probe with 512-bit vectors (AVX-512 builds; nullptr elsewhere).
+  double (*fma_probe512)(int64_t iters);
 };
 
 namespace portable { extern const KernelTable table; }
 namespace avx2 { extern const KernelTable table; }
+namespace avx512 { extern const KernelTable table; }
 
 // Small integer helpers (exact for negative numerators).
 inline int floordiv(int a, int b) { int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
