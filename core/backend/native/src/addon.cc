@@ -1065,10 +1065,13 @@ napi_value Init(napi_env env, napi_value exports) {
   const char* force = std::getenv("VOLSEG_NATIVE_SIMD");
   const bool wantPortable = force && std::strcmp(force, "portable") == 0;
   const bool wantAvx2 = force && std::strcmp(force, "avx2-fma") == 0;
-  g_table = wantPortable            ? &portable::table
-            : !cpu_has_avx2_fma()   ? &portable::table
-            : !wantAvx2 && cpu_has_avx512vl() ? &avx512::table
-                                    : &avx2::table;
+  // The best this CPU has, unless VOLSEG_NATIVE_SIMD asks for a lesser path.
+  if (wantPortable || !cpu_has_avx2_fma())
+    g_table = &portable::table;
+  else if (!wantAvx2 && cpu_has_avx512vl())
+    g_table = &avx512::table;
+  else
+    g_table = &avx2::table;
   const napi_property_descriptor props[] = {
       {"conv3d", nullptr, Conv3D, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv3dBackpropInput", nullptr, Conv3DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
