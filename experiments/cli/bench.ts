@@ -61,7 +61,7 @@ async function main(): Promise<void> {
   log(`FMA peak estimate (nominal): ${m.peakFormula}`);
   const peakBefore = measuredFmaPeak();
   if (peakBefore !== null) {
-    log(`FMA peak measured (AVX2, ${m.native.threads} threads, 12 FMA chains each): ${peakBefore.toFixed(0)} GFLOP/s`);
+    log(`FMA peak measured (${m.native.simd}, ${m.native.threads} threads, 12 FMA chains each; 256-bit vectors, and 512-bit where the code path has AVX-512, the larger): ${peakBefore.toFixed(0)} GFLOP/s`);
   }
   log(
     m.native.loaded
@@ -81,9 +81,10 @@ async function main(): Promise<void> {
     const dir = join(dirname(fileURLToPath(import.meta.url)), '../../results/bench');
     mkdirSync(dir, { recursive: true });
     const peak = measured > 0 ? measured : m.fmaPeakGflops;
-    const doc = { date: new Date().toISOString(), machine: describeMachine(), options, fmaPeakGflops: measured > 0 ? measured : null, rows, profile };
+    const command = ['npm run bench --', ...process.argv.slice(2)].join(' ');
+    const doc = { date: new Date().toISOString(), machine: describeMachine(), command, options, fmaPeakGflops: measured > 0 ? measured : null, rows, profile };
     writeFileSync(join(dir, 'bench.json'), `${JSON.stringify(doc, null, 2)}\n`);
-    writeFileSync(join(dir, 'bench.md'), `# npm run bench -- ${process.argv.slice(2).join(' ')}\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
+    writeFileSync(join(dir, 'bench.md'), `# ${command}\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
     log(`wrote ${join(dir, 'bench.json')} and bench.md`);
   }
   if (json) {

@@ -439,8 +439,9 @@ export const README_BLOCKS: Record<string, Block> = {
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: BenchRow[]; profile?: StepProfile; options?: Partial<BenchOptions> };
-    const command = `npm run bench -- --record${doc.options?.quick ? ' --quick' : ''}${doc.options?.repeats !== undefined && doc.options.repeats !== 7 ? ` --repeats ${doc.options.repeats}` : ''}`;
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: BenchRow[]; profile?: StepProfile; options?: Partial<BenchOptions>; command?: string };
+    // The command line the record stores; records made before it did rebuild it from their options.
+    const command = doc.command ?? `npm run bench -- --record${doc.options?.quick ? ' --quick' : ''}${doc.options?.repeats !== undefined && doc.options.repeats !== 7 ? ` --repeats ${doc.options.repeats}` : ''}`;
     const prof = doc.profile;
     const profileLines = !prof
       ? []
