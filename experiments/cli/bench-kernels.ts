@@ -39,6 +39,11 @@ export interface BenchRow {
    * this compares the step with the machine it ran on).
    */
   roundPeakShare?: number;
+  /**
+   * Step rows: the median over this row's timed steps of its GFLOP/s over the FMA peak measured around that
+   * step (the mean of a short probe just before it and one just after).
+   */
+  stepPeakShare?: number;
   /** Step rows: every timed step, ms, in order (the raw data the median, range and ratios come from). */
   times?: number[];
   /** Step rows: the round of each timed step. */
@@ -47,6 +52,8 @@ export interface BenchRow {
   pairedOwnedTimes?: number[];
   /** Step rows: the FMA peak measured around each round, GFLOP/s (null without the addon). */
   roundPeaks?: (number | null)[];
+  /** Step rows: the FMA peak measured around each timed step, GFLOP/s (null without the addon). */
+  stepPeaks?: (number | null)[];
 }
 
 export interface BenchOptions {
@@ -335,6 +342,7 @@ export function formatTable(rows: BenchRow[], peakGflops?: number): string {
         r.peakBytes !== undefined ? `peak ${(r.peakBytes / 2 ** 20).toFixed(1)} MiB` : null,
         r.note ?? null,
         r.roundPeakShare !== undefined ? `${(100 * r.roundPeakShare).toFixed(0)}% of its round's FMA peak (median)` : null,
+        r.stepPeakShare !== undefined ? `${(100 * r.stepPeakShare).toFixed(0)}% of the FMA peak around each step (median)` : null,
         r.pairedRatio ? `paired: ${r.pairedRatio.median.toFixed(2)}× the owned step before it [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : null,
       ].filter(Boolean);
       table.push(`- ${r.strategy}, ${r.backend}: ${r.ms.toFixed(0)} ms (${parts.join('; ')})`);

@@ -85,6 +85,8 @@ interface CaseState {
   rounds: number[];
   /** For every timed step but the owned row's: the owned step timed just before it. */
   paired: number[];
+  /** For every timed step: the mean of an FMA probe just before it and one just after (null without the addon). */
+  stepPeaks: (number | null)[];
   peak: number;
 }
 
@@ -105,7 +107,8 @@ function summarise(times: number[]): { ms: number; min: number; max: number } {
  * then the timed steps run in rounds: in each, every other case runs right after an owned step, each
  * timed step after an untimed one of its own case, so that the machine's drift (clock, other load) falls on
  * both steps of a pair alike; each row gives the median and the spread, its ratio to the owned step
- * timed just before it (median over the pairs), and its share of the FMA peak measured around its round.
+ * timed just before it (median over the pairs), and its share of the FMA peak measured around its round
+ * and around each step.
  */
 async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string) => void): Promise<{ rows: BenchRow[]; params: number }> {
   const { net, inputShape, x, y } = benchStep(cfg);
@@ -128,7 +131,7 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     } finally {
       meter.detach();
     }
-    const st: CaseState = { c, setup, executor, times: [], rounds: [], paired: [], peak };
+    const st: CaseState = { c, setup, executor, times: [], rounds: [], paired: [], stepPeaks: [], peak };
     states.push(st);
     log(`  ${c.strategy}: measured peak ${MiB(st.peak)}${c.note ? `; ${c.note}` : ''}`);
     return st;
@@ -166,19 +169,27 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     // outputs came back at dispose (native-kernels.ts) they did so only at a GC, and the owned step's
     // garbage was collected during the next case's steps (swap came out dearer here than in a process of
     // its own); what is still freed only at a GC (values handed out by dataSync, small arrays) is. The
-    // round's FMA peak is the mean of a probe before and one after it.
+    // round's FMA peak is the mean of a probe before and one after it. Each timed step also has its own:
+    // the mean of a short probe just before it (after its untimed step) and one just after. On this
+    // kind of shared VM the two vCPUs at times deliver one core's throughput between them for seconds
+    // (a standalone C++ loop of the conv micro-kernel on 2 threads: 100 + 100 GFLOP/s, then 55 + 55),
+    // which a probe 25 s away can miss; the probe is registers only, so it leaves the caches as the
+    // untimed step left them.
     const others = states.filter((st) => st !== owned);
     const timed = async (st: CaseState, r: number): Promise<number> => {
       collectGarbage();
       await trainingStep(st.setup, st.executor, { x, y, owned: false });
+      const before = measuredFmaPeak(0.05);
       const t0 = performance.now();
       await trainingStep(st.setup, st.executor, { x, y, owned: false });
       const ms = performance.now() - t0;
+      const after = measuredFmaPeak(0.05);
       st.times.push(ms);
       st.rounds.push(r);
+      st.stepPeaks.push(before === null || after === null ? null : (before + after) / 2);
       return ms;
     };
-    log(`timing ${others.length} cases in ${repeats} rounds, each step paired with an owned step just before it, the FMA peak measured around each round…`);
+    log(`timing ${others.length} cases in ${repeats} rounds, each step paired with an owned step just before it, the FMA peak measured around each round and each step…`);
     const roundPeaks: (number | null)[] = [];
     for (let r = 0; r < repeats; r++) {
       const before = measuredFmaPeak(0.2);
@@ -203,6 +214,10 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         const peak = roundPeaks[st.rounds[i]!];
         return peak ? [flops / (ms * 1e6) / peak] : [];
       });
+      const stepShares = st.times.flatMap((ms, i) => {
+        const peak = st.stepPeaks[i];
+        return peak ? [flops / (ms * 1e6) / peak] : [];
+      });
       return {
         name: `unet3d step b${cfg.base} d${cfg.depth}`,
         shape: `1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4`,
@@ -215,10 +230,12 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
         note: [`${ratio}${st.c.note}`.replace(/; $/, ''), st.c.after?.(2 + 2 * st.times.length)].filter(Boolean).join('; '),
         ...(pairs.length ? { pairedRatio: { median: median(pairs), min: Math.min(...pairs), max: Math.max(...pairs) } } : {}),
         ...(shares.length ? { roundPeakShare: median(shares) } : {}),
+        ...(stepShares.length ? { stepPeakShare: median(stepShares) } : {}),
         times: st.times.map((ms) => Math.round(ms * 10) / 10),
         timesRounds: st.rounds,
         ...(st.paired.length ? { pairedOwnedTimes: st.paired.map((ms) => Math.round(ms * 10) / 10) } : {}),
         roundPeaks: roundPeaks.map((p) => (p === null ? null : Math.round(p))),
+        stepPeaks: st.stepPeaks.map((p) => (p === null ? null : Math.round(p))),
       };
     });
     return { rows, params: parameterCount(net) };

@@ -474,10 +474,10 @@ export const README_BLOCKS: Record<string, Block> = {
       ),
       '',
       `Training steps (${steps[0] ? `${steps[0].name}, ${steps[0].shape}` : 'none recorded'}): median of the timed steps, their range, the measured peak, and what each row is. ` +
-        "Paired: the median over the row's timed steps of each over the owned step timed just before it (range in brackets), and of its GFLOP/s over the FMA peak measured around its round (a probe before the round and one after).",
+        "Paired: the median over the row's timed steps of each over the owned step timed just before it (range in brackets), and of its GFLOP/s over the FMA peak measured around its round (a probe before the round and one after) and around the step itself (a short probe just before it and one just after).",
       '',
       ...table(
-        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "% of its round's FMA peak (median)", 'paired: × the owned step before it', 'peak', 'row'],
+        ['strategy', 'backend', 'ms', 'range (ms)', 'GFLOP/s (% of FMA peak)', "% of its round's FMA peak (median)", '% of the FMA peak around the step (median)', 'paired: × the owned step before it', 'peak', 'row'],
         steps.map((r) => [
           r.strategy!,
           r.backend,
@@ -485,6 +485,7 @@ export const README_BLOCKS: Record<string, Block> = {
           r.spreadMs ? `${r.spreadMs[0].toFixed(0)}–${r.spreadMs[1].toFixed(0)}` : '—',
           r.gflops === null ? '—' : `${r.gflops.toFixed(0)}${peak ? ` (${((100 * r.gflops) / peak).toFixed(0)}%)` : ''}`,
           r.roundPeakShare === undefined ? '—' : `${(100 * r.roundPeakShare).toFixed(0)}%`,
+          r.stepPeakShare === undefined ? '—' : `${(100 * r.stepPeakShare).toFixed(0)}%`,
           r.pairedRatio ? `${r.pairedRatio.median.toFixed(2)} [${r.pairedRatio.min.toFixed(2)}, ${r.pairedRatio.max.toFixed(2)}]` : '—',
           r.peakBytes === undefined ? '—' : bytes(r.peakBytes),
           r.note ?? '',
