@@ -112,8 +112,10 @@ const simdInfo = status.loaded ? nativeAddon()!.info() : null;
 const simdPaths: NativeSimd[] = !simdInfo
   ? []
   : [...(simdInfo.avx512Available ? (['avx512vl'] as const) : []), ...(simdInfo.avx2Available ? (['avx2-fma'] as const) : []), 'portable'];
-/** The code path the addon picks at load (the best this CPU has). */
-const defaultSimd: NativeSimd = simdPaths[0] ?? 'portable';
+/** The code path the addon picks at load: the best this CPU has, or a lesser one VOLSEG_NATIVE_SIMD names. */
+const forcedSimd = process.env.VOLSEG_NATIVE_SIMD;
+const defaultSimd: NativeSimd =
+  (forcedSimd === 'portable' || forcedSimd === 'avx2-fma') && simdPaths.includes(forcedSimd) ? forcedSimd : (simdPaths[0] ?? 'portable');
 
 // Where the addon must exist (CI sets VOLSEG_REQUIRE_NATIVE=1: the machine has a compiler), its absence fails.
 describe.runIf(process.env.VOLSEG_REQUIRE_NATIVE === '1')('native kernels are required (VOLSEG_REQUIRE_NATIVE=1)', () => {

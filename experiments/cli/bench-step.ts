@@ -172,7 +172,7 @@ async function stepRowsFor(cfg: StepConfig, repeats: number, log: (line: string)
     // round's FMA peak is the mean of a probe before and one after it. Each timed step also has its own:
     // the mean of a short probe just before it (after its untimed step) and one just after. On this
     // kind of shared VM the two vCPUs at times deliver one core's throughput between them for seconds
-    // (a standalone C++ loop of the conv micro-kernel on 2 threads: 100 + 100 GFLOP/s, then 55 + 55),
+    // (seen with a standalone loop of the conv micro-kernel on 2 threads: each thread's rate halved),
     // which a probe 25 s away can miss; the probe is registers only, so it leaves the caches as the
     // untimed step left them.
     const others = states.filter((st) => st !== owned);
