@@ -18,8 +18,8 @@
  * core/backend/native/build/Release/volseg_native.node. When it is missing or fails to load, nothing is
  * registered and training uses the JavaScript kernels. `VOLSEG_NO_NATIVE=1` disables it,
  * `VOLSEG_THREADS=n` sets its thread count, `VOLSEG_NATIVE_SIMD=portable` forces the portable
- * code path and `=avx2-fma` the 16-register AVX2 one where AVX-512VL would be picked, `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large
- * outputs.
+ * code path and `=avx2-fma` the 16-register AVX2 one where AVX-512VL would be picked,
+ * `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large outputs.
  *
  * Outputs of 1 MiB or more are written into memory recycled by the addon (bufferCache(); see
  * core/backend/native/src/buffers.cc): a fresh typed array of that size is fresh pages, and their
@@ -334,14 +334,14 @@ function viewedBuffer(v: unknown): ArrayBufferLike | null {
 
 function holdBuffer(v: unknown): void {
   const buf = viewedBuffer(v);
-  const n = buf && lentBuffers.get(buf);
-  if (buf && n !== undefined && n !== null) lentBuffers.set(buf, n + 1);
+  const n = buf ? lentBuffers.get(buf) : undefined;
+  if (n !== undefined) lentBuffers.set(buf!, n + 1);
 }
 
 function dropBuffer(a: NativeAddon, v: unknown): void {
   const buf = viewedBuffer(v);
-  const n = buf && lentBuffers.get(buf);
-  if (!buf || n === undefined || n === null) return;
+  const n = buf ? lentBuffers.get(buf) : undefined;
+  if (!buf || n === undefined) return;
   if (n > 1) {
     lentBuffers.set(buf, n - 1);
     return;
