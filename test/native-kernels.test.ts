@@ -107,15 +107,22 @@ function rand(shape: number[], lo = -1, hi = 1): tf.Tensor {
   return tf.randomUniform(shape, lo, hi, 'float32', seed++);
 }
 
-/** The code paths to test: AVX-512VL and AVX2+FMA (where this CPU has them) and portable. */
+/** The code paths to test: the two AVX-512 ones and AVX2+FMA (where this CPU has them) and portable. */
 const simdInfo = status.loaded ? nativeAddon()!.info() : null;
 const simdPaths: NativeSimd[] = !simdInfo
   ? []
-  : [...(simdInfo.avx512Available ? (['avx512vl'] as const) : []), ...(simdInfo.avx2Available ? (['avx2-fma'] as const) : []), 'portable'];
-/** The code path the addon picks at load: the best this CPU has, or a lesser one VOLSEG_NATIVE_SIMD names. */
-const forcedSimd = process.env.VOLSEG_NATIVE_SIMD;
-const defaultSimd: NativeSimd =
-  (forcedSimd === 'portable' || forcedSimd === 'avx2-fma') && simdPaths.includes(forcedSimd) ? forcedSimd : (simdPaths[0] ?? 'portable');
+  : [
+      ...(simdInfo.avx512Available ? (['avx512-zmm', 'avx512vl'] as const) : []),
+      ...(simdInfo.avx2Available ? (['avx2-fma'] as const) : []),
+      'portable',
+    ];
+/**
+ * The code path the addon picks at load: the one VOLSEG_NATIVE_SIMD names where the CPU has it, else the
+ * best it has (on AVX-512 CPUs, zmm convolutions only where the load-time probe found 512-bit FMAs faster).
+ */
+const forcedSimd = process.env.VOLSEG_NATIVE_SIMD as NativeSimd | undefined;
+const bestSimd: NativeSimd = simdInfo?.avx512Available ? (simdInfo.zmmFaster ? 'avx512-zmm' : 'avx512vl') : (simdPaths[0] ?? 'portable');
+const defaultSimd: NativeSimd = forcedSimd && simdPaths.includes(forcedSimd) ? forcedSimd : bestSimd;
 
 // Where the addon must exist (CI sets VOLSEG_REQUIRE_NATIVE=1: the machine has a compiler), its absence fails.
 describe.runIf(process.env.VOLSEG_REQUIRE_NATIVE === '1')('native kernels are required (VOLSEG_REQUIRE_NATIVE=1)', () => {
@@ -213,6 +220,12 @@ describe.skipIf(!status.loaded)(
         { x: [1, 4, 5, 29, 16], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         { x: [1, 3, 4, 27, 32], co: 24, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         { x: [1, 3, 5, 25, 24], co: 32, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        // Channels in multiples of 16 (the avx512-zmm path's 16-lane blocks: 1 to 4 zmm vectors, and
+        // strided), and a pointwise one with >= 4096 positions.
+        { x: [1, 4, 5, 29, 48], co: 64, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 5, 6, 27, 64], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [2, 7, 6, 19, 16], co: 32, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
+        { x: [1, 16, 16, 17, 32], co: 48, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
         // Filters larger than the kernels' L2 budget: weights are processed in several passes.
         { x: [1, 4, 5, 3, 200], co: 136, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
       ];
@@ -618,6 +631,51 @@ describe.skipIf(!status.loaded)(
       });
       });
     }
+
+    // The zmm convolutions regroup channels into 16-lane vectors and change nothing else: every sum
+    // runs in the same order, so their results are avx512vl's bit for bit (a stronger check than the
+    // tolerance against tfjs above, and one that catches a wrong lane, mask or stride at once).
+    describe.skipIf(!simdInfo?.avx512Available)('avx512-zmm convolutions equal avx512vl bit for bit', () => {
+      afterAll(() => {
+        setNativeSimd(defaultSimd);
+      });
+      const cases: { x: Shape5; co: number; k: number; s: number }[] = [
+        { x: [1, 5, 6, 30, 16], co: 16, k: 3, s: 1 },
+        { x: [1, 4, 5, 27, 32], co: 32, k: 3, s: 1 },
+        { x: [1, 4, 4, 26, 48], co: 48, k: 3, s: 1 },
+        { x: [1, 4, 4, 13, 64], co: 64, k: 3, s: 1 },
+        { x: [1, 3, 3, 9, 128], co: 256, k: 3, s: 1 },
+        { x: [2, 8, 7, 21, 16], co: 32, k: 3, s: 2 },
+        { x: [1, 6, 5, 23, 24], co: 16, k: 3, s: 1 }, // ci not a multiple of 16: forward zmm, backprop-input ymm
+        { x: [1, 16, 16, 20, 32], co: 16, k: 1, s: 1 },
+      ];
+      for (const c of cases) {
+        it(`${c.x.join('x')} -> ${c.co}, filter ${c.k}, stride ${c.s}`, () => {
+          const x = rand(c.x);
+          const filter = rand([c.k, c.k, c.k, c.x[4], c.co]);
+          const strides = [c.s, c.s, c.s];
+          const y = tf.conv3d(x as tf.Tensor5D, filter as tf.Tensor5D, c.s, 'same');
+          const dy = rand(y.shape);
+          const all = () => [
+            ...run('Conv3D', { x, filter }, { strides, pad: 'same', dataFormat: 'NDHWC', dilations: [1, 1, 1] }),
+            ...run('Conv3DBackpropInputV2', { dy, filter }, { strides, pad: 'same', inputShape: c.x }),
+            ...run('Conv3DBackpropFilterV2', { x, dy }, { strides, pad: 'same', filterShape: filter.shape }),
+          ].map((r) => Float32Array.from(r.values));
+          expect(setNativeSimd('avx512vl')).toBe('avx512vl');
+          const ymm = all();
+          expect(setNativeSimd('avx512-zmm')).toBe('avx512-zmm');
+          const zmm = all();
+          for (let i = 0; i < 3; i++) {
+            // Count differing elements rather than toEqual on the arrays (a diff of large arrays hangs).
+            let differ = 0;
+            for (let j = 0; j < ymm[i]!.length; j++) if (!Object.is(ymm[i]![j], zmm[i]![j])) differ++;
+            expect(differ, ['Conv3D', 'Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2'][i]).toBe(0);
+            expect(zmm[i]!.length).toBe(ymm[i]!.length);
+          }
+          tf.dispose([x, filter, y, dy]);
+        });
+      }
+    });
 
     describe('output-buffer cache', () => {
       // A gc() for this process (V8 frees an ArrayBuffer's memory, and the cache gets it back, at a GC).

@@ -17,8 +17,8 @@
  * The addon is built by `npm install` (core/backend/native/build.mjs) into
  * core/backend/native/build/Release/volseg_native.node. When it is missing or fails to load, nothing is
  * registered and training uses the JavaScript kernels. `VOLSEG_NO_NATIVE=1` disables it,
- * `VOLSEG_THREADS=n` sets its thread count, `VOLSEG_NATIVE_SIMD=portable` forces the portable
- * code path and `=avx2-fma` the 16-register AVX2 one where AVX-512VL would be picked,
+ * `VOLSEG_THREADS=n` sets its thread count, `VOLSEG_NATIVE_SIMD` names the code path (`portable`,
+ * `avx2-fma`, `avx512vl`, `avx512-zmm`; one the CPU lacks falls back to the best it has below it),
  * `VOLSEG_HUGEPAGES=0` stops it from asking for transparent huge pages on large outputs.
  *
  * Outputs of 1 MiB or more are written into memory recycled by the addon (bufferCache(); see
@@ -49,8 +49,12 @@ import { createRequire } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
-/** The compiled code paths: AVX2+FMA with 32 vector registers (AVX-512VL), with 16, or plain C++. */
-export type NativeSimd = 'avx512vl' | 'avx2-fma' | 'portable';
+/**
+ * The compiled code paths: AVX-512 with the convolutions on 16-lane zmm vectors (picked where the
+ * 512-bit FMA rate is well above the 256-bit one), AVX2+FMA with 32 vector registers (AVX-512VL),
+ * with 16, or plain C++.
+ */
+export type NativeSimd = 'avx512-zmm' | 'avx512vl' | 'avx2-fma' | 'portable';
 
 export interface NativeStatus {
   loaded: boolean;
@@ -117,7 +121,8 @@ export interface NativeAddon {
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array): void;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
-  info(): { simd: NativeSimd; threads: number; avx2Available: boolean; avx512Available: boolean };
+  /** zmmFaster: the load-time probe found 512-bit FMAs well faster than 256-bit ones ('avx512-zmm' is the default). */
+  info(): { simd: NativeSimd; threads: number; avx2Available: boolean; avx512Available: boolean; zmmFaster: boolean };
   setSimd(name: NativeSimd): NativeSimd;
 }
 

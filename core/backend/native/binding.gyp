@@ -8,6 +8,7 @@
         "src/buffers.cc",
         "src/kernels_avx2.cc",
         "src/kernels_avx512.cc",
+        "src/kernels_avx512z.cc",
         "src/kernels_portable.cc"
       ],
       "defines": ["NAPI_VERSION=8"],

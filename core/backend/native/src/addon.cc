@@ -48,6 +48,32 @@ bool cpu_has_avx512vl() {
 #endif
 }
 
+// GFLOP/s of one run of an FMA probe of `iters` steps (fma_probe / fma_probe512).
+double probe_gflops(double (*probe)(int64_t), int64_t iters) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const double flops = probe(iters);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return flops / std::max(s, 1e-9) / 1e9;
+}
+
+// Whether this core's 512-bit FMA rate is well above its 256-bit one (two full-width 512-bit
+// units, as on AMD Zen 5 and Xeons with two FMA ports; Zen 4 splits a zmm FMA in two, so its
+// rates are equal): only then do the zmm convolutions (kernels_avx512z.cc) pay. Measured once, the
+// best of three short runs of each probe (~2 ms in all); the threshold of 1.5 sits between the
+// ratios such cores give (about 2 and about 1).
+bool zmm_fma_faster() {
+  static const bool faster = [] {
+    if (!cpu_has_avx512vl()) return false;
+    double r256 = 0.0, r512 = 0.0;
+    for (int round = 0; round < 3; ++round) {
+      r256 = std::max(r256, probe_gflops(avx512::table.fma_probe, 1 << 17));
+      r512 = std::max(r512, probe_gflops(avx512::table.fma_probe512, 1 << 17));
+    }
+    return r512 >= 1.5 * r256;
+  }();
+  return faster;
+}
+
 // Output arrays are freshly allocated by JS (calloc -> mmap for large sizes), so the kernel's
 // first writes page-fault; on Linux with THP in 'madvise' mode, asking for huge pages makes those
 // faults ~3x cheaper for large outputs. Purely advisory: errors are ignored.
@@ -446,16 +472,12 @@ napi_value FmaPeak(napi_env env, napi_callback_info info) {
   double best = 0.0;
   for (double (*probe)(int64_t) : {g_table->fma_probe, g_table->fma_probe512}) {
     if (probe == nullptr) continue;
-    int64_t iters = 1 << 16;
-    double gflops = 0.0;
-    for (int round = 0; round < 2; ++round) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const double flops = probe(iters);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      gflops = flops / std::max(s, 1e-9) / 1e9;
-      if (round == 0) iters = std::max<int64_t>(1 << 16, static_cast<int64_t>(iters * seconds / std::max(s, 1e-9)));
-    }
-    best = std::max(best, gflops);
+    const int64_t calib = 1 << 16;
+    const auto t0 = std::chrono::steady_clock::now();
+    probe(calib);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t iters = std::max<int64_t>(calib, static_cast<int64_t>(calib * seconds / std::max(s, 1e-9)));
+    best = std::max(best, probe_gflops(probe, iters));
   }
   napi_value v;
   napi_create_double(env, best, &v);
@@ -1026,7 +1048,7 @@ napi_value make_string(napi_env env, const char* s) {
   return v;
 }
 
-// info() -> { simd, threads, avx2Available, avx512Available }
+// info() -> { simd, threads, avx2Available, avx512Available, zmmFaster }
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value obj, v;
   napi_create_object(env, &obj);
@@ -1037,10 +1059,13 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, obj, "avx2Available", v);
   napi_get_boolean(env, cpu_has_avx512vl(), &v);
   napi_set_named_property(env, obj, "avx512Available", v);
+  napi_get_boolean(env, zmm_fma_faster(), &v);
+  napi_set_named_property(env, obj, "zmmFaster", v);
   return obj;
 }
 
-// setSimd('avx512vl' | 'avx2-fma' | 'portable') -> the active code path (for tests and benchmarks).
+// setSimd('avx512-zmm' | 'avx512vl' | 'avx2-fma' | 'portable') -> the active code path (for tests
+// and benchmarks).
 napi_value SetSimd(napi_env env, napi_callback_info info) {
   Args a;
   CHECK(a.ok(env, info) && a.argc >= 1, "setSimd: expected a name");
@@ -1055,6 +1080,9 @@ napi_value SetSimd(napi_env env, napi_callback_info info) {
   } else if (std::strcmp(buf, "avx512vl") == 0) {
     CHECK(cpu_has_avx512vl(), "setSimd: this CPU lacks AVX-512F/VL");
     g_table = &avx512::table;
+  } else if (std::strcmp(buf, "avx512-zmm") == 0) {
+    CHECK(cpu_has_avx512vl(), "setSimd: this CPU lacks AVX-512F/VL");
+    g_table = &avx512z::table;
   } else {
     return throw_error(env, "setSimd: unknown code path");
   }
@@ -1062,16 +1090,22 @@ napi_value SetSimd(napi_env env, napi_callback_info info) {
 }
 
 napi_value Init(napi_env env, napi_value exports) {
+  // The best this CPU has, unless VOLSEG_NATIVE_SIMD names a path (one the CPU lacks falls back
+  // to the best it has below it).
   const char* force = std::getenv("VOLSEG_NATIVE_SIMD");
-  const bool wantPortable = force && std::strcmp(force, "portable") == 0;
-  const bool wantAvx2 = force && std::strcmp(force, "avx2-fma") == 0;
-  // The best this CPU has, unless VOLSEG_NATIVE_SIMD asks for a lesser path.
-  if (wantPortable || !cpu_has_avx2_fma())
+  const auto wants = [&](const char* name) { return force && std::strcmp(force, name) == 0; };
+  if (wants("portable") || !cpu_has_avx2_fma()) {
     g_table = &portable::table;
-  else if (!wantAvx2 && cpu_has_avx512vl())
-    g_table = &avx512::table;
-  else
+  } else if (wants("avx2-fma") || !cpu_has_avx512vl()) {
     g_table = &avx2::table;
+  } else if (wants("avx512-zmm")) {
+    g_table = &avx512z::table;
+  } else if (wants("avx512vl")) {
+    g_table = &avx512::table;
+  } else {
+    // zmm convolutions only where 512-bit FMAs run faster than 256-bit ones (zmm_fma_faster).
+    g_table = zmm_fma_faster() ? &avx512z::table : &avx512::table;
+  }
   const napi_property_descriptor props[] = {
       {"conv3d", nullptr, Conv3D, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv3dBackpropInput", nullptr, Conv3DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -93,6 +93,7 @@ struct KernelTable {
 namespace portable { extern const KernelTable table; }
 namespace avx2 { extern const KernelTable table; }
 namespace avx512 { extern const KernelTable table; }
+namespace avx512z { extern const KernelTable table; }
 
 // Small integer helpers (exact for negative numerators).
 inline int floordiv(int a, int b) { int q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
