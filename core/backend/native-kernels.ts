@@ -121,8 +121,11 @@ export interface NativeAddon {
   adam(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, hyper: Float64Array): void;
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
-  /** zmmFaster: the load-time probe found 512-bit FMAs well faster than 256-bit ones ('avx512-zmm' is the default). */
-  info(): { simd: NativeSimd; threads: number; avx2Available: boolean; avx512Available: boolean; zmmFaster: boolean };
+  /**
+   * zmmFaster: the load-time probe (one thread) found the 512-bit FMA rate at least 1.5x the 256-bit one
+   * (fma512Ratio, 0 without AVX-512), so avx512-zmm is the default.
+   */
+  info(): { simd: NativeSimd; threads: number; avx2Available: boolean; avx512Available: boolean; zmmFaster: boolean; fma512Ratio: number };
   setSimd(name: NativeSimd): NativeSimd;
 }
 

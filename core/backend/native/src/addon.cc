@@ -14,6 +14,10 @@
 
 #include "common.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -56,23 +60,62 @@ double probe_gflops(double (*probe)(int64_t), int64_t iters) {
   return flops / std::max(s, 1e-9) / 1e9;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+// Seconds for `iters` steps of 12 independent FMA chains on the calling thread only (the pool is
+// not started: its size may not be set yet when the addon loads), with 256- or 512-bit vectors.
+__attribute__((target("avx2,fma,avx512f"))) double fma_chains_seconds(bool wide, int64_t iters) {
+  volatile float init = 1.0f, mul = 0.999999f, add = 1e-7f;
+  const auto t0 = std::chrono::steady_clock::now();
+  float sum = 0.f;
+  if (wide) {
+    __m512 a[12];
+    for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(init + i);
+    const __m512 m = _mm512_set1_ps(mul), c = _mm512_set1_ps(add);
+    for (int64_t k = 0; k < iters; ++k)
+      for (int i = 0; i < 12; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+    for (int i = 0; i < 12; ++i) sum += _mm512_reduce_add_ps(a[i]);
+  } else {
+    __m256 a[12];
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(init + i);
+    const __m256 m = _mm256_set1_ps(mul), c = _mm256_set1_ps(add);
+    for (int64_t k = 0; k < iters; ++k)
+      for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    alignas(32) float t[8];
+    for (int i = 0; i < 12; ++i) {
+      _mm256_store_ps(t, a[i]);
+      for (float v : t) sum += v;
+    }
+  }
+  volatile float keep = sum;
+  (void)keep;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+#endif
+
 // Whether this core's 512-bit FMA rate is well above its 256-bit one (two full-width 512-bit
 // units, as on AMD Zen 5 and Xeons with two FMA ports; Zen 4 splits a zmm FMA in two, so its
-// rates are equal): only then do the zmm convolutions (kernels_avx512z.cc) pay. Measured once, the
-// best of three short runs of each probe (~2 ms in all); the threshold of 1.5 sits between the
-// ratios such cores give (about 2 and about 1).
-bool zmm_fma_faster() {
-  static const bool faster = [] {
-    if (!cpu_has_avx512vl()) return false;
-    double r256 = 0.0, r512 = 0.0;
-    for (int round = 0; round < 3; ++round) {
-      r256 = std::max(r256, probe_gflops(avx512::table.fma_probe, 1 << 17));
-      r512 = std::max(r512, probe_gflops(avx512::table.fma_probe512, 1 << 17));
+// rates are equal): only then do the zmm convolutions (kernels_avx512z.cc) pay. Measured once on
+// the loading thread, the best of five short runs of each width (~4 ms in all); the threshold of
+// 1.5 sits between the ratios such cores give (about 2 and about 1).
+// The measured ratio of the 512-bit to the 256-bit FMA rate (0 without AVX-512).
+double zmm_fma_ratio() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const double ratio = [] {
+    if (!cpu_has_avx512vl()) return 0.0;
+    double t256 = 1e30, t512 = 1e30;
+    for (int round = 0; round < 5; ++round) {
+      t256 = std::min(t256, fma_chains_seconds(false, 1 << 16));
+      t512 = std::min(t512, fma_chains_seconds(true, 1 << 16));
     }
-    return r512 >= 1.5 * r256;
+    // Same instruction count, twice the flops per 512-bit FMA.
+    return 2.0 * t256 / std::max(t512, 1e-12);
   }();
-  return faster;
+  return ratio;
+#else
+  return 0.0;
+#endif
 }
+bool zmm_fma_faster() { return zmm_fma_ratio() >= 1.5; }
 
 // Output arrays are freshly allocated by JS (calloc -> mmap for large sizes), so the kernel's
 // first writes page-fault; on Linux with THP in 'madvise' mode, asking for huge pages makes those
@@ -1048,7 +1091,7 @@ napi_value make_string(napi_env env, const char* s) {
   return v;
 }
 
-// info() -> { simd, threads, avx2Available, avx512Available, zmmFaster }
+// info() -> { simd, threads, avx2Available, avx512Available, zmmFaster, fma512Ratio }
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value obj, v;
   napi_create_object(env, &obj);
@@ -1061,6 +1104,8 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, obj, "avx512Available", v);
   napi_get_boolean(env, zmm_fma_faster(), &v);
   napi_set_named_property(env, obj, "zmmFaster", v);
+  napi_create_double(env, zmm_fma_ratio(), &v);
+  napi_set_named_property(env, obj, "fma512Ratio", v);
   return obj;
 }
 
