@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
+  cpuGeneration,
+  describeMachine,
   aggregateCaseMetrics,
   canonicalColumns,
   parseCsv,
@@ -279,5 +281,16 @@ describe('summary', () => {
     const text = renderSummary('exp', [row({ status: 'did-not-fit' })], { date: new Date(0) });
     expect(text).toContain('No trial finished with status ok.');
     expect(() => regenerateSummary(dir)).toThrow(/no trials/);
+  });
+});
+
+describe('describeMachine', () => {
+  it('names the x86 CPU family and model, which a VM\'s generic model name hides', () => {
+    const info = 'processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n';
+    expect(cpuGeneration(info)).toBe('family 26 model 2');
+    expect(cpuGeneration('processor\t: 0\nmodel name\t: ARMv8\n')).toBeNull();
+    // On this machine: the string it writes into every record carries the generation where /proc/cpuinfo has it.
+    const here = cpuGeneration();
+    if (here !== null) expect(describeMachine()).toContain(`(${here}), `);
   });
 });

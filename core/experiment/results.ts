@@ -218,7 +218,27 @@ export function aggregateCaseMetrics(perCase: { name: string; dice: number; hd95
 export function describeMachine(): string {
   const cpus = os.cpus();
   const model = cpus[0]?.model?.trim() || 'unknown CPU';
-  return `${model}, ${cpus.length} cores, ${formatBytes(os.totalmem())} RAM, ${os.platform()} ${os.arch()}, Node ${process.version}`;
+  const generation = cpuGeneration();
+  return `${model}${generation ? ` (${generation})` : ''}, ${cpus.length} cores, ${formatBytes(os.totalmem())} RAM, ${os.platform()} ${os.arch()}, Node ${process.version}`;
+}
+
+/**
+ * The x86 CPU family and model from /proc/cpuinfo (Linux), e.g. 'family 26 model 2', or null. A VM can
+ * name its CPU only 'AMD EPYC', which covers generations whose speeds differ by 2x (Zen 4, family 25;
+ * Zen 5, family 26, with full-width 512-bit FMA units).
+ */
+export function cpuGeneration(cpuinfo?: string): string | null {
+  let text = cpuinfo;
+  if (text === undefined) {
+    try {
+      text = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    } catch {
+      return null;
+    }
+  }
+  const family = /^cpu family\s*:\s*(\d+)/m.exec(text)?.[1];
+  const model = /^model\s*:\s*(\d+)/m.exec(text)?.[1];
+  return family !== undefined && model !== undefined ? `family ${family} model ${model}` : null;
 }
 
 // ---------------------------------------------------------------------------------------------------------
