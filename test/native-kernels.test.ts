@@ -29,6 +29,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   bufferCache,
   bufferRelease,
+  copyFloats,
   shareNativeOutputs,
   nativeAddon,
   nativeStatus,
@@ -887,3 +888,21 @@ describe.skipIf(!status.loaded)(
     });
   },
 );
+
+describe('copyFloats (bulk copies on the native pool, e.g. the host link staging swap-outs)', () => {
+  it('copies exactly: below 1 MiB, at 1 MiB and more with a tail of rows, into a longer or shared destination; refuses a shorter one', () => {
+    for (const n of [1000, 1 << 18, (1 << 18) + 4096 * 3 + 17, 3_000_001]) {
+      const src = new Float32Array(n);
+      for (let i = 0; i < n; i++) src[i] = (i % 9973) - 0.5 * (i % 7);
+      for (const dst of [new Float32Array(n + 5).fill(-7), new Float32Array(new SharedArrayBuffer(4 * n))]) {
+        copyFloats(dst, src);
+        let differ = 0;
+        for (let i = 0; i < n; i++) if (dst[i] !== src[i]) differ++;
+        expect(differ, `n = ${n}`).toBe(0);
+        // Nothing past the source's length is written.
+        for (let i = n; i < dst.length; i++) expect(dst[i]).toBe(-7);
+      }
+    }
+    expect(() => copyFloats(new Float32Array(3), new Float32Array(4))).toThrow(/destination has 3 elements, source 4/);
+  });
+});

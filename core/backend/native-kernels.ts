@@ -214,6 +214,25 @@ export function activeAddon(): NativeAddon | null {
   return capabilities().nativeKernels ? nativeAddon() : null;
 }
 
+/**
+ * `dst.set(src)`, on the native pool's threads where the addon is active and `src` has 1 MiB or more
+ * (rows of 16 KiB, copied in parallel by copyBox); a plain `set` otherwise. For bulk copies on the main
+ * thread, such as the emulated host link's staging of swap-outs, where one thread's memcpy would leave the
+ * other cores idle. `dst` must have at least src.length elements.
+ */
+export function copyFloats(dst: Float32Array, src: Float32Array): void {
+  if (dst.length < src.length) throw new Error(`copyFloats: destination has ${dst.length} elements, source ${src.length}`);
+  const a = src.byteLength >= 1 << 20 ? activeAddon() : null;
+  const C = 4096;
+  const R = Math.floor(src.length / C);
+  if (!a || R === 0) {
+    dst.set(src);
+    return;
+  }
+  a.copyBox(src, dst, Float64Array.from([1, 1, 1, 1, R, C, 0, 0, 0, 0, C, 1, 0, 0, 0, 0, C, 1, 0, 0]));
+  if (R * C < src.length) dst.set(src.subarray(R * C), R * C);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------

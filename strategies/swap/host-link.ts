@@ -20,9 +20,10 @@
  * - A worker can read only SharedArrayBuffers. While a copying link is open, the native kernels write
  *   their outputs of 64 KiB or more into SharedArrayBuffers (core/backend shareNativeOutputs, from the
  *   swap store), and a swapped-in tensor lives on one: the workers copy those, in both directions. A
- *   source in an ordinary ArrayBuffer (tfjs's own JavaScript kernels' outputs) is copied into the host
- *   buffer on the main thread first (`stagingSeconds` in `stats`; a GPU's copy engine would not use the
- *   CPU for this).
+ *   source in an ordinary ArrayBuffer (tfjs's own JavaScript kernels' outputs, and every output with
+ *   `outCopy: 'main'`) is copied into the host buffer on the main thread first, by the native pool's
+ *   threads where the addon is active (`stagingSeconds` in `stats`; a GPU's copy engine would not use
+ *   the CPU for this).
  * - A transfer cannot be faster than the worker's memcpy: where `bytes / bandwidth` is shorter than the
  *   copy (very fast links, e.g. 75 GB/s NVLink on a machine that copies at 10 GB/s), the transfer takes
  *   the copy's time; `stats` reports that as `overrunSeconds`.
@@ -43,6 +44,7 @@
  * `tf.tensor(values)` (host→device); see strategies/swap.ts.
  */
 import { Worker } from 'node:worker_threads';
+import { copyFloats } from '../../core/backend/index.js';
 
 export interface HostLinkOptions {
   /** Bytes per second, per direction (e.g. 16e9 for PCIe Gen3 ×16, 75e9 for NVLink 2.0). */
@@ -295,9 +297,10 @@ export class HostLink {
     const host = this.allocate(src.byteLength) as PooledHostBuffer;
     const shared = src.buffer instanceof SharedArrayBuffer ? src.buffer : null;
     if (!shared) {
-      // A worker cannot read an ordinary ArrayBuffer: stage it on this thread (see the file's header).
+      // A worker cannot read an ordinary ArrayBuffer: stage it on this thread (see the file's header),
+      // with the native pool's threads where the addon is active (they are idle meanwhile).
       const t0 = performance.now();
-      host.data.set(src);
+      copyFloats(host.data, src);
       this.counters.stagingSeconds += (performance.now() - t0) / 1000;
       this.counters.stagedBytes += src.byteLength;
     }

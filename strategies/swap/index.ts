@@ -92,7 +92,7 @@ const settings = defineSettings({
     values: ['main', 'worker'],
     default: 'main',
     description:
-      "who copies a swap-out into host memory on the emulated link (swap-ins are always a lane worker's): 'worker', a lane worker (the native kernels then write shareable outputs), as a GPU's copy engine would; 'main', the main thread when the transfer is issued. On a 2-core CPU 'main' was the faster (the lane worker competes with the compute threads for the cores: results/bench, results/tflms-tuning-copies)",
+      "who copies a swap-out into host memory on the emulated link (swap-ins are always a lane worker's): 'worker', a lane worker (the native kernels then write shareable outputs), as a GPU's copy engine would; 'main', the main thread when the transfer is issued (with the native pool's threads where the addon is active). On a 2-core CPU 'main' was the faster (the lane worker competes with the compute threads for the cores: results/bench, results/tflms-tuning-copies)",
   },
   linkCopies: {
     type: 'boolean',
