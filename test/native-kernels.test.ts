@@ -227,6 +227,10 @@ describe.skipIf(!status.loaded)(
         { x: [1, 5, 6, 27, 64], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         { x: [2, 7, 6, 19, 16], co: 32, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
         { x: [1, 16, 16, 17, 32], co: 48, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        // Backprop-filter tiles of 13-16 input channels with one vector of output channels (kMaxRC):
+        // 16 x 8 and 15 x 5 (masked) on the 8-lane paths, 16 x 16 on the zmm one (above).
+        { x: [1, 5, 6, 9, 16], co: 8, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 4, 6, 11, 15], co: 5, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         // Filters larger than the kernels' L2 budget: weights are processed in several passes.
         { x: [1, 4, 5, 3, 200], co: 136, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
       ];
@@ -648,6 +652,7 @@ describe.skipIf(!status.loaded)(
         { x: [1, 3, 3, 9, 128], co: 256, k: 3, s: 1 },
         { x: [2, 8, 7, 21, 16], co: 32, k: 3, s: 2 },
         { x: [1, 6, 5, 23, 24], co: 16, k: 3, s: 1 }, // ci not a multiple of 16: forward zmm, backprop-input ymm
+        { x: [1, 5, 6, 22, 16], co: 16, k: 3, s: 2 },
         { x: [1, 16, 16, 20, 32], co: 16, k: 1, s: 1 },
       ];
       for (const c of cases) {
