@@ -260,11 +260,17 @@ describe.skipIf(!status.loaded)(
         tf.dispose([x, filter]);
       });
 
-      it('Conv3D on a larger shape (both threads busy)', () => {
+      it('Conv3D and its input gradient on a larger shape (both threads busy; rows in chunks that reuse border strips)', () => {
         const x = rand([2, 12, 14, 16, 16]);
         const filter = rand([3, 3, 3, 16, 32]);
         const rel = compareWithTfjs('Conv3D', { x, filter }, { strides: [1, 1, 1], pad: 'same', dataFormat: 'NDHWC', dilations: [1, 1, 1] });
         expect(rel).toBeLessThanOrEqual(TOL);
+        for (const s of [1, 2]) {
+          const dy = rand([2, 12 / s, 14 / s, 16 / s, 32]);
+          const bin = compareWithTfjs('Conv3DBackpropInputV2', { dy, filter }, { strides: [s, s, s], pad: 'same', inputShape: [2, 12, 14, 16, 16] });
+          expect(bin, `stride ${s}`).toBeLessThanOrEqual(TOL);
+          dy.dispose();
+        }
         tf.dispose([x, filter]);
       });
 
