@@ -92,12 +92,10 @@ __attribute__((target("avx2,fma,avx512f"))) double fma_chains_seconds(bool wide,
 }
 #endif
 
-// Whether this core's 512-bit FMA rate is well above its 256-bit one (two full-width 512-bit
-// units, as on AMD Zen 5 and Xeons with two FMA ports; Zen 4 splits a zmm FMA in two, so its
-// rates are equal): only then do the zmm convolutions (kernels_avx512z.cc) pay. Measured once on
-// the loading thread, the best of five short runs of each width (~4 ms in all); the threshold of
-// 1.5 sits between the ratios such cores give (about 2 and about 1).
-// The measured ratio of the 512-bit to the 256-bit FMA rate (0 without AVX-512).
+// The ratio of this core's 512-bit to its 256-bit FMA rate (0 without AVX-512): about 2 with two
+// full-width 512-bit units (AMD Zen 5, Xeons with two FMA ports), about 1 where a zmm FMA is split
+// in two (Zen 4). Only at the former do the zmm convolutions (kernels_avx512z.cc) pay. Measured
+// once on the loading thread, the best of five short runs of each width (~4 ms in all).
 double zmm_fma_ratio() {
 #if defined(__x86_64__) || defined(__i386__)
   static const double ratio = [] {
@@ -115,6 +113,7 @@ double zmm_fma_ratio() {
   return 0.0;
 #endif
 }
+// Whether the zmm convolutions are the default: the threshold sits between the two ratios above.
 bool zmm_fma_faster() { return zmm_fma_ratio() >= 1.5; }
 
 // Output arrays are freshly allocated by JS (calloc -> mmap for large sizes), so the kernel's
