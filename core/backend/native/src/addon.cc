@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "common.h"
@@ -115,6 +116,29 @@ double zmm_fma_ratio() {
 }
 // Whether the zmm convolutions are the default: the threshold sits between the two ratios above.
 bool zmm_fma_faster() { return zmm_fma_ratio() >= 1.5; }
+
+// The compiled code path of that name (its table's kIsaName: 'portable', 'avx2-fma', 'avx512vl',
+// 'avx512-zmm'), or nullptr. (Off x86 every table is the portable code, named 'portable'.)
+const KernelTable* table_named(const char* name) {
+  for (const KernelTable* t : {&portable::table, &avx2::table, &avx512::table, &avx512z::table})
+    if (std::strcmp(t->name, name) == 0) return t;
+  return nullptr;
+}
+
+// What code path `t` needs that this CPU lacks, or nullptr where it runs here.
+const char* cpu_lacks_for(const KernelTable* t) {
+  if (t == &avx2::table) return cpu_has_avx2_fma() ? nullptr : "AVX2/FMA";
+  if (t == &avx512::table || t == &avx512z::table) return cpu_has_avx512vl() ? nullptr : "AVX-512F/VL";
+  return nullptr;
+}
+
+// The best code path this CPU runs: zmm convolutions only where 512-bit FMAs run faster than
+// 256-bit ones (zmm_fma_faster).
+const KernelTable* best_table() {
+  if (!cpu_has_avx2_fma()) return &portable::table;
+  if (!cpu_has_avx512vl()) return &avx2::table;
+  return zmm_fma_faster() ? &avx512z::table : &avx512::table;
+}
 
 // Output arrays are freshly allocated by JS (calloc -> mmap for large sizes), so the kernel's
 // first writes page-fault; on Linux with THP in 'madvise' mode, asking for huge pages makes those
@@ -1116,40 +1140,22 @@ napi_value SetSimd(napi_env env, napi_callback_info info) {
   char buf[32] = {0};
   size_t len = 0;
   CHECK(napi_get_value_string_utf8(env, a.argv[0], buf, sizeof(buf), &len) == napi_ok, "setSimd: expected a string");
-  if (std::strcmp(buf, "portable") == 0) {
-    g_table = &portable::table;
-  } else if (std::strcmp(buf, "avx2-fma") == 0) {
-    CHECK(cpu_has_avx2_fma(), "setSimd: this CPU lacks AVX2/FMA");
-    g_table = &avx2::table;
-  } else if (std::strcmp(buf, "avx512vl") == 0) {
-    CHECK(cpu_has_avx512vl(), "setSimd: this CPU lacks AVX-512F/VL");
-    g_table = &avx512::table;
-  } else if (std::strcmp(buf, "avx512-zmm") == 0) {
-    CHECK(cpu_has_avx512vl(), "setSimd: this CPU lacks AVX-512F/VL");
-    g_table = &avx512z::table;
-  } else {
-    return throw_error(env, "setSimd: unknown code path");
+  const KernelTable* t = table_named(buf);
+  CHECK(t != nullptr, "setSimd: unknown code path");
+  if (const char* lacks = cpu_lacks_for(t)) {
+    const std::string msg = std::string("setSimd: this CPU lacks ") + lacks;
+    return throw_error(env, msg.c_str());
   }
+  g_table = t;
   return make_string(env, g_table->name);
 }
 
 napi_value Init(napi_env env, napi_value exports) {
-  // The best this CPU has, unless VOLSEG_NATIVE_SIMD names a path (one the CPU lacks falls back
-  // to the best it has below it).
+  // The best this CPU has, unless VOLSEG_NATIVE_SIMD names a path it runs (one it lacks, or an
+  // unknown name, gives the best it has).
   const char* force = std::getenv("VOLSEG_NATIVE_SIMD");
-  const auto wants = [&](const char* name) { return force && std::strcmp(force, name) == 0; };
-  if (wants("portable") || !cpu_has_avx2_fma()) {
-    g_table = &portable::table;
-  } else if (wants("avx2-fma") || !cpu_has_avx512vl()) {
-    g_table = &avx2::table;
-  } else if (wants("avx512-zmm")) {
-    g_table = &avx512z::table;
-  } else if (wants("avx512vl")) {
-    g_table = &avx512::table;
-  } else {
-    // zmm convolutions only where 512-bit FMAs run faster than 256-bit ones (zmm_fma_faster).
-    g_table = zmm_fma_faster() ? &avx512z::table : &avx512::table;
-  }
+  const KernelTable* forced = force ? table_named(force) : nullptr;
+  g_table = forced && !cpu_lacks_for(forced) ? forced : best_table();
   const napi_property_descriptor props[] = {
       {"conv3d", nullptr, Conv3D, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv3dBackpropInput", nullptr, Conv3DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
