@@ -37,9 +37,33 @@ export interface StepProfile {
   /** The FMA peak measured before and after the profiled steps (mean), GFLOP/s; null without the addon. */
   fmaPeak: number | null;
   kernels: KernelTime[];
+  /**
+   * The convolutions by layer shape: one entry per (kernel, input shape, filter shape, strides), slowest
+   * first, so that the weakest layers can be named. Absent in records made before it was added.
+   */
+  convShapes?: ConvShapeTime[];
+}
+
+export interface ConvShapeTime {
+  kernel: string;
+  /** The forward's input x as [d, h, w, ci] (batch 1), the filter as [kd, kh, kw, ci, co]. */
+  x: number[];
+  filter: number[];
+  strides: number[];
+  msPerStep: number;
+  callsPerStep: number;
+  gflops: number;
 }
 
 const CONV = new Set(['Conv3D', 'Conv3DBackpropInputV2', 'Conv3DBackpropFilterV2']);
+
+/** A convolution call's forward shapes: x (batch dropped), filter and strides, whichever gradient it is. */
+function convShape(kernel: string, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>): { x: number[]; filter: number[]; strides: number[] } {
+  const filter = kernel === 'Conv3DBackpropFilterV2' ? (attrs.filterShape as number[]) : [...inputs.filter!.shape];
+  const x = kernel === 'Conv3DBackpropInputV2' ? (attrs.inputShape as number[]) : [...inputs.x!.shape];
+  const strides = (attrs.strides as number[] | undefined) ?? [1, 1, 1, 1, 1];
+  return { x: x.slice(1), filter, strides: strides.length === 5 ? strides.slice(1, 4) : strides };
+}
 
 /** 2·(output positions·Co)·k³·Ci of a convolution call: the forward's y, or the gradients' dy. */
 function convFlops(kernel: string, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>, out: tf.TensorInfo): number {
@@ -54,6 +78,7 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
   const setup: TrainingSetup = { net, params: initParams(net, 0), optimizer: new Adam({ learningRate: 1e-3 }), plan: {}, loss: 'dice+ce', optimizerInBackward: true };
   const executor = new Executor(net);
   const totals = new Map<string, { ms: number; calls: number; flops: number }>();
+  const byShape = new Map<string, { kernel: string; x: number[]; filter: number[]; strides: number[]; ms: number; calls: number; flops: number }>();
   let timing = false;
   // [start, end] of every timed kernel call, in order: a GC pause can start inside one (an output's
   // allocation), and is then taken out of the kernels' time.
@@ -72,7 +97,19 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
       const e = totals.get(k.kernelName) ?? { ms: 0, calls: 0, flops: 0 };
       e.ms += dt;
       e.calls++;
-      if (CONV.has(k.kernelName)) e.flops += convFlops(k.kernelName, args.inputs as Record<string, tf.TensorInfo>, args.attrs as Record<string, unknown>, (Array.isArray(r) ? r[0] : r) as tf.TensorInfo);
+      if (CONV.has(k.kernelName)) {
+        const inputs = args.inputs as Record<string, tf.TensorInfo>;
+        const attrs = args.attrs as Record<string, unknown>;
+        const flops = convFlops(k.kernelName, inputs, attrs, (Array.isArray(r) ? r[0] : r) as tf.TensorInfo);
+        e.flops += flops;
+        const shape = convShape(k.kernelName, inputs, attrs);
+        const key = `${k.kernelName} ${shape.x} ${shape.filter} ${shape.strides}`;
+        const s = byShape.get(key) ?? { kernel: k.kernelName, ...shape, ms: 0, calls: 0, flops: 0 };
+        s.ms += dt;
+        s.calls++;
+        s.flops += flops;
+        byShape.set(key, s);
+      }
       totals.set(k.kernelName, e);
       return r;
     };
@@ -111,6 +148,9 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
       otherMs: wallMs - kernelMs - gcMs,
       fmaPeak: p0 === null || p1 === null ? null : (p0 + p1) / 2,
       kernels,
+      convShapes: [...byShape.values()]
+        .map((e): ConvShapeTime => ({ kernel: e.kernel, x: e.x, filter: e.filter, strides: e.strides, msPerStep: e.ms / steps, callsPerStep: e.calls / steps, gflops: e.flops / (e.ms * 1e6) }))
+        .sort((a, b) => b.msPerStep - a.msPerStep),
     };
     log(`  profiled ${steps} owned steps: ${wallMs.toFixed(0)} ms a step, ${kernelMs.toFixed(0)} in kernels, ${gcMs.toFixed(0)} in GC pauses, ${profile.otherMs.toFixed(0)} else`);
     return profile;

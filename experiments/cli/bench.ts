@@ -111,6 +111,14 @@ function formatProfile(p: StepProfile): string {
   ];
   for (const k of p.kernels.filter((k) => k.msPerStep >= 0.5))
     lines.push(`- ${k.kernel}: ${k.msPerStep.toFixed(1)} ms, ${k.callsPerStep.toFixed(0)} calls${k.gflops === null ? '' : `, ${k.gflops.toFixed(0)} GFLOP/s${p.fmaPeak ? ` (${((100 * k.gflops) / p.fmaPeak).toFixed(0)}%)` : ''}`}`);
+  if (p.convShapes?.length) {
+    lines.push('', 'The convolutions by layer (x as d×h×w×ci, filter k³ ci→co, stride), slowest first:');
+    for (const s of p.convShapes.filter((s) => s.msPerStep >= 0.5)) {
+      const [kd, kh, kw, ci, co] = s.filter;
+      const stride = s.strides.every((v) => v === 1) ? '' : `, stride ${s.strides.join('×')}`;
+      lines.push(`- ${s.kernel} ${s.x.join('×')}, ${kd}×${kh}×${kw} ${ci}→${co}${stride}: ${s.msPerStep.toFixed(1)} ms, ${s.callsPerStep.toFixed(0)} calls, ${s.gflops.toFixed(0)} GFLOP/s${p.fmaPeak ? ` (${((100 * s.gflops) / p.fmaPeak).toFixed(0)}%)` : ''}`);
+    }
+  }
   return lines.join('\n');
 }
 
