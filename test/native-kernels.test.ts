@@ -227,6 +227,11 @@ describe.skipIf(!status.loaded)(
         { x: [1, 5, 6, 27, 64], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
         { x: [2, 7, 6, 19, 16], co: 32, k: [3, 3, 3], s: [2, 2, 2], pad: 'same' },
         { x: [1, 16, 16, 17, 32], co: 48, k: [1, 1, 1], s: [1, 1, 1], pad: 'same' },
+        // Rows long enough for narrow border blocks around wide interior ones (the zmm path's
+        // 1-vector tiles of up to 24 positions, input strides 4, 16 and 32).
+        { x: [1, 3, 4, 45, 16], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 3, 3, 41, 4], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
+        { x: [1, 2, 3, 50, 32], co: 16, k: [3, 3, 3], s: [1, 1, 1], pad: 'valid' },
         // Backprop-filter tiles of 13-16 input channels with one vector of output channels (kMaxRC):
         // 16 x 8 and 15 x 5 (masked) on the 8-lane paths, 16 x 16 on the zmm one (above).
         { x: [1, 5, 6, 9, 16], co: 8, k: [3, 3, 3], s: [1, 1, 1], pad: 'same' },
@@ -660,6 +665,12 @@ describe.skipIf(!status.loaded)(
         { x: [1, 6, 5, 23, 24], co: 16, k: 3, s: 1 }, // ci not a multiple of 16: forward zmm, backprop-input ymm
         { x: [1, 5, 6, 22, 16], co: 16, k: 3, s: 2 },
         { x: [1, 16, 16, 20, 32], co: 16, k: 1, s: 1 },
+        // Wide 1-vector tiles (input strides 16, 32, 4; a strided backprop-input reads dy of 32)
+        // between narrow border blocks.
+        { x: [1, 3, 4, 48, 16], co: 16, k: 3, s: 1 },
+        { x: [1, 3, 3, 40, 32], co: 16, k: 3, s: 1 },
+        { x: [1, 3, 3, 41, 4], co: 16, k: 3, s: 1 },
+        { x: [1, 4, 4, 70, 16], co: 32, k: 3, s: 2 },
       ];
       for (const c of cases) {
         it(`${c.x.join('x')} -> ${c.co}, filter ${c.k}, stride ${c.s}`, () => {
