@@ -66,9 +66,8 @@ function convShape(kernel: string, inputs: Record<string, tf.TensorInfo>, attrs:
 }
 
 /** 2·(output positions·Co)·k³·Ci of a convolution call: the forward's y, or the gradients' dy. */
-function convFlops(kernel: string, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>, out: tf.TensorInfo): number {
-  const filterShape = kernel === 'Conv3DBackpropFilterV2' ? (attrs.filterShape as number[]) : inputs.filter!.shape;
-  const [kd, kh, kw, ci] = filterShape as number[];
+function convFlops(kernel: string, filter: number[], inputs: Record<string, tf.TensorInfo>, out: tf.TensorInfo): number {
+  const [kd, kh, kw, ci] = filter;
   const y = kernel === 'Conv3D' ? out : inputs.dy!;
   return 2 * y.shape.reduce((a, b) => a * b, 1) * kd! * kh! * kw! * ci!;
 }
@@ -77,7 +76,7 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
   const { net, x, y } = benchStep(cfg);
   const setup: TrainingSetup = { net, params: initParams(net, 0), optimizer: new Adam({ learningRate: 1e-3 }), plan: {}, loss: 'dice+ce', optimizerInBackward: true };
   const executor = new Executor(net);
-  const totals = new Map<string, { ms: number; calls: number; flops: number }>();
+  const totals = new Map<string, { ms: number; calls: number }>();
   const byShape = new Map<string, { kernel: string; x: number[]; filter: number[]; strides: number[]; ms: number; calls: number; flops: number }>();
   let timing = false;
   // [start, end] of every timed kernel call, in order: a GC pause can start inside one (an output's
@@ -94,20 +93,17 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
       const t1 = performance.now();
       const dt = t1 - t0;
       calls.push(t0, t1);
-      const e = totals.get(k.kernelName) ?? { ms: 0, calls: 0, flops: 0 };
+      const e = totals.get(k.kernelName) ?? { ms: 0, calls: 0 };
       e.ms += dt;
       e.calls++;
       if (CONV.has(k.kernelName)) {
         const inputs = args.inputs as Record<string, tf.TensorInfo>;
-        const attrs = args.attrs as Record<string, unknown>;
-        const flops = convFlops(k.kernelName, inputs, attrs, (Array.isArray(r) ? r[0] : r) as tf.TensorInfo);
-        e.flops += flops;
-        const shape = convShape(k.kernelName, inputs, attrs);
+        const shape = convShape(k.kernelName, inputs, args.attrs as Record<string, unknown>);
         const key = `${k.kernelName} ${shape.x} ${shape.filter} ${shape.strides}`;
         const s = byShape.get(key) ?? { kernel: k.kernelName, ...shape, ms: 0, calls: 0, flops: 0 };
         s.ms += dt;
         s.calls++;
-        s.flops += flops;
+        s.flops += convFlops(k.kernelName, shape.filter, inputs, (Array.isArray(r) ? r[0] : r) as tf.TensorInfo);
         byShape.set(key, s);
       }
       totals.set(k.kernelName, e);
@@ -136,8 +132,14 @@ export async function profileStep(cfg: StepConfig, steps: number, log: (line: st
         gcInKernels += Math.max(0, Math.min(calls[i + 1]!, e.startTime + e.duration) - Math.max(calls[i]!, e.startTime));
     const wallMs = (end - start) / steps;
     const kernelMs = ([...totals.values()].reduce((a, e) => a + e.ms, 0) - gcInKernels) / steps;
+    // A convolution kernel's FLOPs: the sum over its shapes.
+    const convFlopsOf = new Map<string, number>();
+    for (const s of byShape.values()) convFlopsOf.set(s.kernel, (convFlopsOf.get(s.kernel) ?? 0) + s.flops);
     const kernels = [...totals.entries()]
-      .map(([kernel, e]): KernelTime => ({ kernel, msPerStep: e.ms / steps, callsPerStep: e.calls / steps, gflops: e.flops ? e.flops / (e.ms * 1e6) : null }))
+      .map(([kernel, e]): KernelTime => {
+        const flops = convFlopsOf.get(kernel);
+        return { kernel, msPerStep: e.ms / steps, callsPerStep: e.calls / steps, gflops: flops ? flops / (e.ms * 1e6) : null };
+      })
       .sort((a, b) => b.msPerStep - a.msPerStep);
     const profile: StepProfile = {
       step: `unet3d b${cfg.base} d${cfg.depth}, 1x${cfg.edge}x${cfg.edge}x${cfg.edge}x4, full-volume`,
