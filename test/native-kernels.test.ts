@@ -154,6 +154,23 @@ describe.skipIf(!status.loaded)(
       if (hasProjectKernels) expect(originalKernel('VolInstanceNormForward')).toBeTypeOf('function');
     });
 
+    it("tilePeak runs each code path's tile of a 16 → 16 layer and reports it (the bench's conv ceiling)", () => {
+      const a = nativeAddon()!;
+      // The tile channel_blocks and the wide tiles choose for 16 output channels: two 8-lane vectors by 6
+      // positions with 16 vector registers, by 12 with 32 (avx512vl); one 16-lane vector by 24 (zmm).
+      const expected: Record<NativeSimd, [number, number, number]> = { 'avx512-zmm': [24, 1, 16], avx512vl: [12, 2, 8], 'avx2-fma': [6, 2, 8], portable: [6, 2, 8] };
+      try {
+        for (const simd of simdPaths) {
+          setNativeSimd(simd);
+          const t = a.tilePeak(0.01);
+          expect([t.positions, t.vectors, t.lanes], simd).toEqual(expected[simd]);
+          expect(Number.isFinite(t.gflops) && t.gflops > 0, `${simd}: ${t.gflops}`).toBe(true);
+        }
+      } finally {
+        setNativeSimd(defaultSimd);
+      }
+    });
+
     it('VOLSEG_NO_NATIVE=1 puts the JavaScript kernels back; registering again restores native', () => {
       const native = tf.getKernel('Conv3D', 'cpu').kernelFunc;
       process.env.VOLSEG_NO_NATIVE = '1';

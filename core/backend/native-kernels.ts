@@ -122,6 +122,11 @@ export interface NativeAddon {
   /** Measured FMA throughput (GFLOP/s) of the active code path on all pool threads. */
   fmaPeak(seconds?: number): number;
   /**
+   * Measured GFLOP/s of the active code path's convolution micro-kernel on all pool threads, on cached
+   * inputs: the tile a 3x3x3 16 -> 16 layer's row interior uses (positions x vectors of lanes channels).
+   */
+  tilePeak(seconds?: number): { gflops: number; positions: number; vectors: number; lanes: number };
+  /**
    * zmmFaster: the load-time probe (one thread) found the 512-bit FMA rate at least 1.5x the 256-bit one
    * (fma512Ratio, 0 without AVX-512), so avx512-zmm is the default.
    */

@@ -86,6 +86,42 @@ export function measuredFmaPeak(seconds = 0.2): number | null {
   return a.fmaPeak(seconds);
 }
 
+/** The convolution micro-kernel's in-cache ceiling (measuredTileCeiling). */
+export interface TileCeiling {
+  /** The tile: output positions × vectors of output channels, and the code path. */
+  tile: string;
+  /** Median over the rounds, GFLOP/s. */
+  gflops: number;
+  /** Median over the rounds of the tile's GFLOP/s over the FMA peak measured just before and just after it. */
+  share: number;
+  /** Each round's share. */
+  shares: number[];
+}
+
+/**
+ * What the convolution micro-kernel itself reaches with its data in cache, beside the FMA peak: the tile
+ * that the interior of a 3×3×3, 16 → 16 channel layer's rows uses (the layers the 64³ step spends most in)
+ * runs on one tile's inputs and filter, repeated (the addon's tilePeak), between two FMA probes, `rounds`
+ * times. Its share of the FMA peak is the ceiling the convolutions' own loads and broadcasts set, with no
+ * cache misses, zero-padded strips or scheduling; null without the addon.
+ */
+export function measuredTileCeiling(rounds = 5, seconds = 0.2): TileCeiling | null {
+  const a = nativeAddon();
+  if (!a || !nativeStatus().loaded) return null;
+  const gflops: number[] = [];
+  const shares: number[] = [];
+  let tile = '';
+  for (let r = 0; r < rounds; r++) {
+    const before = a.fmaPeak(seconds);
+    const t = a.tilePeak(seconds);
+    const after = a.fmaPeak(seconds);
+    gflops.push(t.gflops);
+    shares.push(t.gflops / ((before + after) / 2));
+    tile = `${t.positions} positions × ${t.vectors} vector${t.vectors === 1 ? '' : 's'} of ${t.lanes} channels (${nativeStatus().simd})`;
+  }
+  return { tile, gflops: median(gflops), share: median(shares), shares: shares.map((s) => Math.round(s * 1000) / 1000) };
+}
+
 export function machineInfo(): MachineInfo {
   let cpuModel = os.cpus()[0]?.model ?? 'unknown';
   let ghz = (os.cpus()[0]?.speed ?? 0) / 1000;

@@ -12,6 +12,7 @@ import {
   kernelBenchRows,
   machineInfo,
   measuredFmaPeak,
+  measuredTileCeiling,
   type BenchOptions,
   type BenchRow,
 } from './bench-kernels.js';
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
   if (peakBefore !== null) {
     log(`FMA peak measured (${m.native.simd}, ${m.native.threads} threads, 12 FMA chains each; 256-bit vectors, and 512-bit where the code path has AVX-512, the larger): ${peakBefore.toFixed(0)} GFLOP/s`);
   }
+  const tile = measuredTileCeiling();
+  if (tile) log(`conv micro-kernel in cache (${tile.tile}, the 16 → 16 layers' tile): ${tile.gflops.toFixed(0)} GFLOP/s, ${(100 * tile.share).toFixed(0)}% of the FMA peak around it (median of ${tile.shares.length} rounds): the convolutions' own ceiling`);
   log(
     m.native.loaded
       ? `native kernels: loaded (${m.native.simd}, ${m.native.threads} threads, ${m.native.kernels.length} kernels)`
@@ -82,9 +85,9 @@ async function main(): Promise<void> {
     mkdirSync(dir, { recursive: true });
     const peak = measured > 0 ? measured : m.fmaPeakGflops;
     const command = ['npm run bench --', ...process.argv.slice(2)].join(' ');
-    const doc = { date: new Date().toISOString(), machine: describeMachine(), command, options, fmaPeakGflops: measured > 0 ? measured : null, rows, profile };
+    const doc = { date: new Date().toISOString(), machine: describeMachine(), command, options, fmaPeakGflops: measured > 0 ? measured : null, tileCeiling: tile, rows, profile };
     writeFileSync(join(dir, 'bench.json'), `${JSON.stringify(doc, null, 2)}\n`);
-    writeFileSync(join(dir, 'bench.md'), `# ${command}\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
+    writeFileSync(join(dir, 'bench.md'), `# ${command}\n\n- Date: ${doc.date}\n- Machine: ${doc.machine}\n- FMA peak measured: ${measured > 0 ? `${measured.toFixed(0)} GFLOP/s` : 'n/a'}\n${tile ? `- Conv micro-kernel in cache (${tile.tile}): ${tile.gflops.toFixed(0)} GFLOP/s, ${(100 * tile.share).toFixed(0)}% of the FMA peak around it (rounds: ${tile.shares.map((x) => `${(100 * x).toFixed(0)}%`).join(', ')})\n` : ''}\n\`\`\`\n${formatTable(rows, peak)}\n\`\`\`\n\n${formatProfile(profile)}\n`);
     log(`wrote ${join(dir, 'bench.json')} and bench.md`);
   }
   if (json) {

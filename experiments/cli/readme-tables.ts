@@ -32,7 +32,7 @@ import {
 } from '../../core/experiment/index.js';
 import { bytesText, readMicroctRecords, recordsOverview } from './microct-records.js';
 // Types only (erased): the record's shape as the bench writes it, without loading the bench's modules.
-import type { BenchOptions, BenchRow } from './bench-kernels.js';
+import type { BenchOptions, BenchRow, TileCeiling } from './bench-kernels.js';
 import type { StepProfile } from './bench-profile.js';
 
 type Rows = TrialRow[];
@@ -439,7 +439,7 @@ export const README_BLOCKS: Record<string, Block> = {
   bench: (ctx) => {
     const file = join(ctx.root, 'results', 'bench', 'bench.json');
     if (!existsSync(file)) throw new Error(`${file}: missing; run npm run bench -- --record`);
-    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; rows: BenchRow[]; profile?: StepProfile; options?: Partial<BenchOptions>; command?: string };
+    const doc = JSON.parse(readFileSync(file, 'utf8')) as { date: string; machine: string; fmaPeakGflops: number | null; tileCeiling?: TileCeiling | null; rows: BenchRow[]; profile?: StepProfile; options?: Partial<BenchOptions>; command?: string };
     // The command line the record stores; records made before it did rebuild it from their options.
     const command = doc.command ?? `npm run bench -- --record${doc.options?.quick ? ' --quick' : ''}${doc.options?.repeats !== undefined && doc.options.repeats !== 7 ? ` --repeats ${doc.options.repeats}` : ''}`;
     const prof = doc.profile;
@@ -466,7 +466,7 @@ export const README_BLOCKS: Record<string, Block> = {
     const steps = doc.rows.filter((r) => r.strategy !== null);
     const peak = doc.fmaPeakGflops;
     return [
-      `Records: \`${command}\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${peak ? `${peak.toFixed(0)} GFLOP/s` : 'n/a'}.`,
+      `Records: \`${command}\` (results/bench/bench.json, ${doc.date.slice(0, 10)}); machine: ${doc.machine}; FMA peak measured: ${peak ? `${peak.toFixed(0)} GFLOP/s` : 'n/a'}${doc.tileCeiling ? `; the convolution micro-kernel with its data in cache (${doc.tileCeiling.tile}, the tile of the 16 → 16 layers): ${doc.tileCeiling.gflops.toFixed(0)} GFLOP/s, ${(100 * doc.tileCeiling.share).toFixed(0)}% of the FMA peak around it, the convolutions' own ceiling` : ''}.`,
       '',
       ...table(
         ['kernel', 'shape', 'backend', 'ms', 'GFLOP/s'],

@@ -550,6 +550,37 @@ napi_value FmaPeak(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// tilePeak(seconds) -> { gflops, positions, vectors, lanes }: GFLOP/s of the active code path's
+// convolution micro-kernel on all pool threads, for the tile a 3x3x3 16 -> 16 layer's row interior
+// uses (positions x vectors of lanes output channels), on cached inputs (tile_probe), run for about
+// `seconds`: the ceiling below the FMA peak that the convolutions' own loads and broadcasts set.
+napi_value TilePeak(napi_env env, napi_callback_info info) {
+  Args a;
+  CHECK(a.ok(env, info), "tilePeak: bad arguments");
+  double seconds = 0.1;
+  if (a.argc >= 1) number(env, a.argv[0], &seconds);
+  seconds = std::min(std::max(seconds, 0.005), 5.0);
+  int tile[3] = {0, 0, 0};
+  const int64_t calib = 1 << 8;
+  const auto t0 = std::chrono::steady_clock::now();
+  g_table->tile_probe(calib, tile);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t iters = std::max<int64_t>(calib, static_cast<int64_t>(calib * seconds / std::max(s, 1e-9)));
+  const auto t1 = std::chrono::steady_clock::now();
+  const double flops = g_table->tile_probe(iters, nullptr);
+  const double s1 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  napi_value obj, v;
+  napi_create_object(env, &obj);
+  napi_create_double(env, flops / std::max(s1, 1e-9) / 1e9, &v);
+  napi_set_named_property(env, obj, "gflops", v);
+  const char* names[3] = {"positions", "vectors", "lanes"};
+  for (int i = 0; i < 3; ++i) {
+    napi_create_int32(env, tile[i], &v);
+    napi_set_named_property(env, obj, names[i], v);
+  }
+  return obj;
+}
+
 bool f64(napi_env env, napi_value v, const double** data, size_t* len) {
   void* d = nullptr;
   if (!typed_array(env, v, napi_float64_array, &d, len)) return false;
@@ -1180,6 +1211,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"lossGrad", nullptr, LossGrad, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adam", nullptr, Adam, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"fmaPeak", nullptr, FmaPeak, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"tilePeak", nullptr, TilePeak, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"allocBuffer", nullptr, AllocBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"bufferCache", nullptr, BufferCacheInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"releaseBuffer", nullptr, ReleaseBuffer, nullptr, nullptr, nullptr, napi_default, nullptr},

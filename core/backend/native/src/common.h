@@ -89,6 +89,10 @@ struct KernelTable {
   void (*softmax)(int64_t rows, int64_t cols, const float* x, float* out);
   // The FMA probe with 512-bit vectors (AVX-512 builds; nullptr elsewhere).
   double (*fma_probe512)(int64_t iters);
+  // Runs `iters` calls of the convolution micro-kernel a 16 -> 16 channel 3x3x3 layer's row interior
+  // uses, on one tile's cached inputs, on every pool thread; returns flops, and in tile (when not
+  // null) its positions, vectors and lanes (kernels_impl.inc).
+  double (*tile_probe)(int64_t iters, int* tile);
 };
 
 namespace portable { extern const KernelTable table; }
