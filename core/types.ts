@@ -37,6 +37,9 @@ export interface NiftiGeometry {
   source?: string;
 }
 
+/** The unit of a data set's voxel spacing (Dataset.spacingUnit). */
+export type SpacingUnit = 'mm' | 'voxel';
+
 /** One case, in memory, after the dataset's own preprocessing (label remapping). */
 export interface Volume {
   id: string;
@@ -47,7 +50,7 @@ export interface Volume {
   channels: number;
   /** Label values (after remapping) per voxel, length D*H*W; absent for unlabelled cases. */
   label?: Uint8Array;
-  /** Voxel spacing in mm along [D, H, W]. */
+  /** Voxel spacing along [D, H, W], in the dataset's `spacingUnit` (mm unless it says otherwise). */
   spacing: Shape3;
   /** Geometry of the source image, to write predictions aligned with it. */
   geometry?: NiftiGeometry;
@@ -70,6 +73,12 @@ export interface Dataset {
   readonly task: SegmentationTask;
   /** Modality (channel) names, in channel order. */
   readonly channels: string[];
+  /**
+   * The unit of its volumes' spacing, and so of every distance measured on them (HD95): 'mm' (absent: mm;
+   * NIfTI data sets convert their headers' units to mm), or 'voxel' for a generator whose grid has no
+   * physical size.
+   */
+  readonly spacingUnit?: SpacingUnit;
   /** Ids of every case, in a stable order. */
   caseIds(): string[];
   /** Ids of the cases that have a label map (training/validation use only these). */

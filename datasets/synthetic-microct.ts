@@ -660,7 +660,7 @@ const plugin: DatasetPlugin<typeof settings> = {
   settings,
   create({ cases, ...options }): Dataset {
     checkMicroctOptions(options);
-    return new GeneratedDataset('synthetic-microct', MICROCT_TASK, MICROCT_CHANNELS, cases, microctCaseId, (index) => generateMicroctCase(index, options));
+    return new GeneratedDataset('synthetic-microct', MICROCT_TASK, MICROCT_CHANNELS, cases, microctCaseId, (index) => generateMicroctCase(index, options), 'voxel');
   },
 };
 

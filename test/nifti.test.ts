@@ -433,6 +433,20 @@ describe('label maps and volumes', () => {
     expect(Array.from(v.image.subarray(8 * 3, 8 * 3 + 3))).toEqual([8, 108, 120]);
   });
 
+  it("gives the spacing in mm from the header's spatial unit (xyzt_units: micron, metre; unknown counts as mm)", () => {
+    const withUnits = (units: number): NiftiImage => {
+      const bytes = makeNifti({ datatype: 16, dims: [3, 2, 2], values: range(12, (i) => i) });
+      bytes[123] = units;
+      return decodeNifti(bytes, `units-${units}.nii`);
+    };
+    expect(volumeFromNifti('case', [withUnits(3 | 8)]).spacing).toEqual([2.5e-3, 2e-3, 1.5e-3]);
+    expect(volumeFromNifti('case', [withUnits(1)]).spacing).toEqual([2500, 2000, 1500]);
+    expect(volumeFromNifti('case', [withUnits(0)]).spacing).toEqual([2.5, 2, 1.5]);
+    expect(volumeFromNifti('case', [withUnits(2)]).spacing).toEqual([2.5, 2, 1.5]);
+    // The geometry (for writing predictions) keeps the header's own numbers and unit.
+    expect(withUnits(3).geometry.pixDims).toEqual([1.5, 2, 2.5]);
+  });
+
   it('names both files when modalities are not on one grid', () => {
     const a = image('t1.nii', [3, 2, 2], () => 0);
     const b = image('flair.nii', [3, 2, 3], () => 0);

@@ -205,6 +205,17 @@ describe('summary', () => {
     row({ trial: 5, seed: 1, strategy: 'checkpoint', status: 'failed: NaN loss' }),
   ];
 
+  it("labels HD95 with the records' spacing unit: mm (also where a record has none), voxels, or both", () => {
+    const header = (rs: TrialRow[]): string => renderSummary('exp', rs, { date: new Date(0) }).split('\n').find((l) => l.startsWith('| strategy |'))!;
+    expect(header(rows())).toContain('HD95 TC (mm)');
+    expect(header(rows().map((r) => ({ ...r, spacing_unit: 'mm' })))).toContain('HD95 TC (mm)');
+    const voxels = renderSummary('exp', rows().map((r) => ({ ...r, spacing_unit: 'voxel' })), { date: new Date(0) });
+    expect(voxels).toContain('HD95 TC (voxels)');
+    expect(voxels).toContain('- HD95 (voxels):');
+    expect(voxels).not.toContain('(mm)');
+    expect(header(rows().map((r, i) => ({ ...r, spacing_unit: i === 0 ? 'voxel' : 'mm' })))).toContain('HD95 TC (mm or voxels, see spacing_unit)');
+  });
+
   it('shows mean ± sample std over seeds, n, memory in binary units, and lists non-ok trials separately', () => {
     const text = renderSummary('exp', rows(), { date: new Date('2025-02-03T04:05:06Z') });
     expect(text).toContain('# exp — results');

@@ -66,6 +66,8 @@ axes:
       expect(existsSync(join(String(r.model), 'model.json'))).toBe(true);
     }
     expect(rows[0]!.input_shape).toBe('16x16x16');
+    // synthetic-brats's grid is in mm (HD95 in mm); the column says so.
+    expect(rows.map((r) => r.spacing_unit)).toEqual(rows.map(() => 'mm'));
     expect(rows[1]!.input_shape).toBe('8x8x8');
     // The patch step sees an eighth of the volume: its measured training peak must be lower.
     expect(Number(rows[1]!.peak_train_bytes)).toBeLessThan(Number(rows[0]!.peak_train_bytes));

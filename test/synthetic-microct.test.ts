@@ -114,6 +114,8 @@ describe('synthetic-microct', () => {
     expect(v.image.length).toBe(40 * 64 * 56);
     expect(v.label!.length).toBe(40 * 64 * 56);
     expect(v.spacing).toEqual([1, 1, 1]);
+    // The grid has no physical size: the data set says its spacing (and so HD95) is in voxels.
+    expect(create({ cases: 1, size: 16 }).spacingUnit).toBe('voxel');
     expect([...new Set(v.label!)].every((l) => l === 0 || l === 1 || l === 2)).toBe(true);
     expect(v.image.every(Number.isFinite)).toBe(true);
   });

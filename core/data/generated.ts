@@ -3,7 +3,7 @@
  * from its index on load. The synthetic dataset plugins share it (plugins never import each other); one
  * with more to say (a context report) extends it.
  */
-import type { Dataset, SegmentationTask, Volume } from '../types.js';
+import type { Dataset, SegmentationTask, SpacingUnit, Volume } from '../types.js';
 
 export class GeneratedDataset implements Dataset {
   readonly channels: string[];
@@ -16,6 +16,8 @@ export class GeneratedDataset implements Dataset {
     private readonly count: number,
     caseId: (index: number) => string,
     private readonly generate: (index: number) => Volume | Promise<Volume>,
+    /** The unit of the generated volumes' spacing (Dataset.spacingUnit). */
+    readonly spacingUnit: SpacingUnit = 'mm',
   ) {
     this.channels = [...channels];
     this.ids = Array.from({ length: count }, (_, i) => caseId(i));

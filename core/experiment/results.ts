@@ -43,7 +43,7 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   backend: 'tfjs backend the trial ran on',
   epochs: 'training epochs',
   'dice_<region>': 'mean Dice over the validation cases for that region/label',
-  'hd95_<region>': 'mean HD95 in mm over the validation cases where it is defined (n/a cases excluded)',
+  'hd95_<region>': 'mean HD95 over the validation cases where it is defined (n/a cases excluded), in spacing_unit',
   'hd95_na_<region>': 'number of validation cases whose HD95 is n/a (exactly one of prediction/reference empty)',
   dice_mean: 'mean over regions of dice_<region>',
   params: 'trainable parameters of the network',
@@ -70,6 +70,7 @@ export const TRIAL_COLUMN_DOCS: Record<string, string> = {
   voxels_seen: 'input voxels the training steps saw (batch × the spatial extent of each step input)',
   curve_seconds: 'seconds of the validation passes for the learning curve during training (not in train_seconds)',
   validation_cases: 'number of validation cases',
+  spacing_unit: "unit of the data set's voxel spacing, and so of hd95_<region>: 'mm', or 'voxel' for a generator whose grid has no physical size (records without it: mm)",
 };
 
 /** What each curves.csv column holds. */
@@ -805,6 +806,15 @@ function summaryGroups(rows: TrialRow[]): {
   return { groups, axisNames, axisValues, settingAxes };
 }
 
+/**
+ * The unit of the rows' HD95 columns, for labels: 'mm' or 'voxels' from their spacing_unit (a record
+ * without the column is mm), or both, naming the column, where the rows mix data sets of both.
+ */
+export function hd95Unit(rows: TrialRow[]): string {
+  const units = [...new Set(rows.map((r) => (str(r.spacing_unit) === 'voxel' ? 'voxels' : 'mm')))];
+  return units.length === 1 ? units[0]! : 'mm or voxels, see spacing_unit';
+}
+
 /** Region names of the rows' dice_<region> columns, in column order. */
 export function rowRegions(rows: TrialRow[]): string[] {
   const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
@@ -817,6 +827,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
   const columns = canonicalColumns(rows.flatMap((r) => Object.keys(r)));
   const regions = rowRegions(rows);
   const ok = rows.filter((r) => r.status === 'ok');
+  const unit = hd95Unit(ok.length ? ok : rows);
   const notOk = rows.filter((r) => r.status !== 'ok');
   const { groups, axisNames, axisValues, settingAxes } = summaryGroups(rows);
 
@@ -853,7 +864,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
     if (columns.includes('dice_mean')) cols.push({ title: 'Dice mean', cell: (g) => stat(finiteNumbers(g, 'dice_mean'), g.length, fmt3) });
     for (const name of regions) {
       cols.push({
-        title: `HD95 ${name} (mm)`,
+        title: `HD95 ${name} (${unit})`,
         cell: (g) => {
           const vals = finiteNumbers(g, `hd95_${name}`);
           // n/a: cases counted by the trial (hd95_na_X), or whole trials whose HD95 is NaN.
@@ -935,7 +946,7 @@ export function renderSummary(experimentName: string, rows: TrialRow[], options:
     lines.push('- Columns named like `strategy.settings.x` are settings (from the `settings` JSON) that differ between configurations sharing strategy, architecture and input shape.');
   }
   lines.push(`- Dice: per region, the mean over validation cases; ${DICE_EMPTY_MASK_CONVENTION}`);
-  lines.push(`- HD95 (mm): ${HD95_PERCENTILE_DEFINITION} ${HD95_EMPTY_MASK_CONVENTION} "(k n/a cases)" sums these cases over the seeds.`);
+  lines.push(`- HD95 (${unit}): ${HD95_PERCENTILE_DEFINITION} ${HD95_EMPTY_MASK_CONVENTION} "(k n/a cases)" sums these cases over the seeds.`);
   lines.push(
     '- Peak memory: the high-water mark of bytes held by distinct live backend buffers (a reshape or clone ' +
       'sharing a buffer counts once; kernel temporaries count), measured by DeviceMemoryMeter — not ' +

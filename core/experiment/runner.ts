@@ -263,6 +263,7 @@ export class ExperimentRunner {
     const { dataset } = await this.loadData(trial, join(exp.file, '..'));
     const row = this.baseRow(exp, trial, id, null, strategyColumns);
     for (const c of regionColumns(dataset.task)) row[c] ??= null;
+    row.spacing_unit = dataset.spacingUnit ?? 'mm';
     row.status = `failed: ${message}`;
     row.started_at = null;
     return row;
@@ -656,6 +657,7 @@ export class ExperimentRunner {
       // Every row of an experiment has the task's metric columns, empty where a trial has no value.
       const { dataset } = await this.loadData(trial, join(exp.file, '..'));
       for (const c of regionColumns(dataset.task)) row[c] ??= null;
+      row.spacing_unit = dataset.spacingUnit ?? 'mm';
       const p = await this.planTrial(exp, trial);
       strategy = p.strategy;
       row.params = parameterCount(p.net);

@@ -812,9 +812,24 @@ function voxelAt(i: number, [nx, ny]: [number, number, number]): string {
 }
 
 /**
+ * Millimetres per unit of a header's spatial unit (xyzt_units & 0x07, nifti1.h): 1 metre, 2 mm, 3 micron;
+ * 0 (unknown, common in older files) counts as mm, as nibabel and ITK read it.
+ */
+export function niftiMillimetresPerUnit(xyztUnits: number): number {
+  switch (xyztUnits & 0x07) {
+    case 1:
+      return 1000;
+    case 3:
+      return 0.001;
+    default:
+      return 1;
+  }
+}
+
+/**
  * Builds a Volume from co-registered modality images (channel order = array order) and an optional
  * label map already converted with `labelsFromNifti`. Spacing is [pixdim3, pixdim2, pixdim1] (along
- * D, H, W); the geometry is the first image's. The modalities are checked as `interleaveChannels` does
+ * D, H, W) in mm, converted from the header's spatial unit (niftiMillimetresPerUnit); the geometry is the first image's. The modalities are checked as `interleaveChannels` does
  * (same grid within `geometryTolerance` mm, no NaN or ±Inf); the label's geometry is the caller's to
  * check (`checkSameGrid`) since only its values arrive here.
  */
@@ -835,7 +850,8 @@ export function volumeFromNifti(
     );
   }
   const [px, py, pz] = first.geometry.pixDims;
-  const spacing: Shape3 = [Math.abs(pz) || 1, Math.abs(py) || 1, Math.abs(px) || 1];
+  const mm = niftiMillimetresPerUnit(first.geometry.xyztUnits);
+  const spacing: Shape3 = [(Math.abs(pz) || 1) * mm, (Math.abs(py) || 1) * mm, (Math.abs(px) || 1) * mm];
   return { id, image, shape, channels, ...(label ? { label } : {}), spacing, geometry: first.geometry };
 }
 

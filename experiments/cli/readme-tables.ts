@@ -24,6 +24,7 @@ import {
   readTrials,
   timeToTarget,
   configurationLabel,
+  hd95Unit,
   rowRegions,
   rowSettings,
   trialKey,
@@ -285,7 +286,7 @@ export const README_BLOCKS: Record<string, Block> = {
       machineLine(rows, 'npm run experiment -- msd-hippocampus'),
       `${r.validation_cases ?? '?'} validation cases, ${r.steps ?? num(rowSettings(r).training?.epochs) * num(rowSettings(r).training?.stepsPerEpoch)} steps, training ${(num(r.train_seconds) / 60).toFixed(0)} min.`,
       '',
-      ...table(['label', 'Dice', 'HD95 (mm)'], [...labels.map((l) => [l, num(r[`dice_${l}`]).toFixed(3), num(r[`hd95_${l}`]).toFixed(2)]), ['mean', num(r.dice_mean).toFixed(3), '']]),
+      ...table(['label', 'Dice', `HD95 (${hd95Unit(rows)})`], [...labels.map((l) => [l, num(r[`dice_${l}`]).toFixed(3), num(r[`hd95_${l}`]).toFixed(2)]), ['mean', num(r.dice_mean).toFixed(3), '']]),
       '',
       `Measured peak ${bytes(num(r.peak_train_bytes))}, estimated ${bytes(num(r.est_peak_train_bytes))}.`,
     ];
