@@ -53,12 +53,18 @@ bool cpu_has_avx512vl() {
 #endif
 }
 
-// GFLOP/s of one run of an FMA probe of `iters` steps (fma_probe / fma_probe512).
-double probe_gflops(double (*probe)(int64_t), int64_t iters) {
+// GFLOP/s of a throughput probe (`probe(iters)` does `iters` steps and returns the flops done) run for
+// about `seconds`: calibrated on `calib` steps, then timed.
+template <class Probe>
+double timed_probe_gflops(Probe probe, int64_t calib, double seconds) {
   const auto t0 = std::chrono::steady_clock::now();
+  probe(calib);
+  const double s0 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const int64_t iters = std::max<int64_t>(calib, static_cast<int64_t>(calib * seconds / std::max(s0, 1e-9)));
+  const auto t1 = std::chrono::steady_clock::now();
   const double flops = probe(iters);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return flops / std::max(s, 1e-9) / 1e9;
+  const double s1 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  return flops / std::max(s1, 1e-9) / 1e9;
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -525,26 +531,24 @@ napi_value LeakyRelu(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The seconds a probe call asks for: its first argument (default 0.1), within [0.005, 5].
+double probe_seconds(napi_env env, const Args& a) {
+  double seconds = 0.1;
+  if (a.argc >= 1) number(env, a.argv[0], &seconds);
+  return std::min(std::max(seconds, 0.005), 5.0);
+}
+
 // fmaPeak(seconds) -> measured FMA GFLOP/s of the active code path on all pool threads (the larger
 // of its 256-bit and, on AVX-512 builds, 512-bit probes, each run for about `seconds`).
 napi_value FmaPeak(napi_env env, napi_callback_info info) {
   Args a;
   CHECK(a.ok(env, info), "fmaPeak: bad arguments");
-  double seconds = 0.1;
-  if (a.argc >= 1) number(env, a.argv[0], &seconds);
-  seconds = std::min(std::max(seconds, 0.005), 5.0);
-  // Calibrate on a short run, then run for about `seconds` (each probe of the code path: the
-  // 256-bit one, and on AVX-512 builds also the 512-bit one; the larger is the peak).
+  const double seconds = probe_seconds(env, a);
+  // Each probe of the code path: the 256-bit one, and on AVX-512 builds also the 512-bit one; the
+  // larger is the peak.
   double best = 0.0;
-  for (double (*probe)(int64_t) : {g_table->fma_probe, g_table->fma_probe512}) {
-    if (probe == nullptr) continue;
-    const int64_t calib = 1 << 16;
-    const auto t0 = std::chrono::steady_clock::now();
-    probe(calib);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const int64_t iters = std::max<int64_t>(calib, static_cast<int64_t>(calib * seconds / std::max(s, 1e-9)));
-    best = std::max(best, probe_gflops(probe, iters));
-  }
+  for (double (*probe)(int64_t) : {g_table->fma_probe, g_table->fma_probe512})
+    if (probe != nullptr) best = std::max(best, timed_probe_gflops(probe, 1 << 16, seconds));
   napi_value v;
   napi_create_double(env, best, &v);
   return v;
@@ -557,21 +561,13 @@ napi_value FmaPeak(napi_env env, napi_callback_info info) {
 napi_value TilePeak(napi_env env, napi_callback_info info) {
   Args a;
   CHECK(a.ok(env, info), "tilePeak: bad arguments");
-  double seconds = 0.1;
-  if (a.argc >= 1) number(env, a.argv[0], &seconds);
-  seconds = std::min(std::max(seconds, 0.005), 5.0);
+  const double seconds = probe_seconds(env, a);
   int tile[3] = {0, 0, 0};
-  const int64_t calib = 1 << 8;
-  const auto t0 = std::chrono::steady_clock::now();
-  g_table->tile_probe(calib, tile);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const int64_t iters = std::max<int64_t>(calib, static_cast<int64_t>(calib * seconds / std::max(s, 1e-9)));
-  const auto t1 = std::chrono::steady_clock::now();
-  const double flops = g_table->tile_probe(iters, nullptr);
-  const double s1 = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  g_table->tile_probe(1, tile);
+  const double gflops = timed_probe_gflops([](int64_t n) { return g_table->tile_probe(n, nullptr); }, 1 << 8, seconds);
   napi_value obj, v;
   napi_create_object(env, &obj);
-  napi_create_double(env, flops / std::max(s1, 1e-9) / 1e9, &v);
+  napi_create_double(env, gflops, &v);
   napi_set_named_property(env, obj, "gflops", v);
   const char* names[3] = {"positions", "vectors", "lanes"};
   for (int i = 0; i < 3; ++i) {
