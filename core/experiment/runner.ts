@@ -262,8 +262,7 @@ export class ExperimentRunner {
   async failedRow(exp: Experiment, trial: TrialConfig, id: string, message: string, strategyColumns: string[]): Promise<TrialRow> {
     const { dataset } = await this.loadData(trial, join(exp.file, '..'));
     const row = this.baseRow(exp, trial, id, null, strategyColumns);
-    for (const c of regionColumns(dataset.task)) row[c] ??= null;
-    row.spacing_unit = dataset.spacingUnit ?? 'mm';
+    this.datasetColumns(row, dataset);
     row.status = `failed: ${message}`;
     row.started_at = null;
     return row;
@@ -656,8 +655,7 @@ export class ExperimentRunner {
     try {
       // Every row of an experiment has the task's metric columns, empty where a trial has no value.
       const { dataset } = await this.loadData(trial, join(exp.file, '..'));
-      for (const c of regionColumns(dataset.task)) row[c] ??= null;
-      row.spacing_unit = dataset.spacingUnit ?? 'mm';
+      this.datasetColumns(row, dataset);
       const p = await this.planTrial(exp, trial);
       strategy = p.strategy;
       row.params = parameterCount(p.net);
@@ -698,6 +696,12 @@ export class ExperimentRunner {
       row.rss_peak_bytes = hostPeak.rss;
     }
     return { row, cases };
+  }
+
+  /** The columns the data set gives every row: the task's metric columns (empty until measured) and the unit of its spacing (HD95's). */
+  private datasetColumns(row: TrialRow, dataset: Dataset): void {
+    for (const c of regionColumns(dataset.task)) row[c] ??= null;
+    row.spacing_unit = dataset.spacingUnit ?? 'mm';
   }
 
   /** A trial's row before it runs: what identifies it, its settings as they take effect, every column of the sweep (empty). */
