@@ -241,7 +241,7 @@ describe('summary', () => {
     // the legend quotes the conventions
     expect(text).toContain('n/a');
     expect(text).toContain('sample standard deviation');
-    expect(text).toContain('HD95 is 0 mm when prediction and reference are both empty');
+    expect(text).toContain('HD95 is 0 when prediction and reference are both empty');
   });
 
   it('splits configurations by settings that vary other than the seed', () => {

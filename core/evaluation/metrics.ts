@@ -20,14 +20,14 @@ export const DICE_EMPTY_MASK_CONVENTION =
  * (such as the volume diagonal or 373.13 mm used by some challenges) that would dominate any mean.
  */
 export const HD95_EMPTY_MASK_CONVENTION =
-  'HD95 is 0 mm when prediction and reference are both empty, and undefined when exactly one of them is ' +
+  'HD95 is 0 when prediction and reference are both empty, and undefined when exactly one of them is ' +
   'empty: such a case is recorded as "n/a", excluded from HD95 means and counted separately.';
 
 /** How the 95th percentile is taken. */
 export const HD95_PERCENTILE_DEFINITION =
   'HD95 is the 95th percentile of the union of the surface distances pred→ref and ref→pred (MedPy/BraTS ' +
   '`hd95`), with surfaces = mask voxels that have a 6-neighbour outside the mask or lie on the volume border, ' +
-  "distances in mm from an exact Euclidean distance transform, and numpy's default percentile (linear " +
+  "distances in the data set's spacing unit (mm, or voxels where it has no physical spacing) from an exact Euclidean distance transform, and numpy's default percentile (linear " +
   'interpolation between the two nearest ranks).';
 
 function checkVolume(name: string, data: ArrayLike<number>, shape: Shape3): number {
