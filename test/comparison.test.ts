@@ -139,6 +139,25 @@ describe('pairing by seed and case', () => {
     expect(text).toMatch(/swap − patch, WT: ΔDice \+0\.175 \[[+−]\d\.\d{3}, [+−]\d\.\d{3}\]; the 95% interval (excludes 0: swap is better|includes 0: no difference shown)/);
     expect(text).toContain('No learning curves were recorded');
   });
+
+  it('names the other axes that tell two comparisons of the same pair apart', () => {
+    const at = (g: ComparisonGroup, size: string, first: number): ComparisonGroup => ({
+      axes: { ...g.axes, 'dataset.settings.size': size },
+      rows: g.rows.map((r, i) => ({ ...r, trial: first + i })),
+    });
+    const groups = [at(patch, '[16,16,16]', 0), at(swap, '[16,16,16]', 2), at(patch, '[32,32,32]', 4), at(swap, '[32,32,32]', 6)];
+    const moved = [...cases, ...cases.map((c) => ({ ...c, trial: (c.trial as number) + 4 }))];
+    const text = renderComparison({ groups, regions: ['WT'], cases: moved, curves: [] }).join('\n');
+    expect(text).toContain('| swap − patch at dataset.settings.size=[16,16,16] | 2 | 2 | +0.175 [');
+    expect(text).toContain('| swap − patch at dataset.settings.size=[32,32,32] | 2 | 2 | +0.175 [');
+  });
+
+  it('says once that there is no ΔDice when no trial recorded a Dice (memory-only sweeps)', () => {
+    const text = renderComparison({ groups: [patch, swap], regions: ['WT'], cases: [], curves: [] }).join('\n');
+    expect(text).toContain('No validation Dice was recorded');
+    expect(text).not.toContain('no paired ok trials');
+    expect(text).not.toContain('### ΔDice against');
+  });
 });
 
 describe('comparing along the architecture axis', () => {

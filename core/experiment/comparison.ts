@@ -123,6 +123,23 @@ function labelOn(g: ComparisonGroup, axis: ComparedAxis): string {
   return extra.length ? `${g.axes[axis]} (${extra.join(', ')})` : (g.axes[axis] ?? '?');
 }
 
+/**
+ * The pairing context of each group in words, for the comparison rows: the other axes whose values differ
+ * among the groups (e.g. `dataset.settings.size=[48,48,48]`), so two comparisons of the same pair of
+ * strategies at different sizes read apart; '' where every group shares its context.
+ */
+function contextWords(groups: ComparisonGroup[], axis: ComparedAxis): (g: ComparisonGroup) => string {
+  const rest = (g: ComparisonGroup): [string, string][] =>
+    Object.entries(g.axes).filter(([k]) => k !== axis && k !== 'input_shape' && !k.startsWith(`${axis}.`));
+  const varying = new Set<string>();
+  for (const g of groups)
+    for (const [k, v] of rest(g)) if (groups.some((h) => h.axes[k] !== v)) varying.add(k);
+  return (g) => {
+    const parts = rest(g).filter(([k]) => varying.has(k)).map(([k, v]) => `${k}=${v}`);
+    return parts.length ? ` at ${parts.join(', ')}` : '';
+  };
+}
+
 /** The compared axis, the reference as written and the reference configurations of `groups`. */
 export function referenceGroups(groups: ComparisonGroup[], c: RecordedComparison): { reference: string | null; refs: ComparisonGroup[] } {
   const reference = c.reference ?? groups[0]?.axes[c.axis] ?? null;
@@ -314,22 +331,24 @@ export function renderComparison(input: ComparisonInput): string[] {
   if (refs.length === 0) return [...lines, `No trial of the reference ${axis} \`${reference}\` is recorded.`, ''];
 
   // Paired ΔDice.
+  const hasDice = cases.some((x) => regions.includes(x.region) && Number.isFinite(x.dice));
   const pct = Math.round(c.confidence * 100);
+  const where = contextWords(groups, axis);
   const shown = regions.length > 1 ? [...regions, 'mean'] : regions;
   const table: string[] = [];
   const words: string[] = [];
-  for (const g of groups) {
+  for (const g of hasDice ? groups : []) {
     const ref = pairedReference(g, refs, axis);
     if (!ref) continue;
     const diffs = pairedDifferences(g, ref, regions, cases);
     if (diffs.size === 0) {
-      table.push(`| ${label(g)} − ${label(ref)} | 0 | 0 | ${shown.map(() => 'no paired ok trials').join(' | ')} |`);
+      table.push(`| ${label(g)} − ${label(ref)}${where(g)} | 0 | 0 | ${shown.map(() => 'no paired ok trials').join(' | ')} |`);
       continue;
     }
     const results = shown.map((r) => (diffs.has(r) ? pairedResult(r, diffs.get(r)!, c) : null));
     const first = results.find((r) => r !== null)!;
     table.push(
-      `| ${label(g)} − ${label(ref)} | ${first.seeds} | ${first.cases} | ${results
+      `| ${label(g)} − ${label(ref)}${where(g)} | ${first.seeds} | ${first.cases} | ${results
         .map((r) => (r ? `${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}], p = ${Number.isNaN(r.p) ? 'n/a' : r.p < 0.001 ? r.p.toExponential(1) : r.p.toFixed(3)}` : '—'))
         .join(' | ')} |`,
     );
@@ -337,14 +356,16 @@ export function renderComparison(input: ComparisonInput): string[] {
       if (!r) continue;
       const excludes = r.low > 0 || r.high < 0;
       words.push(
-        `- ${label(g)} − ${label(ref)}, ${r.region}: ΔDice ${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]; ` +
+        `- ${label(g)} − ${label(ref)}${where(g)}, ${r.region}: ΔDice ${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]; ` +
           (excludes
             ? `the ${pct}% interval excludes 0: ${r.mean > 0 ? `${label(g)} is better` : `${label(ref)} is better`} on these cases.`
             : `the ${pct}% interval includes 0: no difference shown.`),
       );
     }
   }
-  if (table.length === 0) {
+  if (!hasDice) {
+    lines.push('No validation Dice was recorded (these trials measured memory and time only): there is no ΔDice to pair.', '');
+  } else if (table.length === 0) {
     lines.push('No configuration other than the reference has ok trials to pair.', '');
   } else {
     lines.push(`### ΔDice against \`${reference}\` (mean [${pct}% bootstrap CI], Wilcoxon p)`, '');
