@@ -27,8 +27,9 @@ export const HD95_EMPTY_MASK_CONVENTION =
 export const HD95_PERCENTILE_DEFINITION =
   'HD95 is the 95th percentile of the union of the surface distances pred→ref and ref→pred (MedPy/BraTS ' +
   '`hd95`), with surfaces = mask voxels that have a 6-neighbour outside the mask or lie on the volume border, ' +
-  "distances in the data set's spacing unit (mm, or voxels where it has no physical spacing) from an exact Euclidean distance transform, and numpy's default percentile (linear " +
-  'interpolation between the two nearest ranks).';
+  "distances in the data set's spacing unit (mm, or voxels where it has no physical spacing) from an exact " +
+  "Euclidean distance transform, and numpy's default percentile (linear interpolation between the two nearest " +
+  'ranks).';
 
 function checkVolume(name: string, data: ArrayLike<number>, shape: Shape3): number {
   const [D, H, W] = shape;

@@ -101,8 +101,12 @@ export function recordedComparison(rows: Row[]): RecordedComparison {
 
 /** The axes that say what a configuration is apart from the compared axis (paired configurations share them). */
 function contextOn(g: ComparisonGroup, axis: ComparedAxis): string {
-  const rest = Object.entries(g.axes).filter(([k]) => k !== axis && k !== 'input_shape' && !k.startsWith(`${axis}.`));
-  return JSON.stringify(rest);
+  return JSON.stringify(otherAxes(g, axis));
+}
+
+/** The axes of `g` other than the compared one and its settings (input_shape follows from them). */
+function otherAxes(g: ComparisonGroup, axis: ComparedAxis): [string, string][] {
+  return Object.entries(g.axes).filter(([k]) => k !== axis && k !== 'input_shape' && !k.startsWith(`${axis}.`));
 }
 
 /**
@@ -129,13 +133,11 @@ function labelOn(g: ComparisonGroup, axis: ComparedAxis): string {
  * strategies at different sizes read apart; '' where every group shares its context.
  */
 function contextWords(groups: ComparisonGroup[], axis: ComparedAxis): (g: ComparisonGroup) => string {
-  const rest = (g: ComparisonGroup): [string, string][] =>
-    Object.entries(g.axes).filter(([k]) => k !== axis && k !== 'input_shape' && !k.startsWith(`${axis}.`));
   const varying = new Set<string>();
   for (const g of groups)
-    for (const [k, v] of rest(g)) if (groups.some((h) => h.axes[k] !== v)) varying.add(k);
+    for (const [k, v] of otherAxes(g, axis)) if (groups.some((h) => h.axes[k] !== v)) varying.add(k);
   return (g) => {
-    const parts = rest(g).filter(([k]) => varying.has(k)).map(([k, v]) => `${k}=${v}`);
+    const parts = otherAxes(g, axis).filter(([k]) => varying.has(k)).map(([k, v]) => `${k}=${v}`);
     return parts.length ? ` at ${parts.join(', ')}` : '';
   };
 }
@@ -334,6 +336,7 @@ export function renderComparison(input: ComparisonInput): string[] {
   const hasDice = cases.some((x) => regions.includes(x.region) && Number.isFinite(x.dice));
   const pct = Math.round(c.confidence * 100);
   const where = contextWords(groups, axis);
+  const named = (g: ComparisonGroup): string => `${label(g)}${where(g)}`;
   const shown = regions.length > 1 ? [...regions, 'mean'] : regions;
   const table: string[] = [];
   const words: string[] = [];
@@ -416,20 +419,20 @@ export function renderComparison(input: ComparisonInput): string[] {
     const rt = refTimes.get(contextKey(g));
     const ratio = t.seconds !== null && rt?.seconds ? t.seconds / rt.seconds : null;
     lines.push(
-      `| ${label(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${t.best !== null ? t.best.toFixed(3) : '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
+      `| ${named(g)} | ${t.reached} of ${t.of} | ${t.seconds !== null ? t.seconds.toFixed(1) : 'not reached'} | ${t.voxels !== null ? fmtVoxels(t.voxels) : '—'} | ${t.steps ?? '—'} | ${t.best !== null ? t.best.toFixed(3) : '—'} | ${ratio !== null ? `${ratio.toFixed(2)}×` : '—'} |`,
     );
     if (!refs.includes(g) && rt) {
       ratioWords.push(
         t.seconds === null
-          ? `- ${label(g)} does not reach the target in most seeds (${t.reached} of ${t.of}; its curves peak at ${t.best?.toFixed(3) ?? '—'}, median over seeds).`
+          ? `- ${named(g)} does not reach the target in most seeds (${t.reached} of ${t.of}; its curves peak at ${t.best?.toFixed(3) ?? '—'}, median over seeds).`
           : rt.seconds === null
-            ? `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s; \`${reference}\` itself does not in most seeds.`
-            : `- ${label(g)} reaches it in ${t.seconds.toFixed(1)} s, ${ratio!.toFixed(2)}× the time of \`${reference}\` (${rt.seconds.toFixed(1)} s): ${ratio! < 1 ? `${(1 / ratio!).toFixed(2)}× faster` : `${ratio!.toFixed(2)}× slower`}.`,
+            ? `- ${named(g)} reaches it in ${t.seconds.toFixed(1)} s; \`${reference}\` itself does not in most seeds.`
+            : `- ${named(g)} reaches it in ${t.seconds.toFixed(1)} s, ${ratio!.toFixed(2)}× the time of \`${reference}\` (${rt.seconds.toFixed(1)} s): ${ratio! < 1 ? `${(1 / ratio!).toFixed(2)}× faster` : `${ratio!.toFixed(2)}× slower`}.`,
       );
     }
   }
   lines.push('', ...ratioWords, '');
-  const curveLines = curveTable(groups, curves, column, label);
+  const curveLines = curveTable(groups, curves, column, named);
   if (curveLines.length) lines.push(`### Learning curves (${metricName}, mean over seeds, at each validation point)`, '', ...curveLines, '');
   return lines;
 }
