@@ -343,15 +343,16 @@ export function renderComparison(input: ComparisonInput): string[] {
   for (const g of hasDice ? groups : []) {
     const ref = pairedReference(g, refs, axis);
     if (!ref) continue;
+    const pair = `${comparisonLabel(g, ref, axis)}${where(g)}`;
     const diffs = pairedDifferences(g, ref, regions, cases);
     if (diffs.size === 0) {
-      table.push(`| ${label(g)} − ${label(ref)}${where(g)} | 0 | 0 | ${shown.map(() => 'no paired ok trials').join(' | ')} |`);
+      table.push(`| ${pair} | 0 | 0 | ${shown.map(() => 'no paired ok trials').join(' | ')} |`);
       continue;
     }
     const results = shown.map((r) => (diffs.has(r) ? pairedResult(r, diffs.get(r)!, c) : null));
     const first = results.find((r) => r !== null)!;
     table.push(
-      `| ${label(g)} − ${label(ref)}${where(g)} | ${first.seeds} | ${first.cases} | ${results
+      `| ${pair} | ${first.seeds} | ${first.cases} | ${results
         .map((r) => (r ? `${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}], p = ${Number.isNaN(r.p) ? 'n/a' : r.p < 0.001 ? r.p.toExponential(1) : r.p.toFixed(3)}` : '—'))
         .join(' | ')} |`,
     );
@@ -359,7 +360,7 @@ export function renderComparison(input: ComparisonInput): string[] {
       if (!r) continue;
       const excludes = r.low > 0 || r.high < 0;
       words.push(
-        `- ${label(g)} − ${label(ref)}${where(g)}, ${r.region}: ΔDice ${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]; ` +
+        `- ${pair}, ${r.region}: ΔDice ${signed(r.mean)} [${signed(r.low)}, ${signed(r.high)}]; ` +
           (excludes
             ? `the ${pct}% interval excludes 0: ${r.mean > 0 ? `${label(g)} is better` : `${label(ref)} is better`} on these cases.`
             : `the ${pct}% interval includes 0: no difference shown.`),

@@ -829,9 +829,10 @@ export function niftiMillimetresPerUnit(xyztUnits: number): number {
 /**
  * Builds a Volume from co-registered modality images (channel order = array order) and an optional
  * label map already converted with `labelsFromNifti`. Spacing is [pixdim3, pixdim2, pixdim1] (along
- * D, H, W) in mm, converted from the header's spatial unit (niftiMillimetresPerUnit); the geometry is the first image's. The modalities are checked as `interleaveChannels` does
- * (same grid within `geometryTolerance` mm, no NaN or ±Inf); the label's geometry is the caller's to
- * check (`checkSameGrid`) since only its values arrive here.
+ * D, H, W) in mm, converted from the header's spatial unit (niftiMillimetresPerUnit); the geometry is
+ * the first image's. The modalities are checked as `interleaveChannels` does (same grid within
+ * `geometryTolerance` mm, no NaN or ±Inf); the label's geometry is the caller's to check
+ * (`checkSameGrid`) since only its values arrive here.
  */
 export function volumeFromNifti(
   id: string,
